@@ -1,0 +1,863 @@
+//! Configuration: YAML in, validated and typed config out.
+//!
+//! Loading has two stages, as in ripgrep: serde reads the file into raw
+//! types that mirror the YAML (every value that can be wrong carries its
+//! position), and [`validate`] turns them into [`Config`]: parsed addresses
+//! and durations, loaded keys, compiled route policies. Validation collects
+//! *every* problem with its file:line:col, so `gatehouse check-config` can
+//! print them all at once.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use policy::{Capabilities, Identity, IdentityKind, RoutePolicy};
+use russh::keys::{HashAlg, PublicKey};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// One problem in a configuration file, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// 1-based line; 0 when the problem has no position (a missing file).
+    pub line: u64,
+    /// 1-based column; 0 when unknown.
+    pub column: u64,
+    /// What is wrong, lowercase, saying what to do where possible.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
+        }
+    }
+}
+
+/// All problems found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+// ---------------------------------------------------------------------------
+// Raw types: exactly what the YAML says.
+// ---------------------------------------------------------------------------
+
+type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<S<String>>,
+    host_keys: Option<Vec<S<String>>>,
+    user_ca: Option<S<String>>,
+    state_dir: Option<S<String>>,
+    gateway_id: Option<S<String>>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    identities: Vec<RawIdentity>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_connections: Option<S<u64>>,
+    max_unauthenticated: Option<S<u64>>,
+    auth_timeout: Option<S<String>>,
+    auth_rejection_delay: Option<S<String>>,
+    connect_timeout: Option<S<String>>,
+    idle_timeout: Option<S<String>>,
+    keepalive_interval: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    name: S<String>,
+    email: Option<S<String>>,
+    #[serde(default)]
+    groups: Vec<S<String>>,
+    #[serde(default)]
+    keys: Vec<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    name: S<String>,
+    target: Option<S<String>>,
+    #[serde(default)]
+    logins: Vec<S<String>>,
+    host_key: Option<S<String>>,
+    host_ca: Option<S<String>>,
+    #[serde(default)]
+    allow: RawAllow,
+    permit: Option<Vec<S<String>>>,
+    cert_ttl: Option<S<String>>,
+    source_address: Option<Vec<S<String>>>,
+    connect_timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllow {
+    #[serde(default)]
+    identities: Vec<S<String>>,
+    #[serde(default)]
+    groups: Vec<S<String>>,
+}
+
+// ---------------------------------------------------------------------------
+// Validated types: what the gateway runs with.
+// ---------------------------------------------------------------------------
+
+/// The validated configuration of a gateway.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from, for messages.
+    pub source: PathBuf,
+    /// Where `serve` listens.
+    pub listen: SocketAddr,
+    /// Host key files; generated (mode 0600) by `serve` when absent.
+    pub host_keys: Vec<PathBuf>,
+    /// The user CA private key that signs certificates for targets.
+    pub user_ca: PathBuf,
+    /// Where the gateway keeps its state (host keys by default).
+    pub state_dir: PathBuf,
+    /// A name for this gateway instance, used in audit events.
+    pub gateway_id: String,
+    /// Connection and time limits.
+    pub limits: Limits,
+    /// Registered client keys, by SHA-256 fingerprint.
+    pub keys: HashMap<String, Arc<Identity>>,
+    /// Routes by name.
+    pub routes: HashMap<String, Arc<Route>>,
+}
+
+/// Limits that protect the gateway from misbehaving or idle clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; more are closed right after accept.
+    pub max_connections: usize,
+    /// Connections not yet authenticated at once; a flood of handshakes
+    /// cannot starve authenticated users.
+    pub max_unauthenticated: usize,
+    /// A connection that has not authenticated by then is closed.
+    pub auth_timeout: Duration,
+    /// How long a rejected authentication attempt takes, so key probing
+    /// is slow. The client's first `none` probe is never delayed.
+    pub auth_rejection_delay: Duration,
+    /// Default time to dial and handshake with a target.
+    pub connect_timeout: Duration,
+    /// A client connection with no traffic for this long is closed.
+    pub idle_timeout: Option<Duration>,
+    /// Keepalive probes to clients after this much silence.
+    pub keepalive_interval: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_unauthenticated: 64,
+            auth_timeout: Duration::from_secs(120),
+            auth_rejection_delay: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// How the target's host key is verified. There is no trust on first use.
+#[derive(Debug, Clone)]
+pub enum HostKeyCheck {
+    /// The target must present exactly this key.
+    Pinned(PublicKey),
+    /// The target must present a host certificate signed by this CA, valid
+    /// now, naming the target host as a principal.
+    Ca(PublicKey),
+}
+
+/// A named destination: `LOGIN@ROUTE@gateway` selects it.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The route's name.
+    pub name: String,
+    /// The target's `host:port` as written (the host is also the principal
+    /// checked in host certificates).
+    pub target: String,
+    /// The target host without the port.
+    pub target_host: String,
+    /// The target port.
+    pub target_port: u16,
+    /// How the target's host key is verified.
+    pub host_key: HostKeyCheck,
+    /// Who may use the route and with which capabilities.
+    pub policy: RoutePolicy,
+    /// `source-address` critical option for minted certificates, when set.
+    pub source_address: Option<String>,
+    /// Time to dial and handshake with this target.
+    pub connect_timeout: Duration,
+}
+
+/// Default certificate lifetime (design §4).
+pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(300);
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigProblem {
+            file: path.to_owned(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read config: {e}"),
+        }])
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates configuration text; `path` names it in messages and
+/// anchors relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        ConfigErrors(vec![ConfigProblem {
+            file: path.to_owned(),
+            line,
+            column,
+            message: first_line(&e.to_string()),
+        }])
+    })?;
+    let mut v = Validator {
+        file: path.to_owned(),
+        base: path.parent().map(Path::to_owned).unwrap_or_default(),
+        problems: Vec::new(),
+    };
+    let config = v.config(raw);
+    if v.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(v.problems))
+    }
+}
+
+/// serde-saphyr renders a source snippet under its message; the problem
+/// line carries the position itself, so keep only the message.
+fn first_line(message: &str) -> String {
+    let mut line = message.lines().next().unwrap_or(message).trim();
+    line = line.strip_prefix("error: ").unwrap_or(line);
+    // Drop a "line N column M: " prefix that repeats our file:line:col.
+    if let Some(rest) = line.strip_prefix("line ")
+        && let Some((_, after)) = rest.split_once(": ")
+        && rest
+            .split_once(':')
+            .is_some_and(|(pos, _)| pos.contains(" column "))
+    {
+        line = after;
+    }
+    match line.find(" at line ") {
+        Some(i) => line.get(..i).unwrap_or(line).to_owned(),
+        None => line.to_owned(),
+    }
+}
+
+struct Validator {
+    file: PathBuf,
+    base: PathBuf,
+    problems: Vec<ConfigProblem>,
+}
+
+impl Validator {
+    fn problem<T>(&mut self, at: &S<T>, message: impl Into<String>) {
+        self.problems.push(ConfigProblem {
+            file: self.file.clone(),
+            line: at.referenced.line(),
+            column: at.referenced.column(),
+            message: message.into(),
+        });
+    }
+
+    fn problem_here(&mut self, message: impl Into<String>) {
+        self.problems.push(ConfigProblem {
+            file: self.file.clone(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+        });
+    }
+
+    fn path(&self, value: &str) -> PathBuf {
+        let p = PathBuf::from(value);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn duration(&mut self, value: &Option<S<String>>, default: Duration) -> Duration {
+        match value {
+            None => default,
+            Some(s) => match humantime::parse_duration(s.value.trim()) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.problem(
+                        s,
+                        format!("bad duration {:?}: {e} (write e.g. 30s, 5m, 1h)", s.value),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    /// A public key given inline (`ssh-ed25519 AAAA…`) or as a path to a
+    /// `.pub` file.
+    fn public_key(&mut self, s: &S<String>, what: &str) -> Option<PublicKey> {
+        let text = s.value.trim();
+        let (text, origin) = if looks_like_key(text) {
+            (text.to_owned(), None)
+        } else {
+            let path = self.path(text);
+            match std::fs::read_to_string(&path) {
+                Ok(t) => (t.trim().to_owned(), Some(path)),
+                Err(e) => {
+                    self.problem(s, format!("cannot read {what} {}: {e}", path.display()));
+                    return None;
+                }
+            }
+        };
+        match PublicKey::from_openssh(&text) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                let from = origin
+                    .map(|p| format!(" in {}", p.display()))
+                    .unwrap_or_default();
+                self.problem(s, format!("{what}{from} is not an OpenSSH public key: {e}"));
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let listen = match &raw.listen {
+            None => SocketAddr::from(([0, 0, 0, 0], 2222)),
+            Some(s) => match s.value.parse::<SocketAddr>() {
+                Ok(a) => a,
+                Err(_) => {
+                    self.problem(
+                        s,
+                        format!(
+                            "bad listen address {:?}: write IP:PORT, e.g. 0.0.0.0:2222",
+                            s.value
+                        ),
+                    );
+                    SocketAddr::from(([0, 0, 0, 0], 2222))
+                }
+            },
+        };
+        let state_dir = raw
+            .state_dir
+            .as_ref()
+            .map(|s| self.path(&s.value))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/gatehouse"));
+        let host_keys = match &raw.host_keys {
+            Some(list) if !list.is_empty() => list.iter().map(|s| self.path(&s.value)).collect(),
+            _ => vec![state_dir.join("ssh_host_ed25519_key")],
+        };
+        for (i, p) in host_keys.iter().enumerate() {
+            // A host key that exists must be readable and valid now, not at
+            // first connection; one that is absent is generated by `serve`.
+            if p.exists()
+                && let Err(e) = crate::keys::read_private_key(p)
+            {
+                match raw.host_keys.as_ref().and_then(|l| l.get(i)) {
+                    Some(s) => self.problem(s, e.to_string()),
+                    None => self.problem_here(e.to_string()),
+                }
+            }
+        }
+        let user_ca = match &raw.user_ca {
+            None => {
+                self.problem_here(
+                    "user_ca is required: run `gatehouse ca init --key PATH` and set user_ca: PATH",
+                );
+                PathBuf::new()
+            }
+            Some(s) => {
+                let p = self.path(&s.value);
+                if let Err(e) = crate::keys::read_private_key(&p) {
+                    self.problem(
+                        s,
+                        format!(
+                            "{e} (create it with `gatehouse ca init --key {}`)",
+                            p.display()
+                        ),
+                    );
+                }
+                p
+            }
+        };
+        let gateway_id = raw
+            .gateway_id
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_else(|| "gatehouse".to_owned());
+        let limits = self.limits(&raw.limits);
+        let keys = self.identities(&raw.identities);
+        let routes = self.routes(&raw.routes, &limits);
+        Config {
+            source: self.file.clone(),
+            listen,
+            host_keys,
+            user_ca,
+            state_dir,
+            gateway_id,
+            limits,
+            keys,
+            routes,
+        }
+    }
+
+    fn limits(&mut self, raw: &RawLimits) -> Limits {
+        let d = Limits::default();
+        let mut count = |v: &Option<S<u64>>, default: usize, what: &str| -> usize {
+            match v {
+                None => default,
+                Some(s) if s.value == 0 => {
+                    self.problem(s, format!("{what} must be at least 1"));
+                    default
+                }
+                Some(s) => usize::try_from(s.value).unwrap_or(usize::MAX),
+            }
+        };
+        let max_connections = count(&raw.max_connections, d.max_connections, "max_connections");
+        let max_unauthenticated = count(
+            &raw.max_unauthenticated,
+            d.max_unauthenticated,
+            "max_unauthenticated",
+        );
+        let optional = |v: Duration| if v.is_zero() { None } else { Some(v) };
+        Limits {
+            max_connections,
+            max_unauthenticated,
+            auth_timeout: self.duration(&raw.auth_timeout, d.auth_timeout),
+            auth_rejection_delay: self.duration(&raw.auth_rejection_delay, d.auth_rejection_delay),
+            connect_timeout: self.duration(&raw.connect_timeout, d.connect_timeout),
+            idle_timeout: optional(self.duration(&raw.idle_timeout, Duration::ZERO)),
+            keepalive_interval: optional(
+                self.duration(&raw.keepalive_interval, Duration::from_secs(60)),
+            ),
+        }
+    }
+
+    fn identities(&mut self, raw: &[RawIdentity]) -> HashMap<String, Arc<Identity>> {
+        let mut keys: HashMap<String, Arc<Identity>> = HashMap::new();
+        let mut names = HashSet::new();
+        for ri in raw {
+            if ri.name.value.trim().is_empty() {
+                self.problem(&ri.name, "identity name must not be empty");
+            } else if !names.insert(ri.name.value.clone()) {
+                self.problem(&ri.name, format!("duplicate identity {:?}", ri.name.value));
+            }
+            if ri.keys.is_empty() {
+                self.problem(
+                    &ri.name,
+                    format!("identity {:?} has no keys", ri.name.value),
+                );
+            }
+            let identity = Arc::new(Identity {
+                name: ri.name.value.clone(),
+                email: ri.email.as_ref().map(|e| e.value.clone()),
+                groups: ri.groups.iter().map(|g| g.value.clone()).collect(),
+                kind: IdentityKind::ServiceKey,
+            });
+            for k in &ri.keys {
+                let Some(key) = self.public_key(k, "client key") else {
+                    continue;
+                };
+                let fp = key.fingerprint(HashAlg::Sha256).to_string();
+                if let Some(other) = keys.get(&fp) {
+                    let other = other.name.clone();
+                    self.problem(
+                        k,
+                        format!("key {fp} is already registered to identity {other:?}"),
+                    );
+                    continue;
+                }
+                keys.insert(fp, Arc::clone(&identity));
+            }
+        }
+        keys
+    }
+
+    fn routes(&mut self, raw: &[RawRoute], limits: &Limits) -> HashMap<String, Arc<Route>> {
+        let mut routes = HashMap::new();
+        for rr in raw {
+            if let Some(route) = self.route(rr, limits) {
+                if routes.contains_key(&route.name) {
+                    self.problem(&rr.name, format!("duplicate route {:?}", route.name));
+                    continue;
+                }
+                routes.insert(route.name.clone(), Arc::new(route));
+            }
+        }
+        routes
+    }
+
+    fn route(&mut self, rr: &RawRoute, limits: &Limits) -> Option<Route> {
+        let name = rr.name.value.trim().to_owned();
+        let mut ok = true;
+        if name.is_empty() || name.contains(['@', ' ', '/']) {
+            self.problem(
+                &rr.name,
+                format!(
+                    "bad route name {:?}: use letters, digits, '-', '_' or '.'",
+                    rr.name.value
+                ),
+            );
+            ok = false;
+        }
+        let target = match &rr.target {
+            None => {
+                self.problem(
+                    &rr.name,
+                    format!("route {name:?} needs a target: host:port"),
+                );
+                None
+            }
+            Some(t) => match split_host_port(&t.value) {
+                Some(hp) => Some(hp),
+                None => {
+                    self.problem(t, format!("bad target {:?}: write host:port", t.value));
+                    None
+                }
+            },
+        };
+        if rr.logins.is_empty() {
+            self.problem(
+                &rr.name,
+                format!("route {name:?} allows no logins: add logins: [...]"),
+            );
+            ok = false;
+        }
+        for l in &rr.logins {
+            if l.value.is_empty() || l.value.contains(['@', ' ', ',']) {
+                self.problem(l, format!("bad login {:?}", l.value));
+                ok = false;
+            }
+        }
+        let host_key = match (&rr.host_key, &rr.host_ca) {
+            (Some(_), Some(ca)) => {
+                self.problem(ca, "set either host_key or host_ca, not both");
+                None
+            }
+            (None, None) => {
+                self.problem(
+                    &rr.name,
+                    format!(
+                        "route {name:?} has no host key check: set host_key (the target's public key) or host_ca; there is no trust on first use"
+                    ),
+                );
+                None
+            }
+            (Some(k), None) => self.public_key(k, "host_key").map(HostKeyCheck::Pinned),
+            (None, Some(ca)) => self.public_key(ca, "host_ca").map(HostKeyCheck::Ca),
+        };
+        if rr.allow.identities.is_empty() && rr.allow.groups.is_empty() {
+            self.problem(
+                &rr.name,
+                format!("route {name:?} allows nobody: add allow: {{groups: [...]}} or allow: {{identities: [...]}}"),
+            );
+            ok = false;
+        }
+        let mut capabilities = Capabilities {
+            pty: true,
+            ..Capabilities::default()
+        };
+        if let Some(permit) = &rr.permit {
+            capabilities = Capabilities::default();
+            for p in permit {
+                match p.value.as_str() {
+                    "pty" => capabilities.pty = true,
+                    "port_forwarding" => capabilities.port_forwarding = true,
+                    "agent_forwarding" => capabilities.agent_forwarding = true,
+                    "x11_forwarding" => capabilities.x11_forwarding = true,
+                    "user_rc" => capabilities.user_rc = true,
+                    other => {
+                        self.problem(
+                            p,
+                            format!(
+                                "unknown permission {other:?}: use pty, port_forwarding, agent_forwarding, x11_forwarding or user_rc"
+                            ),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+        let cert_ttl = self.duration(&rr.cert_ttl, DEFAULT_CERT_TTL);
+        if let Some(s) = &rr.cert_ttl
+            && (cert_ttl < Duration::from_secs(10) || cert_ttl > Duration::from_secs(24 * 3600))
+        {
+            self.problem(s, "cert_ttl must be between 10s and 24h");
+        }
+        let source_address = match &rr.source_address {
+            None => None,
+            Some(list) => {
+                let mut parts = Vec::new();
+                for s in list {
+                    let v = s.value.trim();
+                    if v.parse::<ipnet::IpNet>().is_ok() || v.parse::<std::net::IpAddr>().is_ok() {
+                        parts.push(v.to_owned());
+                    } else {
+                        self.problem(s, format!("bad source_address {v:?}: write an IP or CIDR"));
+                    }
+                }
+                (!parts.is_empty()).then(|| parts.join(","))
+            }
+        };
+        let connect_timeout = self.duration(&rr.connect_timeout, limits.connect_timeout);
+        let (target_host, target_port) = target?;
+        let host_key = host_key?;
+        if !ok {
+            return None;
+        }
+        Some(Route {
+            target: format!("{target_host}:{target_port}"),
+            target_host,
+            target_port,
+            host_key,
+            policy: RoutePolicy {
+                route: name.clone(),
+                logins: rr.logins.iter().map(|l| l.value.clone()).collect(),
+                allow_identities: rr
+                    .allow
+                    .identities
+                    .iter()
+                    .map(|s| s.value.clone())
+                    .collect(),
+                allow_groups: rr.allow.groups.iter().map(|s| s.value.clone()).collect(),
+                capabilities,
+                cert_ttl,
+            },
+            name,
+            source_address,
+            connect_timeout,
+        })
+    }
+}
+
+fn looks_like_key(text: &str) -> bool {
+    text.starts_with("ssh-") || text.starts_with("ecdsa-") || text.starts_with("sk-")
+}
+
+/// Splits `host:port` or `[v6]:port`.
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let s = s.trim();
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:")?;
+        (h, p)
+    } else {
+        s.rsplit_once(':')?
+    };
+    if host.is_empty() || host.contains(':') && !s.starts_with('[') {
+        return None;
+    }
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    Some((host.to_owned(), port))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGu0ixU5Zn1h2cCa5w9K8dXbK8VVZy6FTvJ/6Zp7pXiO";
+
+    fn with_ca(yaml: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::keys::generate_private_key(&dir.path().join("ca"), "test ca").unwrap();
+        // Appended, so the positions in the tests are those of `yaml`.
+        let text = format!("{yaml}user_ca: ca\nstate_dir: state\n");
+        (dir, text)
+    }
+
+    fn errors(yaml: &str) -> Vec<String> {
+        let (dir, text) = with_ca(yaml);
+        let path = dir.path().join("gatehouse.yaml");
+        match parse(&path, &text) {
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                e.0.iter()
+                    .map(|p| format!("{}:{}: {}", p.line, p.column, p.message))
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn a_good_config_loads() {
+        let (dir, text) = with_ca(&format!(
+            r#"listen: 127.0.0.1:0
+identities:
+  - name: ci
+    email: ci@example.com
+    groups: [deploy]
+    keys: ["{KEY} ci"]
+routes:
+  - name: prod-db
+    target: db.internal:22
+    logins: [postgres]
+    host_key: "{KEY}"
+    allow: {{groups: [deploy]}}
+    permit: [pty, agent_forwarding]
+    cert_ttl: 2m
+    source_address: [10.0.0.0/8, 192.0.2.1]
+"#
+        ));
+        let c = parse(&dir.path().join("g.yaml"), &text).expect("valid");
+        let r = &c.routes["prod-db"];
+        assert_eq!(r.target_host, "db.internal");
+        assert_eq!(r.target_port, 22);
+        assert_eq!(r.policy.cert_ttl, Duration::from_secs(120));
+        assert!(r.policy.capabilities.agent_forwarding && r.policy.capabilities.pty);
+        assert!(!r.policy.capabilities.port_forwarding);
+        assert_eq!(r.source_address.as_deref(), Some("10.0.0.0/8,192.0.2.1"));
+        assert_eq!(c.keys.len(), 1);
+        assert_eq!(c.state_dir, dir.path().join("state"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_position() {
+        let got = errors(&format!(
+            r#"routes:
+  - name: a
+    target: nowhere
+    logins: [root]
+    host_key: "{KEY}"
+    allow: {{groups: [x]}}
+    cert_ttl: 5 parsecs
+  - name: a
+    target: h:22
+    logins: [root]
+    host_key: "{KEY}"
+    allow: {{groups: [x]}}
+    permit: [pty, teleport]
+  - name: b
+    target: h:22
+    logins: [root]
+    allow: {{groups: [x]}}
+"#
+        ));
+        let want_prefixes = [
+            "3:13: bad target \"nowhere\"",
+            "7:15: bad duration \"5 parsecs\"",
+            "13:19: unknown permission \"teleport\"",
+            "14:11: route \"b\" has no host key check",
+        ];
+        for w in want_prefixes {
+            assert!(
+                got.iter().any(|g| g.starts_with(w)),
+                "missing {w:?} in {got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_routes_and_keys_are_errors() {
+        let got = errors(&format!(
+            r#"identities:
+  - name: one
+    keys: ["{KEY}"]
+  - name: two
+    keys: ["{KEY}"]
+routes:
+  - name: r
+    target: h:22
+    logins: [root]
+    host_key: "{KEY}"
+    allow: {{identities: [one]}}
+  - name: r
+    target: h:22
+    logins: [root]
+    host_key: "{KEY}"
+    allow: {{identities: [one]}}
+"#
+        ));
+        assert!(
+            got.iter().any(|g| g.starts_with("5:12: key SHA256:")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with("12:11: duplicate route \"r\"")),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_position() {
+        let got = errors("listen: 127.0.0.1:2222\nlisten_adress: 1\n");
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(got[0].starts_with("2:1: unknown field"), "{got:#?}");
+    }
+
+    #[test]
+    fn unreadable_key_files_are_errors() {
+        let got = errors(
+            "routes:\n  - name: r\n    target: h:22\n    logins: [root]\n    host_key: /nonexistent/key.pub\n    allow: {groups: [g]}\n",
+        );
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with("5:15: cannot read host_key /nonexistent/key.pub")),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("h:22"), Some(("h".into(), 22)));
+        assert_eq!(split_host_port("[::1]:2200"), Some(("::1".into(), 2200)));
+        assert_eq!(split_host_port("::1:22"), None);
+        assert_eq!(split_host_port("h"), None);
+        assert_eq!(split_host_port("h:0"), None);
+        assert_eq!(split_host_port(":22"), None);
+    }
+}

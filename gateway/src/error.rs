@@ -1,0 +1,123 @@
+//! The gateway's one error type.
+//!
+//! Every error knows which side caused it ([`Side`]): that decides the one
+//! line the SSH user sees and the level it is logged at, as in pingora.
+
+use std::path::PathBuf;
+
+use crate::config::ConfigErrors;
+
+/// Who caused an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The SSH client sent something wrong or was refused.
+    Client,
+    /// The target was down, misconfigured or misbehaved.
+    Target,
+    /// Gatehouse itself failed (IO, keys, bugs).
+    Internal,
+}
+
+/// Everything that can go wrong in the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid; every problem is listed.
+    #[error("invalid configuration:\n{0}")]
+    Config(#[from] ConfigErrors),
+    /// A key file could not be read, parsed or written.
+    #[error("key file {path}: {reason}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong with it.
+        reason: String,
+    },
+    /// Signing a certificate failed.
+    #[error("cannot mint certificate: {0}")]
+    Mint(String),
+    /// A socket operation failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// The SSH protocol layer failed.
+    #[error("ssh: {0}")]
+    Ssh(#[from] russh::Error),
+    /// The target could not be reached in time.
+    #[error("target {route} ({target}) unreachable: {reason}")]
+    TargetUnreachable {
+        /// The route being dialed.
+        route: String,
+        /// Its `host:port`.
+        target: String,
+        /// The socket or timeout error.
+        reason: String,
+    },
+    /// The target's host key is not the pinned key, or its host certificate
+    /// is not valid under the configured host CA.
+    #[error("target {route} ({target}) host key rejected: {reason}")]
+    HostKeyRejected {
+        /// The route being dialed.
+        route: String,
+        /// Its `host:port`.
+        target: String,
+        /// What was presented and why it was refused.
+        reason: String,
+    },
+    /// The target refused the certificate (the CA is not trusted there,
+    /// the login does not exist, or the certificate is invalid).
+    #[error("target {route} ({target}) rejected the certificate for login {login}")]
+    CertRejected {
+        /// The route being dialed.
+        route: String,
+        /// Its `host:port`.
+        target: String,
+        /// The login the certificate was for.
+        login: String,
+    },
+    /// The target broke the SSH protocol or closed during setup.
+    #[error("target {route} ({target}) failed: {reason}")]
+    TargetProtocol {
+        /// The route being dialed.
+        route: String,
+        /// Its `host:port`.
+        target: String,
+        /// The protocol error.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// Which side caused the error.
+    pub fn side(&self) -> Side {
+        match self {
+            Error::TargetUnreachable { .. }
+            | Error::HostKeyRejected { .. }
+            | Error::CertRejected { .. }
+            | Error::TargetProtocol { .. } => Side::Target,
+            Error::Ssh(_) => Side::Client,
+            Error::Config(_) | Error::KeyFile { .. } | Error::Mint(_) | Error::Io(_) => {
+                Side::Internal
+            }
+        }
+    }
+
+    /// The one plain line the SSH user sees. It names the route but never
+    /// internal detail (addresses, keys); the audit log has that.
+    pub fn user_line(&self) -> String {
+        match self {
+            Error::TargetUnreachable { route, .. } => {
+                format!("gatehouse: target {route} unreachable")
+            }
+            Error::HostKeyRejected { route, .. } => format!(
+                "gatehouse: target {route} presented an unexpected host key; refusing to connect"
+            ),
+            Error::CertRejected { route, login, .. } => format!(
+                "gatehouse: target {route} refused the gateway's certificate for login {login} (does it trust the Gatehouse user CA?)"
+            ),
+            Error::TargetProtocol { route, .. } => {
+                format!("gatehouse: target {route} failed during setup")
+            }
+            _ => "gatehouse: internal error; the administrator can find details in the audit log"
+                .to_owned(),
+        }
+    }
+}

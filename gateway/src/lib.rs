@@ -1,0 +1,22 @@
+//! The SSH side of Gatehouse: the front door that authenticates users, the
+//! dialer that logs into targets with short-lived certificates, and the
+//! channel proxy between them.
+//!
+//! **Invariant:** this is the only crate that speaks SSH. Peer input never
+//! panics it: `unwrap`, `expect`, `panic!` and indexing are denied outside
+//! tests.
+//!
+//! The entry point is [`run`], which takes an already bound listener so that
+//! callers (and tests) choose the address, port 0 included.
+
+mod audit;
+pub mod config;
+mod connection;
+mod error;
+pub mod keys;
+mod proxy;
+mod server;
+pub mod upstream;
+
+pub use error::{Error, Side};
+pub use server::run;

@@ -1,0 +1,269 @@
+//! The accept loop: caps, timeouts and graceful shutdown around russh.
+//!
+//! Shaped like mini-redis: the caller binds the listener (tests bind port
+//! 0), one [`CancellationToken`] asks everything to stop, and a
+//! [`TaskTracker`] waits for connections to finish.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use russh::server::run_stream;
+use std::borrow::Cow;
+
+use russh::{Disconnect, MethodKind, MethodSet, Preferred, SshId, cipher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::Error;
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::keys::{self, UserCa};
+
+/// How long live sessions get to end after shutdown is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// State shared by every connection.
+pub struct Shared {
+    config: Arc<Config>,
+    /// The user CA that signs certificates for targets.
+    pub ca: Arc<UserCa>,
+    ssh: Arc<russh::server::Config>,
+    unauthenticated: Arc<Semaphore>,
+    connections: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// Serves SSH on `listener` until `shutdown` is cancelled, then tells
+/// connected users, waits up to 10 s for their sessions to end, and returns.
+///
+/// Host keys missing on disk are generated first; the user CA must exist.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let host_keys = config
+        .host_keys
+        .iter()
+        .map(|p| keys::load_or_generate_host_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ca = Arc::new(UserCa::load(&config.user_ca)?);
+    let limits = config.limits.clone();
+    let ssh = russh::server::Config {
+        server_id: SshId::Standard("SSH-2.0-Gatehouse".into()),
+        methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::KeyboardInteractive][..]),
+        auth_rejection_time: limits.auth_rejection_delay,
+        // OpenSSH clients probe with `none` first; delaying that answer
+        // would add a full rejection delay to every login.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: host_keys,
+        inactivity_timeout: limits.idle_timeout,
+        keepalive_interval: limits.keepalive_interval,
+        keepalive_max: 3,
+        nodelay: true,
+        preferred: Preferred {
+            // The client picks; offer AES-GCM too, which OpenSSH prefers on
+            // CPUs with AES instructions and russh leaves out by default.
+            cipher: Cow::Borrowed(&[
+                cipher::CHACHA20_POLY1305,
+                cipher::AES_128_GCM,
+                cipher::AES_256_GCM,
+                cipher::AES_256_CTR,
+                cipher::AES_192_CTR,
+                cipher::AES_128_CTR,
+            ]),
+            ..Preferred::DEFAULT
+        },
+        // Clients with many agent keys try each in turn.
+        max_auth_attempts: 30,
+        ..Default::default()
+    };
+    let shared = Arc::new(Shared {
+        config: Arc::new(config),
+        ca,
+        ssh: Arc::new(ssh),
+        unauthenticated: Arc::new(Semaphore::new(limits.max_unauthenticated)),
+        connections: Arc::new(Semaphore::new(limits.max_connections)),
+    });
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        routes = shared.config.routes.len(),
+        user_ca = %shared.ca.fingerprint,
+        "gatehouse listening"
+    );
+
+    let tracker = TaskTracker::new();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => {
+                    backoff = Duration::from_millis(10);
+                    pair
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: wait for some to free
+                    // up rather than spinning.
+                    tracing::warn!(error = %e, "accept failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let Ok(connection) = Arc::clone(&shared.connections).try_acquire_owned() else {
+            refuse(peer, "max_connections");
+            continue;
+        };
+        let Ok(unauthenticated) = Arc::clone(&shared.unauthenticated).try_acquire_owned() else {
+            refuse(peer, "max_unauthenticated");
+            continue;
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay failed");
+        }
+        let shared = Arc::clone(&shared);
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            serve_connection(shared, stream, peer, unauthenticated, shutdown).await;
+            drop(connection);
+        });
+    }
+
+    tracker.close();
+    tracing::info!(
+        open = tracker.len(),
+        "shutting down; waiting for sessions to end"
+    );
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tracker.len(),
+            "sessions still open after the grace period"
+        );
+    }
+    Ok(())
+}
+
+fn refuse(peer: SocketAddr, limit: &str) {
+    tracing::warn!(target: "audit", event = "connection.refused", peer = %peer, limit, "connection limit reached");
+}
+
+/// A new session id: a UUIDv7, so ids sort by start time.
+fn new_session_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    unauthenticated: OwnedSemaphorePermit,
+    shutdown: CancellationToken,
+) {
+    let id = new_session_id();
+    let span = tracing::info_span!(
+        "session",
+        id = %id,
+        peer = %peer,
+        identity = tracing::field::Empty,
+        route = tracing::field::Empty,
+        login = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let auth_timeout = shared.config.limits.auth_timeout;
+    async move {
+        let authenticated = CancellationToken::new();
+        // Dropped (and so cancelled) when this connection is done, which
+        // stops its channels and hangs up their upstream connections.
+        let closed = CancellationToken::new();
+        let _closed_guard = closed.clone().drop_guard();
+        let handler = Connection::new(
+            Arc::clone(&shared),
+            id.clone(),
+            peer,
+            tracing::Span::current(),
+            unauthenticated,
+            authenticated.clone(),
+            closed,
+        );
+        // The version exchange happens inside run_stream; bound it too.
+        let running = match tokio::time::timeout(
+            auth_timeout,
+            run_stream(Arc::clone(&shared.ssh), stream, handler),
+        )
+        .await
+        {
+            Ok(Ok(running)) => running,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("no SSH version exchange in time");
+                return;
+            }
+        };
+        let handle = running.handle();
+        tokio::pin!(running);
+        // Resolves to true when the client fails to authenticate in time,
+        // to false as soon as it authenticates. (A `select!` guard would be
+        // evaluated only once per loop turn and keep the timer armed.)
+        let auth_phase = async {
+            tokio::select! {
+                () = tokio::time::sleep(auth_timeout) => !authenticated.is_cancelled(),
+                () = authenticated.cancelled() => false,
+            }
+        };
+        tokio::pin!(auth_phase);
+        let mut auth_phase_over = false;
+        let mut told_shutdown = false;
+        let result = loop {
+            tokio::select! {
+                result = &mut running => break result,
+                timed_out = &mut auth_phase, if !auth_phase_over => {
+                    auth_phase_over = true;
+                    if timed_out {
+                        tracing::info!(target: "audit", event = "auth.timeout", session_id = %id, peer = %peer);
+                        let _ = handle
+                            .disconnect(Disconnect::ByApplication, "gatehouse: authentication timed out".into(), "en".into())
+                            .await;
+                    }
+                }
+                () = shutdown.cancelled(), if !told_shutdown => {
+                    told_shutdown = true;
+                    let _ = handle
+                        .disconnect(Disconnect::ByApplication, "gatehouse: the gateway is shutting down".into(), "en".into())
+                        .await;
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+        if authenticated.is_cancelled() {
+            tracing::info!(
+                target: "audit",
+                event = "session.closed",
+                session_id = %id,
+                peer = %peer,
+                duration_ms = started.elapsed().as_millis() as u64,
+            );
+        }
+    }
+    .instrument(span)
+    .await;
+}

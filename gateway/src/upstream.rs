@@ -1,0 +1,342 @@
+//! The target side: dial, verify the host key, log in with a fresh
+//! certificate.
+//!
+//! Each client session channel gets its own upstream connection. russh
+//! tops up a channel's receive window as soon as data arrives, and a full
+//! per-channel queue blocks the whole connection, so on one shared
+//! connection a client that reads one channel slowly would stall every
+//! other channel. With one connection per channel the stall stays where
+//! it belongs, and memory stays bounded by russh's per-channel queue.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use policy::Identity;
+use russh::Preferred;
+use russh::client;
+use russh::keys::ssh_key::certificate::CertType;
+use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PublicKeyOrCertificate};
+use tokio::net::TcpStream;
+
+use crate::Error;
+use crate::config::{HostKeyCheck, Route};
+use crate::keys::{CertRequest, UserCa};
+
+/// Everything needed to dial one route on behalf of one session.
+#[derive(Clone)]
+pub struct DialContext {
+    /// The route to dial.
+    pub route: Arc<Route>,
+    /// The login on the target (the certificate's principal).
+    pub login: String,
+    /// Who the session belongs to; named in the certificate's key id.
+    pub identity: Arc<Identity>,
+    /// The client connection's session id.
+    pub session_id: String,
+    /// The `permit-*` extensions the decision grants.
+    pub extensions: Vec<&'static str>,
+    /// The certificate lifetime the decision grants.
+    pub cert_ttl: Duration,
+    /// The CA that signs.
+    pub ca: Arc<UserCa>,
+}
+
+/// A logged-in connection to a target.
+pub struct Upstream {
+    /// The russh client handle; dropping it ends the connection.
+    pub handle: client::Handle<TargetHandler>,
+    /// The serial of the certificate used, for audit.
+    pub cert_serial: u64,
+}
+
+/// Verifies the target's host key as the route says. It records why it
+/// refused, because russh only reports that the key was not accepted.
+pub struct TargetHandler {
+    check: HostKeyCheck,
+    host: String,
+    refusal: Arc<Mutex<Option<String>>>,
+}
+
+impl TargetHandler {
+    fn verify(&self, presented: &PublicKeyOrCertificate) -> Result<(), String> {
+        match (&self.check, presented) {
+            (HostKeyCheck::Pinned(pinned), PublicKeyOrCertificate::PublicKey { key, .. }) => {
+                if key.key_data() == pinned.key_data() {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "presented {}, pinned {}",
+                        key.fingerprint(HashAlg::Sha256),
+                        pinned.fingerprint(HashAlg::Sha256)
+                    ))
+                }
+            }
+            (HostKeyCheck::Pinned(pinned), PublicKeyOrCertificate::Certificate(cert)) => {
+                // Only reachable if a server offers a certificate we did not
+                // ask for; the certified key must still be the pinned one.
+                if cert.public_key() == pinned.key_data() {
+                    Ok(())
+                } else {
+                    Err("presented a certificate for a key other than the pinned one".into())
+                }
+            }
+            (HostKeyCheck::Ca(_), PublicKeyOrCertificate::PublicKey { key, .. }) => Err(format!(
+                "presented plain host key {} but the route requires a host certificate",
+                key.fingerprint(HashAlg::Sha256)
+            )),
+            (HostKeyCheck::Ca(ca), PublicKeyOrCertificate::Certificate(cert)) => {
+                if cert.cert_type() != CertType::Host {
+                    return Err("presented a user certificate as its host key".into());
+                }
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                let ca_fp = ca.fingerprint(HashAlg::Sha256);
+                cert.validate_at(now, [&ca_fp]).map_err(|e| {
+                    format!(
+                        "host certificate not valid under host CA {ca_fp}: {e} (signed by {})",
+                        cert.signature_key().fingerprint(HashAlg::Sha256)
+                    )
+                })?;
+                // Stricter than OpenSSH, which accepts a host certificate
+                // with no principals for any host: we require the name.
+                if cert.valid_principals().contains(&self.host) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "host certificate does not name {:?} (it names {:?})",
+                        self.host,
+                        cert.valid_principals()
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl client::Handler for TargetHandler {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        server_public_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        match self.verify(server_public_key) {
+            Ok(()) => Ok(true),
+            Err(reason) => {
+                if let Ok(mut slot) = self.refusal.lock() {
+                    *slot = Some(reason);
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// Ciphers for the gateway→target hop, where the gateway chooses. AES-GCM
+/// first: ring runs it on the CPU's AES instructions, faster than
+/// ChaCha20-Poly1305 on the machines gateways run on.
+const UPSTREAM_CIPHERS: &[russh::cipher::Name] = &[
+    russh::cipher::AES_128_GCM,
+    russh::cipher::AES_256_GCM,
+    russh::cipher::CHACHA20_POLY1305,
+    russh::cipher::AES_256_CTR,
+    russh::cipher::AES_128_CTR,
+];
+
+/// The host key algorithms to ask for: only the pinned key's, so the
+/// target cannot pick another key of its own that we would then refuse;
+/// with a host CA, the certificate variants first.
+fn preferred(check: &HostKeyCheck) -> Preferred {
+    let all_plain = Preferred::DEFAULT.key.clone();
+    match check {
+        HostKeyCheck::Pinned(key) => {
+            let algos: Vec<Algorithm> = match key.algorithm() {
+                Algorithm::Rsa { .. } => vec![
+                    Algorithm::Rsa {
+                        hash: Some(HashAlg::Sha512),
+                    },
+                    Algorithm::Rsa {
+                        hash: Some(HashAlg::Sha256),
+                    },
+                ],
+                other => vec![other],
+            };
+            Preferred {
+                key: Cow::Owned(algos),
+                cipher: Cow::Borrowed(UPSTREAM_CIPHERS),
+                ..Preferred::DEFAULT
+            }
+        }
+        HostKeyCheck::Ca(_) => Preferred {
+            host_key_certificates: Cow::Owned(vec![
+                Algorithm::Ed25519,
+                Algorithm::Ecdsa {
+                    curve: EcdsaCurve::NistP256,
+                },
+                Algorithm::Ecdsa {
+                    curve: EcdsaCurve::NistP384,
+                },
+                Algorithm::Ecdsa {
+                    curve: EcdsaCurve::NistP521,
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha512),
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha256),
+                },
+            ]),
+            key: all_plain,
+            cipher: Cow::Borrowed(UPSTREAM_CIPHERS),
+            ..Preferred::DEFAULT
+        },
+    }
+}
+
+/// The client-side SSH settings for a route.
+fn client_config(check: &HostKeyCheck) -> client::Config {
+    client::Config {
+        preferred: preferred(check),
+        // Targets are dialed per channel; keepalives notice a dead target
+        // while the client sits idle.
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 4,
+        inactivity_timeout: None,
+        nodelay: true,
+        ..client::Config::default()
+    }
+}
+
+/// Dials the route's target, checks its host key and logs in with a freshly
+/// minted certificate. Bounded by the route's connect timeout.
+pub async fn connect_target(ctx: &DialContext) -> Result<Upstream, Error> {
+    let route = &ctx.route;
+    let unreachable = |reason: String| Error::TargetUnreachable {
+        route: route.name.clone(),
+        target: route.target.clone(),
+        reason,
+    };
+    let started = Instant::now();
+    let attempt = async {
+        let tcp = TcpStream::connect((route.target_host.as_str(), route.target_port))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tcp.set_nodelay(true)
+            .map_err(|e| unreachable(e.to_string()))?;
+
+        let refusal = Arc::new(Mutex::new(None));
+        let handler = TargetHandler {
+            check: route.host_key.clone(),
+            host: route.target_host.clone(),
+            refusal: Arc::clone(&refusal),
+        };
+        let config = Arc::new(client_config(&route.host_key));
+        let mut handle = client::connect_stream(config, tcp, handler)
+            .await
+            .map_err(|e| {
+                let refused = refusal.lock().ok().and_then(|mut r| r.take());
+                match refused {
+                    Some(reason) => Error::HostKeyRejected {
+                        route: route.name.clone(),
+                        target: route.target.clone(),
+                        reason,
+                    },
+                    None => Error::TargetProtocol {
+                        route: route.name.clone(),
+                        target: route.target.clone(),
+                        reason: e.to_string(),
+                    },
+                }
+            })?;
+
+        let key_id = format!("{}/{}", ctx.identity.label(), ctx.session_id);
+        let minted = ctx.ca.mint(&CertRequest {
+            login: &ctx.login,
+            key_id: &key_id,
+            ttl: ctx.cert_ttl,
+            extensions: &ctx.extensions,
+            source_address: route.source_address.as_deref(),
+        })?;
+        let serial = minted.serial;
+        let auth = handle
+            .authenticate_openssh_cert(ctx.login.clone(), Arc::new(minted.key), minted.cert)
+            .await
+            .map_err(|e| Error::TargetProtocol {
+                route: route.name.clone(),
+                target: route.target.clone(),
+                reason: e.to_string(),
+            })?;
+        if !auth.success() {
+            return Err(Error::CertRejected {
+                route: route.name.clone(),
+                target: route.target.clone(),
+                login: ctx.login.clone(),
+            });
+        }
+        tracing::info!(
+            target: "audit",
+            event = "target.connected",
+            session_id = %ctx.session_id,
+            route = %route.name,
+            target_addr = %route.target,
+            login = %ctx.login,
+            cert_serial = serial,
+            cert_key_id = %key_id,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+        );
+        Ok(Upstream {
+            handle,
+            cert_serial: serial,
+        })
+    };
+    match tokio::time::timeout(route.connect_timeout, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(unreachable(format!(
+            "no answer within {}",
+            humantime::format_duration(route.connect_timeout)
+        ))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinned_routes_ask_only_for_the_pinned_algorithm() {
+        let key = crate::keys::new_ed25519_key();
+        let p = preferred(&HostKeyCheck::Pinned(key.public_key().clone()));
+        assert_eq!(p.key.as_ref(), [Algorithm::Ed25519]);
+        assert!(p.host_key_certificates.is_empty());
+        let pk: russh::keys::PublicKey = key.public_key().clone();
+        let ca = preferred(&HostKeyCheck::Ca(pk));
+        assert_eq!(ca.host_key_certificates.first(), Some(&Algorithm::Ed25519));
+    }
+
+    #[test]
+    fn pinned_key_mismatch_names_both_fingerprints() {
+        let pinned = crate::keys::new_ed25519_key();
+        let other = crate::keys::new_ed25519_key();
+        let handler = TargetHandler {
+            check: HostKeyCheck::Pinned(pinned.public_key().clone()),
+            host: "h".into(),
+            refusal: Arc::default(),
+        };
+        let presented = PublicKeyOrCertificate::PublicKey {
+            key: other.public_key().clone(),
+            hash_alg: None,
+        };
+        let err = handler.verify(&presented).unwrap_err();
+        assert!(err.contains(&other.public_key().fingerprint(HashAlg::Sha256).to_string()));
+        assert!(err.contains(&pinned.public_key().fingerprint(HashAlg::Sha256).to_string()));
+        let same = PublicKeyOrCertificate::PublicKey {
+            key: pinned.public_key().clone(),
+            hash_alg: None,
+        };
+        assert!(handler.verify(&same).is_ok());
+    }
+}

@@ -1,0 +1,272 @@
+//! `gatehouse`: the command-line front of the Gatehouse SSH gateway.
+//!
+//! A thin layer: each subcommand parses its arguments, calls into the
+//! library crates and turns errors into one message and an exit code.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+/// Where `ca init` and `ca show` look when given neither --key nor --config.
+const DEFAULT_CA_PATH: &str = "/var/lib/gatehouse/user_ca";
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "An identity-aware SSH gateway: users run stock `ssh LOGIN@ROUTE@GATEWAY`; \
+             Gatehouse checks who they are and dials the target with a short-lived certificate.",
+    after_help = "Examples:\n  \
+        gatehouse ca init --key /var/lib/gatehouse/user_ca\n  \
+        gatehouse check-config /etc/gatehouse/gatehouse.yaml\n  \
+        gatehouse serve --config /etc/gatehouse/gatehouse.yaml\n  \
+        ssh -p 2222 postgres@prod-db@gatehouse.example.com"
+)]
+struct Cli {
+    /// Log format on stderr. Audit events use the `audit` target in both.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    #[command(
+        after_help = "Example:\n  gatehouse serve --config /etc/gatehouse/gatehouse.yaml\n\n\
+        Prints `listening on ADDR` on stdout once the socket is bound. \
+        SIGTERM or Ctrl-C stop accepting, tell connected users and wait up to 10 s."
+    )]
+    Serve {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print every problem with file:line:col.
+    #[command(after_help = "Example:\n  gatehouse check-config gatehouse.yaml\n\n\
+        Exits 0 when the file is valid and 1 when it is not.")]
+    CheckConfig {
+        /// The configuration file.
+        config: PathBuf,
+    },
+    /// Manage the user CA that signs certificates for targets.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the user CA key (mode 0600; never overwrites) and print the
+    /// lines targets need.
+    #[command(
+        after_help = "Examples:\n  gatehouse ca init --key /var/lib/gatehouse/user_ca\n  \
+        gatehouse ca init --config gatehouse.yaml   # uses its user_ca path"
+    )]
+    Init(CaPath),
+    /// Print the user CA's public key and the lines targets need.
+    #[command(after_help = "Example:\n  gatehouse ca show --config gatehouse.yaml")]
+    Show(CaPath),
+}
+
+#[derive(clap::Args)]
+struct CaPath {
+    /// Path of the CA private key.
+    #[arg(long, conflicts_with = "config")]
+    key: Option<PathBuf>,
+    /// Take the path from this configuration's `user_ca`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl CaPath {
+    fn resolve(&self) -> Result<PathBuf> {
+        if let Some(k) = &self.key {
+            return Ok(k.clone());
+        }
+        if let Some(c) = &self.config {
+            return user_ca_from_config(c);
+        }
+        Ok(PathBuf::from(DEFAULT_CA_PATH))
+    }
+}
+
+/// Reads only `user_ca` from a config, so `ca init` works before the CA
+/// (which full validation requires) exists.
+fn user_ca_from_config(path: &Path) -> Result<PathBuf> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("user_ca:") {
+            let v = v.trim().trim_matches(['"', '\'']);
+            let p = PathBuf::from(v);
+            let base = path.parent().unwrap_or(Path::new(""));
+            return Ok(if p.is_absolute() { p } else { base.join(p) });
+        }
+    }
+    bail!("{} has no top-level user_ca: line", path.display())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("gatehouse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Serve { config } => serve(&config),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Ca { command } => match command {
+            CaCommand::Init(p) => ca_init(&p.resolve()?),
+            CaCommand::Show(p) => ca_show(&p.resolve()?),
+        },
+    }
+}
+
+fn load_config(path: &Path) -> Result<gateway::config::Config, ExitCode> {
+    gateway::config::load(path).map_err(|errors| {
+        for p in &errors.0 {
+            eprintln!("{p}");
+        }
+        eprintln!(
+            "gatehouse: {} problem{} in {}",
+            errors.0.len(),
+            if errors.0.len() == 1 { "" } else { "s" },
+            path.display()
+        );
+        ExitCode::FAILURE
+    })
+}
+
+fn check_config(path: &Path) -> Result<ExitCode> {
+    match load_config(path) {
+        Err(code) => Ok(code),
+        Ok(c) => {
+            println!(
+                "{}: ok ({} route{}, {} registered key{})",
+                path.display(),
+                c.routes.len(),
+                if c.routes.len() == 1 { "" } else { "s" },
+                c.keys.len(),
+                if c.keys.len() == 1 { "" } else { "s" },
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn serve(path: &Path) -> Result<ExitCode> {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts read this line to learn the port.
+        let mut out = std::io::stdout();
+        writeln!(out, "listening on {addr}")?;
+        out.flush()?;
+
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            tracing::info!("stop requested");
+            signals.cancel();
+        });
+        gateway::run(listener, config, shutdown).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn print_target_setup(key_path: &Path, public: &str, fingerprint: &str) {
+    println!("User CA public key ({fingerprint}):");
+    println!("{public}");
+    println!();
+    println!("On each target, install that line as /etc/ssh/gatehouse_user_ca.pub and add to");
+    println!("/etc/ssh/sshd_config:");
+    println!();
+    println!("    TrustedUserCAKeys /etc/ssh/gatehouse_user_ca.pub");
+    println!();
+    println!("then reload sshd. Certificates name the login as their principal, so the");
+    println!(
+        "login must exist on the target. Keep {} secret.",
+        key_path.display()
+    );
+}
+
+fn ca_init(path: &Path) -> Result<ExitCode> {
+    let key = gateway::keys::generate_private_key(path, "gatehouse user CA")?;
+    let (public, fingerprint) = gateway::keys::describe(&key)?;
+    println!(
+        "Wrote the user CA to {} (mode 0600) and {}.pub.",
+        path.display(),
+        path.display()
+    );
+    println!();
+    print_target_setup(path, &public, &fingerprint);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ca_show(path: &Path) -> Result<ExitCode> {
+    let key = gateway::keys::read_private_key(path)?;
+    let (public, fingerprint) = gateway::keys::describe(&key)?;
+    print_target_setup(path, &public, &fingerprint);
+    Ok(ExitCode::SUCCESS)
+}
