@@ -1,0 +1,761 @@
+#!/usr/bin/env python3
+"""Gatehouse benchmark: direct OpenSSH vs `ssh -J` vs the gatehouse gateway.
+
+Run as root: python3 bench/run.py [--gatehouse PATH] [--quick] [--out DIR]
+                 [--only throughput,echo,connect,memory] [--kex ALG] [--ciphers C1,C2]
+See bench/README.md for what each number means. Stdlib only.
+"""
+import argparse
+import fcntl
+import json
+import math
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+USER = "ghbench"
+ROUTE = "target"
+MiB = 1 << 20
+CIPHERS = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
+PATHS = ["direct", "jump", "gatehouse"]
+LABEL = {"direct": "direct", "jump": "ssh -J", "gatehouse": "gatehouse"}
+STEPS = ["throughput", "echo", "connect", "memory"]
+
+
+class BenchError(Exception):
+    pass
+
+
+def run(cmd, timeout=30, **kw):
+    """subprocess.run that turns any failure into a BenchError with stderr."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"timed out after {timeout}s: {' '.join(map(str, cmd))}")
+    if r.returncode != 0:
+        raise BenchError(f"exit {r.returncode}: {' '.join(map(str, cmd))}\n{r.stderr.strip()}")
+    return r.stdout
+
+
+def free_port():
+    # Racy in theory (the port is released before the server binds it), but
+    # on an otherwise idle loopback it never collides in practice.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(path, n=15):
+    try:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", Path(path).read_text(errors="replace"))
+        return "\n".join(text.splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def kill_tree(p, grace=3):
+    """Stop a child we spawned (in its own session) plus its process group."""
+    if p.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            p.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+# ---------------------------------------------------------------- /proc helpers
+
+def proc_table():
+    """pid -> (ppid, comm) for every process."""
+    table = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        # comm may contain spaces/parens, so split around the last ')'.
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        table[int(d)] = (ppid, comm)
+    return table
+
+
+def descendants(root, table=None):
+    table = table or proc_table()
+    kids, out = {}, []
+    for pid, (ppid, _) in table.items():
+        kids.setdefault(ppid, []).append(pid)
+    stack = [root]
+    while stack:
+        for c in kids.get(stack.pop(), []):
+            out.append(c)
+            stack.append(c)
+    return out
+
+
+def mem_kib(pid):
+    """(PSS, private) in KiB from smaps_rollup; (0, 0) if the process is gone."""
+    vals = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            k, _, v = line.partition(":")
+            if v.strip().endswith("kB"):
+                vals[k] = int(v.split()[0])
+    except OSError:
+        return 0, 0
+    return vals.get("Pss", 0), vals.get("Private_Clean", 0) + vals.get("Private_Dirty", 0)
+
+
+def tree_mem(root):
+    """Memory of a server's process tree, counting only the server binary
+    itself (not the shells/commands its sessions run)."""
+    table = proc_table()
+    comm = table.get(root, (0, ""))[1]
+    pids = [root] + [p for p in descendants(root, table) if table[p][1] == comm]
+    pss = priv = 0
+    for p in pids:
+        a, b = mem_kib(p)
+        pss, priv = pss + a, priv + b
+    return pss, priv
+
+
+# ---------------------------------------------------------------- environment
+
+class Env:
+    """Keys, two sshds, optionally the gateway; owns every child process."""
+
+    def __init__(self, tmp, gatehouse, kex=None):
+        self.tmp = Path(tmp)
+        self.gatehouse = gatehouse
+        self.kex = kex
+        self.daemons = []          # (name, Popen, stderr file) stopped last
+        self.gw = None             # gateway Popen, or None
+        self.gw_error = None       # why the gateway row is missing
+        self.gw_port = None
+        self.configs = {}
+
+    # -- setup --
+    def setup(self):
+        os.chmod(self.tmp, 0o755)
+        os.makedirs("/run/sshd", exist_ok=True)
+        if subprocess.run(["id", USER], capture_output=True).returncode != 0:
+            run(["useradd", "-m", "-s", "/bin/bash", USER])
+        run(["usermod", "-p", "*", USER])  # unlocked but no password
+        t = self.tmp
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", t / "user_ca"])
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", t / "client_key"])
+        # Baselines use a cert too, so every path does the same auth work
+        # at the target sshd as the gateway's minted certificate does.
+        run(["ssh-keygen", "-q", "-s", t / "user_ca", "-I", "bench", "-n", USER,
+             "-V", "-1m:+1h", t / "client_key.pub"])
+        # ssh silently loads <IdentityFile>-cert.pub; keep the cert elsewhere
+        # so the gateway path offers only the plain key it has registered.
+        os.rename(t / "client_key-cert.pub", t / "client_cert.pub")
+        cas = [(t / "user_ca.pub").read_text().strip()]
+        if self.gatehouse:
+            try:
+                cas.append(self.gateway_ca())
+            except BenchError as e:
+                self.gw_error = f"`gatehouse ca init` failed: {e}"
+        (t / "trusted_cas").write_text("\n".join(cas) + "\n")
+        self.target_port = self.start_sshd("target")
+        self.jump_port = self.start_sshd("jump")
+        if self.gatehouse and not self.gw_error:
+            try:
+                self.start_gateway()
+            except BenchError as e:
+                self.gw_error = str(e)
+
+    def gateway_ca(self):
+        key = self.tmp / "gw_user_ca"
+        out = run([self.gatehouse, "ca", "init", "--key", key])
+        # Prefer deriving the public half ourselves; fall back to the printout.
+        try:
+            return run(["ssh-keygen", "-y", "-f", key]).strip()
+        except BenchError:
+            for line in out.splitlines():
+                m = re.search(r"(ssh-ed25519|ecdsa-sha2-\S+|ssh-rsa) [A-Za-z0-9+/=]+", line)
+                if m:
+                    return m.group(0)
+        raise BenchError(f"could not find the gateway CA public key; output:\n{out}")
+
+    def start_sshd(self, name):
+        d = self.tmp / name
+        d.mkdir(mode=0o755)
+        os.chmod(d, 0o755)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", d / "host_ed25519"])
+        port = free_port()
+        (d / "sshd_config").write_text(f"""\
+ListenAddress 127.0.0.1
+Port {port}
+HostKey {d}/host_ed25519
+PidFile {d}/sshd.pid
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile none
+TrustedUserCAKeys {self.tmp}/trusted_cas
+StrictModes no
+Subsystem sftp /usr/lib/openssh/sftp-server
+LogLevel ERROR
+MaxStartups 1000:30:2000
+MaxSessions 1000
+UseDNS no
+PrintMotd no
+AllowTcpForwarding yes
+""")
+        err = open(d / "stderr", "wb")
+        p = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", d / "sshd_config"],
+                             stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                             start_new_session=True)
+        self.daemons.append((name, p, err))
+        setattr(self, f"{name}_proc", p)
+        self.wait_banner(port, p, d / "stderr", f"{name} sshd")
+        return port
+
+    @staticmethod
+    def wait_banner(port, p, errpath, what, timeout=15):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                raise BenchError(f"{what} exited with {p.returncode}:\n{tail(errpath)}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                    if s.recv(64).startswith(b"SSH-2.0-"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise BenchError(f"{what} on port {port} not ready after {timeout}s:\n{tail(errpath)}")
+
+    def start_gateway(self):
+        t, gw = self.tmp, self.tmp / "gw"
+        (gw / "state").mkdir(parents=True, mode=0o755)
+        q = json.dumps  # a JSON string is a valid YAML double-quoted scalar
+        client_key = " ".join((t / "client_key.pub").read_text().split()[:2])
+        host_key = " ".join((t / "target/host_ed25519.pub").read_text().split()[:2])
+        (t / "gatehouse.yaml").write_text(f"""\
+listen: 127.0.0.1:0
+host_keys: [{q(str(gw / 'host_ed25519'))}]
+user_ca: {q(str(t / 'gw_user_ca'))}
+state_dir: {q(str(gw / 'state'))}
+identities:
+  - name: bench
+    email: bench@example.com
+    groups: [bench]
+    keys:
+      - {q(client_key)}
+routes:
+  - name: {ROUTE}
+    target: 127.0.0.1:{self.target_port}
+    logins: [{USER}]
+    host_key: {q(host_key)}
+    allow:
+      groups: [bench]
+    permit: [pty]
+""")
+        self.gw_stderr = gw / "stderr"
+        err = open(self.gw_stderr, "wb")
+        p = subprocess.Popen([self.gatehouse, "serve", "--config", t / "gatehouse.yaml"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                             start_new_session=True, env={**os.environ, "NO_COLOR": "1"})
+        self.daemons.append(("gatehouse", p, err))
+        # Its first stdout line announces the bound port. Read raw bytes
+        # under a deadline: readline() could block on a partial line forever.
+        fd, line, deadline = p.stdout.fileno(), b"", time.monotonic() + 20
+        while b"\n" not in line and select.select([fd], [], [], max(0, deadline - time.monotonic()))[0]:
+            chunk = os.read(fd, 1)
+            if not chunk:
+                break
+            line += chunk
+        line = line.decode(errors="replace")
+        m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if not m:
+            p.poll()
+            raise BenchError(f"gateway did not announce its port (rc={p.returncode}, "
+                             f"first line {line!r}):\n{tail(self.gw_stderr)}")
+        # Keep draining stdout so a chatty gateway never blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
+        self.gw, self.gw_port = p, int(m.group(1))
+        self.wait_banner(self.gw_port, p, self.gw_stderr, "gateway")
+
+    # -- clients --
+    def ssh_config(self, cert, cipher):
+        key = (cert, cipher)
+        if key not in self.configs:
+            path = self.tmp / f"ssh_config_{len(self.configs)}"
+            lines = ["Host *", f"IdentityFile {self.tmp}/client_key", "IdentitiesOnly yes",
+                     "StrictHostKeyChecking no", "UserKnownHostsFile /dev/null",
+                     # INFO: ssh logs e.g. "no matching cipher" at INFO, and
+                     # stderr is only read when something failed.
+                     "BatchMode yes", "LogLevel INFO", "ConnectTimeout 15"]
+            if cert:
+                lines.append(f"CertificateFile {self.tmp}/client_cert.pub")
+            if cipher:
+                lines.append(f"Ciphers {cipher}")  # file, so the -J hop uses it too
+            if self.kex:
+                lines.append(f"KexAlgorithms {self.kex}")
+            path.write_text("\n  ".join(lines) + "\n")
+            self.configs[key] = path
+        return self.configs[key]
+
+    def ssh(self, path, cipher=None, tty=False):
+        """argv prefix for an ssh client over `path`; append the command."""
+        if path == "gatehouse":
+            self.check_gateway()
+            # The gateway authenticates the registered plain key, no cert.
+            argv = ["ssh", "-F", str(self.ssh_config(False, cipher)), "-p", str(self.gw_port),
+                    f"{USER}@{ROUTE}@127.0.0.1"]
+        else:
+            argv = ["ssh", "-F", str(self.ssh_config(True, cipher)), "-p", str(self.target_port)]
+            if path == "jump":
+                # ProxyJump passes -F on to the hop ssh, so it shares the config.
+                argv += ["-o", f"ProxyJump={USER}@127.0.0.1:{self.jump_port}"]
+            argv.append(f"{USER}@127.0.0.1")
+        return argv[:1] + (["-tt"] if tty else []) + argv[1:]
+
+    def check_gateway(self):
+        if self.gw is None:
+            raise BenchError(self.gw_error or "gateway not running")
+        if self.gw.poll() is not None:
+            raise BenchError(f"gateway exited with {self.gw.returncode}:\n{tail(self.gw_stderr)}")
+
+    def close(self):
+        # Reverse start order: gateway, then sshds. Session children of sshd
+        # call setsid(), so stop those by pid before the listener.
+        for name, p, err in reversed(self.daemons):
+            if p.poll() is None and name != "gatehouse":
+                for pid in descendants(p.pid):
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            kill_tree(p)
+            err.close()
+
+
+class Client:
+    """An ssh client subprocess with deadline-bounded, non-blocking pipe I/O."""
+
+    def __init__(self, argv, stdin=subprocess.PIPE):
+        self.err = tempfile.TemporaryFile()
+        self.p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=self.err,
+                                  start_new_session=True)  # killpg reaches a -J hop ssh
+        self.out = self.p.stdout.fileno()
+        os.set_blocking(self.out, False)
+        self.buf = b""
+
+    def read_until(self, token, deadline):
+        while token not in self.buf:
+            r, _, _ = select.select([self.out], [], [], max(0, deadline - time.monotonic()))
+            if not r:
+                raise BenchError(f"timed out waiting for {token!r}; {self.stderr()}")
+            chunk = os.read(self.out, 65536)
+            if not chunk:
+                try:  # let it exit, so the message carries its status
+                    self.p.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+                raise BenchError(f"ssh closed before {token!r}; {self.stderr()}")
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(token)
+        return head
+
+    def stderr(self):
+        rc = self.p.poll()
+        self.err.seek(0)
+        msg = self.err.read().decode(errors="replace").strip()[-600:]
+        return f"ssh rc={rc}, stderr: {msg or '(empty)'}"
+
+    def close(self):
+        kill_tree(self.p, grace=1)
+        self.err.close()
+        self.p.stdout.close()
+        if self.p.stdin:
+            self.p.stdin.close()
+
+
+# ---------------------------------------------------------------- measurements
+
+def pct(xs, q):
+    """Nearest-rank percentile."""
+    return sorted(xs)[max(0, math.ceil(q * len(xs)) - 1)]
+
+
+def transfer_budget(mib):
+    return 30 + mib / 5  # seconds; generous even for a 5 MiB/s path
+
+
+def download(env, path, cipher, mib):
+    """MiB/s from the first received byte to EOF, excluding connection setup."""
+    c = Client(env.ssh(path, cipher) + [f"head -c {mib * MiB} /dev/zero"], stdin=subprocess.DEVNULL)
+    null = os.open("/dev/null", os.O_WRONLY)
+    try:
+        # On 2 cores a Python reader copying every byte steals CPU from ssh;
+        # a 1 MiB pipe plus splice() makes the reader nearly free.
+        fcntl.fcntl(c.out, fcntl.F_SETPIPE_SZ, MiB)
+        deadline = time.monotonic() + transfer_budget(mib)
+        got = first = 0
+        t0 = None
+        while True:
+            r, _, _ = select.select([c.out], [], [], max(0, deadline - time.monotonic()))
+            if not r:
+                raise BenchError(f"download timed out after {got} bytes; {c.stderr()}")
+            n = os.splice(c.out, null, MiB)  # zero-copy: count bytes, don't touch them
+            if n == 0:
+                break
+            if t0 is None:
+                t0, first = time.perf_counter(), n
+            got += n
+        t1 = time.perf_counter()
+        if c.p.wait(timeout=15) != 0 or got != mib * MiB:
+            raise BenchError(f"download got {got} of {mib * MiB} bytes; {c.stderr()}")
+        return (got - first) / MiB / (t1 - t0)
+    finally:
+        os.close(null)
+        c.close()
+
+
+def upload(env, path, cipher, mib):
+    """MiB/s from the first byte sent until the remote `wc -c` reports."""
+    c = Client(env.ssh(path, cipher) + ["echo GH_READY; wc -c"])
+    try:
+        deadline = time.monotonic() + transfer_budget(mib)
+        c.read_until(b"GH_READY\n", time.monotonic() + 30)
+        fd = c.p.stdin.fileno()
+        os.set_blocking(fd, False)
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, MiB)
+        zero = os.open("/dev/zero", os.O_RDONLY)
+        block, left = memoryview(bytes(MiB)), mib * MiB
+        t0 = time.perf_counter()
+        try:
+            while left:
+                _, w, _ = select.select([], [fd], [], max(0, deadline - time.monotonic()))
+                if not w:
+                    raise BenchError(f"upload stalled with {left} bytes left; {c.stderr()}")
+                try:  # splice from /dev/zero (Linux >= 6.x) spares the copy
+                    left -= os.splice(zero, fd, min(left, MiB))
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    left -= os.write(fd, block[:min(left, MiB)])
+        finally:
+            os.close(zero)
+        c.p.stdin.close()
+        count = c.read_until(b"\n", deadline).strip()
+        t1 = time.perf_counter()
+        if c.p.wait(timeout=15) != 0 or count != str(mib * MiB).encode():
+            raise BenchError(f"upload: remote counted {count!r} of {mib * MiB} bytes; {c.stderr()}")
+        return mib / (t1 - t0)
+    finally:
+        c.close()
+
+
+def throughput(env, path, cipher, direction, mib, reps):
+    fn = download if direction == "download" else upload
+    runs = []
+    for _ in range(reps):
+        t = time.monotonic()
+        runs.append(fn(env, path, cipher, mib))
+        # A very slow path must not blow the total runtime budget.
+        if time.monotonic() - t > 40:
+            break
+    return {"median_mibps": statistics.median(runs), "runs_mibps": runs}
+
+
+def echo(env, path, keys):
+    """Per-keystroke round trip through a remote pty in raw mode, with `cat`
+    echoing each byte back like a shell's line editor would."""
+    c = Client(env.ssh(path, tty=True) + ["stty raw -echo && echo GH_READY && exec cat"])
+    try:
+        c.read_until(b"GH_READY", time.monotonic() + 30)
+        time.sleep(0.2)
+        c.buf = b""  # drop the newline after the marker
+        fd = c.p.stdin.fileno()
+        samples = []
+        for i in range(keys):
+            ch = bytes([ord("a") + i % 26])
+            t0 = time.perf_counter_ns()
+            os.write(fd, ch)
+            c.read_until(ch, time.monotonic() + 10)
+            samples.append((time.perf_counter_ns() - t0) / 1000)
+            time.sleep(0.005)
+        return {"p50_us": pct(samples, 0.5), "p99_us": pct(samples, 0.99),
+                "max_us": max(samples), "samples": len(samples)}
+    finally:
+        c.close()
+
+
+def connect(env, path, n):
+    """Wall time of `ssh host true`: TCP + kex + auth + session + exit."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        run(env.ssh(path) + ["true"], timeout=30)
+        times.append((time.perf_counter() - t0) * 1000)
+    # Key exchange dominates setup cost and differs per path (OpenSSH pairs
+    # pick a post-quantum hybrid; russh may not share one), so record it.
+    argv = env.ssh(path)
+    log = subprocess.run(argv[:1] + ["-v"] + argv[1:] + ["true"], capture_output=True,
+                         text=True, timeout=30).stderr
+    kex = re.findall(r"kex: algorithm: (\S+)", log)
+    ciphers = re.findall(r"kex: server->client cipher: (\S+)", log)
+    return {"median_ms": statistics.median(times), "p90_ms": pct(times, 0.9), "runs": n,
+            "client_kex": kex, "client_cipher": ciphers}
+
+
+def memory(env, path, m):
+    """Memory growth per idle interactive session of the server that
+    terminates the client's connection, plus target sshd cost as context."""
+    run(env.ssh(path) + ["true"], timeout=30)  # warm lazily-initialised state
+    # Sessions of earlier steps may still be tearing down; they would skew
+    # the baseline. Wait until none are left or the count holds still for
+    # 2 s; what remains is reported, since a leak is a finding in itself.
+    count = lambda: len(descendants(env.target_proc.pid)) + len(descendants(env.jump_proc.pid))
+    deadline, lingering, still = time.monotonic() + 15, count(), 0
+    while lingering and still < 10 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = count()
+        still, lingering = (still + 1 if now == lingering else 0), now
+    time.sleep(0.5)
+    front = {"direct": env.target_proc, "jump": env.jump_proc, "gatehouse": env.gw}[path]
+    before, tgt_before = tree_mem(front.pid), tree_mem(env.target_proc.pid)
+    clients = []
+    try:
+        for i in range(m):
+            clients.append(Client(env.ssh(path, tty=True) + ["sleep 600"]))
+            if i % 10 == 9:
+                time.sleep(0.3)  # don't trip MaxStartups-style throttling
+        # Established once every session's `sleep` runs on the target.
+        deadline = time.monotonic() + 60 + m
+        while True:
+            table = proc_table()
+            up = sum(table[p][1] == "sleep" for p in descendants(env.target_proc.pid, table))
+            if up >= m:
+                break
+            dead = [c for c in clients if c.p.poll() is not None]
+            if dead:
+                raise BenchError(f"{len(dead)} idle sessions died; {dead[0].stderr()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"only {up}/{m} idle sessions came up")
+            time.sleep(0.3)
+        time.sleep(1)  # let allocators and page accounting settle
+        after, tgt_after = tree_mem(front.pid), tree_mem(env.target_proc.pid)
+    finally:
+        for c in clients:
+            c.close()
+    per = lambda a, b, k: (a[k] - b[k]) / m
+    res = {"front_pss_kib": per(after, before, 0), "front_private_kib": per(after, before, 1),
+           "target_pss_kib": per(tgt_after, tgt_before, 0), "sessions": m,
+           "lingering_processes_before": lingering}
+    if path == "direct":  # the front end *is* the target
+        res["target_pss_kib"] = res["front_pss_kib"]
+    return res
+
+
+# ---------------------------------------------------------------- reporting
+
+def machine_info(gatehouse):
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                if l.startswith("model name")), "unknown")
+    mem = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+    git = lambda *a: subprocess.run(["git", "-C", REPO, *a], capture_output=True,
+                                    text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "none (no commits)"
+    if git("status", "--porcelain", "--untracked-files=no"):
+        commit += " (dirty)"
+    return {"nproc": os.cpu_count(), "cpu": cpu, "mem_gib": round(mem / 1024 / 1024, 1),
+            "kernel": os.uname().release,
+            "openssh": subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip(),
+            "gatehouse_binary": str(gatehouse) if gatehouse else None, "gatehouse_commit": commit}
+
+
+def fmt(v, nd=1):
+    return v if isinstance(v, str) else "—" if v is None else f"{v:,.{nd}f}"
+
+
+def ratio(a, b):
+    ok = lambda v: isinstance(v, (int, float))
+    return f"{a / b:.2f}x" if ok(a) and ok(b) and b else "—"
+
+
+def summary_rows(res):
+    """(metric, unit, {path: value}) rows for the headline table."""
+    rows = []
+    val = lambda cell, k: None if cell is None else "ERR" if "error" in cell else cell[k]
+    for cipher, dirs in res.get("throughput", {}).items():
+        for d, cells in dirs.items():
+            rows.append((f"{d} {cipher.split('@')[0]}", "MiB/s",
+                         {p: val(cells.get(p), "median_mibps") for p in PATHS}))
+    if "echo" in res:
+        for k in ("p50_us", "p99_us"):
+            rows.append((f"echo {k[:3]}", "µs", {p: val(res["echo"].get(p), k) for p in PATHS}))
+    if "connect" in res:
+        for k in ("median_ms", "p90_ms"):
+            rows.append((f"connect {k.split('_')[0]}", "ms",
+                         {p: val(res["connect"].get(p), k) for p in PATHS}))
+    if "memory" in res:
+        rows.append(("memory/session (front)", "KiB PSS",
+                     {p: val(res["memory"].get(p), "front_pss_kib") for p in PATHS}))
+        rows.append(("memory/session (target sshd)", "KiB PSS",
+                     {p: val(res["memory"].get(p), "target_pss_kib") for p in PATHS}))
+    return rows
+
+
+def render(info, res, errors, args):
+    head = ["metric", "unit", "direct", "ssh -J", "gatehouse", "-J/direct", "gh/direct", "gh/-J"]
+    table = [head]
+    for name, unit, v in summary_rows(res):
+        table.append([name, unit, fmt(v["direct"]), fmt(v["jump"]), fmt(v["gatehouse"]),
+                      ratio(v["jump"], v["direct"]), ratio(v["gatehouse"], v["direct"]),
+                      ratio(v["gatehouse"], v["jump"])])
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table)
+    md = ["# Gatehouse benchmark", "",
+          f"Run {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, mode: {'quick' if args.quick else 'full'}, "
+          f"client kex: {args.kex or 'OpenSSH default'}.", "",
+          "| machine | |", "|---|---|"]
+    md += [f"| {k} | {v} |" for k, v in info.items()]
+    md += ["", "## Summary", "", "Throughput: higher is better. Latency and memory: lower is better.",
+           "Ratios are the first path's value divided by the second's.", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(r) + " |" for r in table[1:]]
+    p50 = {p: c.get("p50_us") for p, c in res.get("echo", {}).items()}
+    if p50.get("direct") is not None:
+        added = [f"{LABEL[p]} +{p50[p] - p50['direct']:,.0f} µs"
+                 for p in ("jump", "gatehouse") if p50.get(p) is not None]
+        md += ["", "Added keystroke latency (p50 vs direct): " + (", ".join(added) or "—")]
+        text += "\nadded echo p50 vs direct: " + (", ".join(added) or "—")
+    conn = {p: c for p, c in res.get("connect", {}).items() if "client_kex" in c}
+    if conn:
+        md += ["", "Negotiated by the client (outer connection first for -J; the gateway's "
+               "own leg to the target is not visible here):", ""]
+        md += [f"- {LABEL[p]}: kex {', '.join(c['client_kex'])}; default cipher "
+               f"{', '.join(c['client_cipher'])}" for p, c in conn.items()]
+    if errors:
+        md += ["", "## Errors", ""]
+        for e in errors:
+            md += [f"**{e['where']}**", "", "```", e["error"], "```", ""]
+    md += ["", "## Raw results", "", "```json", json.dumps(res, indent=1), "```"]
+    return text, "\n".join(md) + "\n"
+
+
+# ---------------------------------------------------------------- main
+
+def find_gatehouse(arg):
+    if arg:
+        return str(Path(arg).resolve())
+    for cand in (REPO / "target/release/gatehouse", Path("/tmp/bench-target/release/gatehouse")):
+        if cand.is_file() and os.access(cand, os.X_OK):
+            return str(cand)
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gatehouse", help="gatehouse binary (default: target/release or "
+                    "/tmp/bench-target/release if built)")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, fewer repetitions")
+    ap.add_argument("--out", default=str(REPO / "bench/out"), help="report directory")
+    ap.add_argument("--only", help="comma-separated subset of: " + ",".join(STEPS))
+    ap.add_argument("--kex", help="force the clients' KexAlgorithms, e.g. curve25519-sha256, "
+                    "to compare paths with the same key exchange")
+    ap.add_argument("--ciphers", default=",".join(CIPHERS),
+                    help="comma-separated ciphers for the throughput step (default: %(default)s)")
+    args = ap.parse_args()
+    steps = args.only.split(",") if args.only else STEPS
+    if bad := [s for s in steps if s not in STEPS]:
+        ap.error(f"unknown step(s) {bad}; choose from {STEPS}")
+    if os.geteuid() != 0:
+        sys.exit("run as root: it starts sshd and creates the ghbench user")
+    q = args.quick
+    mib, reps, keys, conns, idle = (256, 1, 100, 10, 20) if q else (1024, 3, 300, 20, 50)
+
+    # SIGTERM/SIGHUP must unwind through the finally blocks that stop children.
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, lambda *_: sys.exit(130))
+    gatehouse = find_gatehouse(args.gatehouse)
+    info = machine_info(gatehouse)
+    res, errors = {}, []
+    tmp = tempfile.mkdtemp(prefix="gh-bench-")
+    env = Env(tmp, gatehouse, args.kex)
+    started = time.monotonic()
+    try:
+        env.setup()
+        if not gatehouse:
+            env.gw_error = ("no gatehouse binary (pass --gatehouse or build "
+                            "target/release/gatehouse); gateway rows skipped")
+        if env.gw_error:
+            errors.append({"where": "gatehouse setup", "error": env.gw_error})
+            print("gateway unavailable:", env.gw_error.splitlines()[0], file=sys.stderr)
+        paths = PATHS if env.gw else PATHS[:2]
+
+        def cell(where, fn, *a):
+            """One measurement; a failure becomes an error cell, not a crash."""
+            print(f"  {where} ...", end="", flush=True, file=sys.stderr)
+            t = time.monotonic()
+            try:
+                out = fn(*a)
+                print(f" {time.monotonic() - t:.1f}s", file=sys.stderr)
+                return out
+            except Exception as e:  # BenchError, or e.g. a wait() timeout
+                print(" FAILED", file=sys.stderr)
+                msg = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
+                if "gatehouse" in where and env.gw and "gateway exited" not in msg:
+                    msg += f"\n--- gateway stderr tail ---\n{tail(env.gw_stderr)}"
+                errors.append({"where": where, "error": msg})
+                return {"error": (msg.splitlines() or ["?"])[0]}
+
+        if "throughput" in steps:
+            res["throughput"] = {c: {d: {p: cell(f"{d} {c} {p}", throughput, env, p, c, d, mib, reps)
+                                         for p in paths}
+                                     for d in ("download", "upload")}
+                                 for c in args.ciphers.split(",")}
+        if "echo" in steps:
+            res["echo"] = {p: cell(f"echo {p}", echo, env, p, keys) for p in paths}
+        if "connect" in steps:
+            res["connect"] = {p: cell(f"connect {p}", connect, env, p, conns) for p in paths}
+        if "memory" in steps:
+            res["memory"] = {p: cell(f"memory {p}", memory, env, p, idle) for p in paths}
+    except BenchError as e:
+        sys.exit(f"setup failed: {e}")
+    finally:
+        env.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    info["runtime_s"] = round(time.monotonic() - started)
+    text, md = render(info, res, errors, args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(md)
+    (out / "report.json").write_text(json.dumps(
+        {"machine": info, "params": {"mib": mib, "reps": reps, "keystrokes": keys,
+                                     "connects": conns, "idle_sessions": idle,
+                                     "ciphers": args.ciphers, "kex": args.kex or "default"},
+         "results": res, "errors": errors}, indent=2) + "\n")
+    print(text)
+    print(f"\n{len(errors)} error(s); report: {out / 'report.md'}")
+    # A missing gateway binary is reported, but is not a failure of the run.
+    return 1 if any(e["where"] != "gatehouse setup" or gatehouse for e in errors) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
