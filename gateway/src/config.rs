@@ -528,12 +528,21 @@ impl Validator {
 
     fn routes(&mut self, raw: &[RawRoute], limits: &Limits) -> HashMap<String, Arc<Route>> {
         let mut routes = HashMap::new();
+        // Names are checked before validity, so a duplicate is reported
+        // even when the first route of that name has problems of its own.
+        let mut names = HashSet::new();
         for rr in raw {
-            if let Some(route) = self.route(rr, limits) {
-                if routes.contains_key(&route.name) {
-                    self.problem(&rr.name, format!("duplicate route {:?}", route.name));
-                    continue;
-                }
+            let duplicate = !names.insert(rr.name.value.trim());
+            if duplicate {
+                self.problem(
+                    &rr.name,
+                    format!("duplicate route {:?}", rr.name.value.trim()),
+                );
+            }
+            // A duplicate is still validated, so its own problems show too.
+            if let Some(route) = self.route(rr, limits)
+                && !duplicate
+            {
                 routes.insert(route.name.clone(), Arc::new(route));
             }
         }
