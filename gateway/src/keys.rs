@@ -170,10 +170,16 @@ impl UserCa {
         read_private_key(path).map(Self::new)
     }
 
-    /// Mints a certificate for a fresh key.
+    /// Mints a certificate for a fresh key, valid from a minute ago.
     pub fn mint(&self, req: &CertRequest<'_>) -> Result<MintedCert, Error> {
+        self.mint_at(req, SystemTime::now())
+    }
+
+    /// Mints a certificate as if the clock read `at`. Tests use it to make
+    /// certificates that targets must refuse as expired.
+    pub fn mint_at(&self, req: &CertRequest<'_>, at: SystemTime) -> Result<MintedCert, Error> {
         let key = new_ed25519_key();
-        let now = SystemTime::now()
+        let now = at
             .duration_since(UNIX_EPOCH)
             .map_err(|_| Error::Mint("system clock is before 1970".to_owned()))?;
         let valid_after = now.saturating_sub(BACKDATE).as_secs();
