@@ -556,8 +556,19 @@ async fn write_to_target(
     }
 }
 
+/// How long EOF from the target is held back for the exit status that
+/// usually follows it.
+const EXIT_STATUS_GRACE: Duration = Duration::from_millis(200);
+
 /// Delivers the target's side in order; returns when the target has closed
 /// the channel and everything before the close has reached the client.
+///
+/// One reordering: sshd sends EOF and then the exit status, but OpenSSH's
+/// multiplexing master (ControlMaster) closes a channel as soon as EOF went
+/// both ways, and russh answers a client's close at once, after which the
+/// exit status can no longer be sent. So EOF waits briefly for an exit
+/// status or signal, which then goes first. Nothing is lost by this: EOF
+/// only says no more data follows.
 async fn write_to_client(
     mut rx: mpsc::UnboundedReceiver<Item>,
     client: &ChannelWriteHalf<server::Msg>,
@@ -565,7 +576,29 @@ async fn write_to_client(
     id: ChannelId,
     tally: &Tally,
 ) {
-    while let Some(item) = rx.recv().await {
+    let mut held: Option<Item> = None;
+    loop {
+        let item = match held.take() {
+            Some(item) => item,
+            None => match rx.recv().await {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        let item = match item {
+            Item::Eof => match tokio::time::timeout(EXIT_STATUS_GRACE, rx.recv()).await {
+                Ok(Some(exit @ (Item::ExitStatus(_) | Item::ExitSignal { .. }))) => {
+                    held = Some(Item::Eof);
+                    exit
+                }
+                Ok(Some(next)) => {
+                    held = Some(next);
+                    Item::Eof
+                }
+                Ok(None) | Err(_) => Item::Eof,
+            },
+            other => other,
+        };
         let delivered = match item {
             Item::Data(data, _charge) => {
                 tally
