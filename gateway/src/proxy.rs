@@ -12,23 +12,23 @@
 //! upstream loop waits for the target→client writer, which waits for client
 //! window that the blocked client loop never reads.
 //!
-//! So each direction has an *intake* that drains russh's queue into a
-//! buffer counted in bytes, and a *writer* that empties it while respecting
-//! the receiver's window:
+//! So each direction is one *pump* task that reads russh's queue into a
+//! local queue counted in bytes and delivers it in order, while respecting
+//! the receiver's window; reading never waits for delivery:
 //!
-//! - target → client: past [`DIRECTION_BUDGET`] the intake waits, which
-//!   stops the upstream loop. That is safe: the upstream connection serves
-//!   only this channel, and the client loop keeps running.
+//! - target → client: past [`DIRECTION_BUDGET`] the pump stops reading,
+//!   which stops the upstream loop. That is safe: the upstream connection
+//!   serves only this channel, and the client loop keeps running.
 //! - client → target: past the budget, when no output is waiting for the
-//!   client, the intake waits (a slow target slows the client through TCP).
-//!   When output *is* waiting, stopping the client loop would also stop it
-//!   reading the window adjustments that output needs: a deadlock. So the
-//!   intake then *leaks*: it admits one packet per [`LEAK_INTERVAL`], which
-//!   lets the client loop creep forward through the stream to the next
-//!   window adjustment while still throttling the client's input. Should
-//!   the buffer reach [`DIRECTION_HARD_CAP`] anyway (a client that floods
-//!   input and never reads output), the channel is closed with a clear line
-//!   rather than left to hang.
+//!   client, the pump stops reading too (a slow target slows the client
+//!   through TCP). When output *is* waiting, stopping the client loop would
+//!   also stop it reading the window adjustments that output needs: a
+//!   deadlock. So the pump then *leaks*: it reads one packet per
+//!   [`LEAK_INTERVAL`], which lets the client loop creep forward through
+//!   the stream to the next window adjustment while still throttling the
+//!   client's input. Should the queue reach [`DIRECTION_HARD_CAP`] anyway
+//!   (a client that floods input and never reads output), the channel is
+//!   closed with a clear line rather than left to hang.
 //!
 //! Memory per channel is therefore bounded (budget plus hard cap plus
 //! russh's queues) whatever the size of the transfer. Real per-channel
@@ -44,6 +44,8 @@
 //! connection never waits on the target for them.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -182,13 +184,12 @@ struct Control {
     signals: mpsc::Receiver<Sig>,
 }
 
-/// Bytes waiting in one direction of a channel, between intake and writer.
+/// Bytes queued in one direction of a channel. The other direction reads
+/// it too: the client→target pump leaks only while output is pending.
 #[derive(Default)]
 struct Buffered {
     bytes: AtomicUsize,
-    /// Woken whenever bytes leave the buffer.
-    drained: Notify,
-    /// Woken whenever bytes enter the buffer.
+    /// Woken whenever bytes are queued.
     filled: Notify,
 }
 
@@ -205,33 +206,9 @@ impl Buffered {
     fn len(&self) -> usize {
         self.bytes.load(Ordering::Acquire)
     }
-
-    /// Waits until fewer than `limit` bytes are buffered.
-    async fn wait_below(&self, limit: usize) {
-        loop {
-            let drained = self.drained.notified();
-            if self.len() < limit {
-                return;
-            }
-            drained.await;
-        }
-    }
 }
 
-impl Buffered {
-    /// Waits until some bytes are buffered.
-    async fn wait_above_zero(&self) {
-        loop {
-            let filled = self.filled.notified();
-            if self.len() > 0 {
-                return;
-            }
-            filled.await;
-        }
-    }
-}
-
-/// Bytes of one queued message; released when the writer is done with it.
+/// Bytes of one queued message; released when its delivery is done.
 struct Charge {
     buffered: Arc<Buffered>,
     n: usize,
@@ -240,53 +217,20 @@ struct Charge {
 impl Drop for Charge {
     fn drop(&mut self) {
         self.buffered.bytes.fetch_sub(self.n, Ordering::AcqRel);
-        self.buffered.drained.notify_waiters();
     }
 }
 
-/// How an intake admits data into its buffer.
+/// When a pump may read more from russh while its queue is over budget.
 enum Admission {
-    /// Wait while the buffer is over budget (target→client).
+    /// Never (target→client): stopping the upstream loop is safe.
     Wait,
-    /// Wait while over budget, but leak while output is pending for the
-    /// client (client→target); `output` is the other direction's buffer.
+    /// One packet per [`LEAK_INTERVAL`] while output is pending for the
+    /// client (client→target); `output` is the other direction's queue.
     Leaky { output: Arc<Buffered> },
 }
 
-/// The client pushed past [`DIRECTION_HARD_CAP`] while output was pending.
-struct Overrun;
-
-impl Admission {
-    async fn admit(&self, buffered: &Arc<Buffered>, n: usize) -> Result<Charge, Overrun> {
-        match self {
-            Admission::Wait => buffered.wait_below(DIRECTION_BUDGET).await,
-            Admission::Leaky { output } => {
-                if buffered.len() >= DIRECTION_HARD_CAP {
-                    return Err(Overrun);
-                }
-                // Over budget: wait for the target to drain, or, while
-                // output is pending, for the next leak tick.
-                while buffered.len() >= DIRECTION_BUDGET {
-                    if output.len() == 0 {
-                        tokio::select! {
-                            () = buffered.wait_below(DIRECTION_BUDGET) => {}
-                            () = output.wait_above_zero() => {}
-                        }
-                    } else {
-                        tokio::select! {
-                            () = buffered.wait_below(DIRECTION_BUDGET) => {}
-                            () = tokio::time::sleep(LEAK_INTERVAL) => break,
-                        }
-                    }
-                }
-            }
-        }
-        Ok(buffered.charge(n))
-    }
-}
-
-/// One message on its way from an intake to a writer. Data carries the
-/// bytes it occupies in the buffer, released when the writer is done.
+/// One message on its way through a pump. Data carries the bytes it
+/// occupies in the queue, released when it has been delivered.
 enum Item {
     Data(Bytes, Charge),
     ExtendedData(u32, Bytes, Charge),
@@ -301,6 +245,12 @@ enum Item {
     XonXoff(bool),
 }
 
+impl Item {
+    fn is_exit(&self) -> bool {
+        matches!(self, Item::ExitStatus(_) | Item::ExitSignal { .. })
+    }
+}
+
 /// What the channel carried, for the audit event at close.
 #[derive(Default)]
 struct Tally {
@@ -308,6 +258,274 @@ struct Tally {
     to_client: AtomicU64,
     exit_status: Mutex<Option<u32>>,
     exit_signal: Mutex<Option<String>>,
+}
+
+/// How long EOF from the target is held back for the exit status that
+/// usually follows it.
+const EXIT_STATUS_GRACE: Duration = Duration::from_millis(200);
+
+/// Where a pump delivers its items.
+trait Deliver {
+    /// Delivers one item, waiting for the receiver's window. False when
+    /// the receiver is gone.
+    fn deliver(&self, item: Item) -> impl Future<Output = bool> + Send;
+}
+
+/// Delivers to the target's channel.
+struct ToTarget {
+    up: Arc<UpstreamChannel>,
+    tally: Arc<Tally>,
+}
+
+impl Deliver for ToTarget {
+    async fn deliver(&self, item: Item) -> bool {
+        let w = &self.up.write;
+        let sent = match item {
+            Item::Data(data, _charge) => {
+                self.tally
+                    .to_target
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                w.data_bytes(data).await
+            }
+            Item::ExtendedData(ext, data, _charge) => {
+                self.tally
+                    .to_target
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                w.extended_data_bytes(ext, data).await
+            }
+            Item::Eof => w.eof().await,
+            // Exit status and flow-control notices only travel to clients.
+            Item::ExitStatus(_) | Item::ExitSignal { .. } | Item::XonXoff(_) => Ok(()),
+        };
+        sent.is_ok()
+    }
+}
+
+/// Delivers to the client's channel.
+struct ToClient<'a> {
+    client: &'a ChannelWriteHalf<server::Msg>,
+    handle: &'a server::Handle,
+    id: ChannelId,
+    tally: &'a Tally,
+}
+
+impl Deliver for ToClient<'_> {
+    async fn deliver(&self, item: Item) -> bool {
+        match item {
+            Item::Data(data, _charge) => {
+                self.tally
+                    .to_client
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.client.data_bytes(data).await.is_ok()
+            }
+            Item::ExtendedData(ext, data, _charge) => {
+                self.tally
+                    .to_client
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.client.extended_data_bytes(ext, data).await.is_ok()
+            }
+            Item::Eof => self.client.eof().await.is_ok(),
+            Item::ExitStatus(status) => {
+                if let Ok(mut s) = self.tally.exit_status.lock() {
+                    *s = Some(status);
+                }
+                self.client.exit_status(status).await.is_ok()
+            }
+            Item::ExitSignal {
+                signal,
+                core_dumped,
+                message,
+                lang,
+            } => {
+                if let Ok(mut s) = self.tally.exit_signal.lock() {
+                    *s = Some(format!("{signal:?}"));
+                }
+                self.handle
+                    .exit_signal_request(self.id, signal, core_dumped, message, lang)
+                    .await
+                    .is_ok()
+            }
+            Item::XonXoff(can) => self.handle.xon_xoff_request(self.id, can).await.is_ok(),
+        }
+    }
+}
+
+/// How a pump ended.
+#[derive(Debug, PartialEq, Eq)]
+enum PumpEnd {
+    /// The sending side closed the channel (or its connection ended).
+    Closed,
+    /// The receiving side is gone.
+    ReceiverGone,
+    /// The client pushed past [`DIRECTION_HARD_CAP`] while output was
+    /// pending.
+    Overrun,
+}
+
+/// What differs between the two directions.
+struct PumpRules {
+    admission: Admission,
+    /// Where the target's replies to forwarded requests go (target→client
+    /// only). Resolved on arrival, not queued behind data, because the
+    /// request callback that waits for them holds up the client connection.
+    replies: Option<Arc<UpstreamChannel>>,
+    /// Hold EOF briefly for a following exit status (target→client only).
+    ///
+    /// sshd sends EOF and then the exit status, but OpenSSH's multiplexing
+    /// master (ControlMaster) closes a channel as soon as EOF went both
+    /// ways, and russh answers a client's close at once, after which the
+    /// exit status can no longer be sent. So the exit status goes first.
+    /// Nothing is lost: EOF only says that no more data follows.
+    hold_eof: bool,
+}
+
+/// A future delivering one item, borrowing the pump's [`Deliver`].
+type Delivery<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+
+async fn drive(delivery: &mut Option<Delivery<'_>>) -> bool {
+    match delivery {
+        Some(f) => f.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Moves one direction of a channel: reads russh's queue into a local queue
+/// counted against a byte budget and delivers it in order, in one task, so
+/// a message costs one wake-up and reading never waits for delivery.
+async fn pump<D: Deliver + Sync>(
+    mut rx: ChannelReadHalf,
+    out: &D,
+    buffered: Arc<Buffered>,
+    rules: PumpRules,
+) -> PumpEnd {
+    let mut queue: VecDeque<Item> = VecDeque::new();
+    let mut open = true;
+    let mut delivery: Option<Delivery<'_>> = None;
+    let mut seen_exit = false;
+    let mut eof_deadline: Option<Instant> = None;
+    let mut leak_ready = false;
+    loop {
+        if delivery.is_none() {
+            match queue.front() {
+                Some(Item::Eof) if rules.hold_eof && open && !seen_exit => {
+                    let deadline =
+                        *eof_deadline.get_or_insert_with(|| Instant::now() + EXIT_STATUS_GRACE);
+                    if Instant::now() >= deadline
+                        && let Some(item) = queue.pop_front()
+                    {
+                        delivery = Some(Box::pin(out.deliver(item)));
+                    }
+                }
+                Some(_) => {
+                    if let Some(item) = queue.pop_front() {
+                        delivery = Some(Box::pin(out.deliver(item)));
+                    }
+                }
+                None if !open => return PumpEnd::Closed,
+                None => {}
+            }
+        }
+        let over_budget = buffered.len() >= DIRECTION_BUDGET;
+        let output_pending = match &rules.admission {
+            Admission::Wait => false,
+            Admission::Leaky { output } => output.len() > 0,
+        };
+        let may_read = open && (!over_budget || leak_ready);
+        let holding_eof = delivery.is_none() && eof_deadline.is_some() && !queue.is_empty();
+        tokio::select! {
+            biased;
+            delivered = drive(&mut delivery), if delivery.is_some() => {
+                delivery = None;
+                if !delivered {
+                    return PumpEnd::ReceiverGone;
+                }
+            }
+            msg = rx.wait(), if may_read => {
+                let Some(msg) = msg else {
+                    open = false;
+                    continue;
+                };
+                let item = match msg {
+                    ChannelMsg::Data { data } => {
+                        if matches!(rules.admission, Admission::Leaky { .. })
+                            && buffered.len() >= DIRECTION_HARD_CAP
+                        {
+                            return PumpEnd::Overrun;
+                        }
+                        leak_ready = false;
+                        let charge = buffered.charge(data.len());
+                        Item::Data(data, charge)
+                    }
+                    ChannelMsg::ExtendedData { data, ext } => {
+                        leak_ready = false;
+                        let charge = buffered.charge(data.len());
+                        Item::ExtendedData(ext, data, charge)
+                    }
+                    ChannelMsg::Eof => Item::Eof,
+                    // The client closing ends this direction at once: the
+                    // target is hung up next.
+                    ChannelMsg::Close => return PumpEnd::Closed,
+                    ChannelMsg::ExitStatus { exit_status } => Item::ExitStatus(exit_status),
+                    ChannelMsg::ExitSignal {
+                        signal_name,
+                        core_dumped,
+                        error_message,
+                        lang_tag,
+                    } => Item::ExitSignal {
+                        signal: signal_name,
+                        core_dumped,
+                        message: error_message,
+                        lang: lang_tag,
+                    },
+                    ChannelMsg::XonXoff { client_can_do } => Item::XonXoff(client_can_do),
+                    ChannelMsg::Success | ChannelMsg::Failure => {
+                        if let Some(r) = &rules.replies {
+                            r.resolve(matches!(msg, ChannelMsg::Success));
+                        }
+                        continue;
+                    }
+                    // Client requests arrive through the handler callbacks
+                    // too, which forward them with their replies.
+                    _ => continue,
+                };
+                if item.is_exit() && rules.hold_eof {
+                    seen_exit = true;
+                    // Overtake a held EOF.
+                    match queue.iter().position(|i| matches!(i, Item::Eof)) {
+                        Some(at) => queue.insert(at, item),
+                        None => queue.push_back(item),
+                    }
+                } else {
+                    queue.push_back(item);
+                }
+            }
+            () = tokio::time::sleep(LEAK_INTERVAL), if open && over_budget && output_pending && !leak_ready => {
+                leak_ready = true;
+            }
+            () = wait_filled(&rules.admission), if open && over_budget && !output_pending => {}
+            () = sleep_until(eof_deadline), if holding_eof => {}
+        }
+    }
+}
+
+/// Waits until the other direction queues output (client→target only).
+async fn wait_filled(admission: &Admission) {
+    match admission {
+        Admission::Leaky { output } => {
+            let filled = output.filled.notified();
+            if output.len() == 0 {
+                filled.await;
+            }
+        }
+        Admission::Wait => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn run(
@@ -347,52 +565,51 @@ async fn run(
     let tally = Arc::new(Tally::default());
     let to_target_buffered = Arc::new(Buffered::default());
     let to_client_buffered = Arc::new(Buffered::default());
-    let (to_target_tx, to_target_rx) = mpsc::unbounded_channel();
-    let (to_client_tx, to_client_rx) = mpsc::unbounded_channel();
     let mut tasks = tokio::task::JoinSet::new();
 
-    // Client → target. Ends when the client closes the channel, or pushed
-    // past the hard cap.
+    // Client → target, in its own task. Ends when the client closes the
+    // channel, or pushed past the hard cap.
     let (client_done_tx, client_done) = oneshot::channel();
-    let admission = Admission::Leaky {
-        output: Arc::clone(&to_client_buffered),
+    let rules = PumpRules {
+        admission: Admission::Leaky {
+            output: Arc::clone(&to_client_buffered),
+        },
+        replies: None,
+        hold_eof: false,
+    };
+    let to_target = ToTarget {
+        up: Arc::clone(&up),
+        tally: Arc::clone(&tally),
     };
     tasks.spawn(
         async move {
-            let outcome =
-                intake(client_rx, to_target_tx, to_target_buffered, admission, None).await;
-            let _ = client_done_tx.send(outcome);
-        }
-        .instrument(span.clone()),
-    );
-    tasks.spawn(
-        write_to_target(to_target_rx, Arc::clone(&up), Arc::clone(&tally)).instrument(span.clone()),
-    );
-    // Target → client.
-    let replies = Arc::clone(&up);
-    tasks.spawn(
-        async move {
-            let _ = intake(
-                up_rx,
-                to_client_tx,
-                to_client_buffered,
-                Admission::Wait,
-                Some(replies),
-            )
-            .await;
+            let end = pump(client_rx, &to_target, to_target_buffered, rules).await;
+            let _ = client_done_tx.send(end);
         }
         .instrument(span.clone()),
     );
     tasks.spawn(control(control_rx, Arc::clone(&up)).instrument(span));
-    let to_client = write_to_client(to_client_rx, &client_tx, &client, id, &tally);
+    // Target → client, here.
+    let to_client = ToClient {
+        client: &client_tx,
+        handle: &client,
+        id,
+        tally: &tally,
+    };
+    let rules = PumpRules {
+        admission: Admission::Wait,
+        replies: Some(Arc::clone(&up)),
+        hold_eof: true,
+    };
 
     tokio::select! {
-        // The target closed the channel and everything it sent is delivered.
-        () = to_client => {}
+        // The target closed the channel and everything it sent is delivered,
+        // or the client is gone.
+        _ = pump(up_rx, &to_client, to_client_buffered, rules) => {}
         // The client closed the channel or went away: hang up on the target,
         // as sshd hangs up a session whose connection drops.
-        outcome = client_done => {
-            if let Ok(Err(Overrun)) = outcome {
+        end = client_done => {
+            if let Ok(PumpEnd::Overrun) = end {
                 tracing::warn!(
                     target: "audit",
                     event = "channel.overrun",
@@ -471,174 +688,6 @@ async fn refuse_channel(client: &ChannelWriteHalf<server::Msg>, line: &str) {
     let _ = client.exit_status(255).await;
     let _ = client.eof().await;
     let _ = client.close().await;
-}
-
-/// Drains one side's russh queue promptly, so that side's connection loop
-/// never waits on us while the buffer has room. Replies to channel
-/// requests are resolved here rather than queued behind data, because the
-/// request callback that waits for them holds up the client connection.
-async fn intake(
-    mut rx: ChannelReadHalf,
-    tx: mpsc::UnboundedSender<Item>,
-    buffered: Arc<Buffered>,
-    admission: Admission,
-    replies: Option<Arc<UpstreamChannel>>,
-) -> Result<(), Overrun> {
-    while let Some(msg) = rx.wait().await {
-        let item = match msg {
-            ChannelMsg::Data { data } => {
-                let charge = admission.admit(&buffered, data.len()).await?;
-                Item::Data(data, charge)
-            }
-            ChannelMsg::ExtendedData { data, ext } => {
-                let charge = admission.admit(&buffered, data.len()).await?;
-                Item::ExtendedData(ext, data, charge)
-            }
-            ChannelMsg::Eof => Item::Eof,
-            ChannelMsg::Close => break,
-            ChannelMsg::ExitStatus { exit_status } => Item::ExitStatus(exit_status),
-            ChannelMsg::ExitSignal {
-                signal_name,
-                core_dumped,
-                error_message,
-                lang_tag,
-            } => Item::ExitSignal {
-                signal: signal_name,
-                core_dumped,
-                message: error_message,
-                lang: lang_tag,
-            },
-            ChannelMsg::XonXoff { client_can_do } => Item::XonXoff(client_can_do),
-            ChannelMsg::Success | ChannelMsg::Failure => {
-                if let Some(r) = &replies {
-                    r.resolve(matches!(msg, ChannelMsg::Success));
-                }
-                continue;
-            }
-            // Client requests arrive through the handler callbacks too,
-            // which forward them with their replies; the copies here are
-            // not needed.
-            _ => continue,
-        };
-        if tx.send(item).is_err() {
-            break;
-        }
-    }
-    Ok(())
-}
-
-async fn write_to_target(
-    mut rx: mpsc::UnboundedReceiver<Item>,
-    up: Arc<UpstreamChannel>,
-    tally: Arc<Tally>,
-) {
-    while let Some(item) = rx.recv().await {
-        let sent = match item {
-            Item::Data(data, _charge) => {
-                tally
-                    .to_target
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                up.write.data_bytes(data).await
-            }
-            Item::ExtendedData(ext, data, _charge) => {
-                tally
-                    .to_target
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                up.write.extended_data_bytes(ext, data).await
-            }
-            Item::Eof => up.write.eof().await,
-            // Exit status and flow-control notices only travel to clients.
-            Item::ExitStatus(_) | Item::ExitSignal { .. } | Item::XonXoff(_) => Ok(()),
-        };
-        if sent.is_err() {
-            break;
-        }
-    }
-}
-
-/// How long EOF from the target is held back for the exit status that
-/// usually follows it.
-const EXIT_STATUS_GRACE: Duration = Duration::from_millis(200);
-
-/// Delivers the target's side in order; returns when the target has closed
-/// the channel and everything before the close has reached the client.
-///
-/// One reordering: sshd sends EOF and then the exit status, but OpenSSH's
-/// multiplexing master (ControlMaster) closes a channel as soon as EOF went
-/// both ways, and russh answers a client's close at once, after which the
-/// exit status can no longer be sent. So EOF waits briefly for an exit
-/// status or signal, which then goes first. Nothing is lost by this: EOF
-/// only says no more data follows.
-async fn write_to_client(
-    mut rx: mpsc::UnboundedReceiver<Item>,
-    client: &ChannelWriteHalf<server::Msg>,
-    handle: &server::Handle,
-    id: ChannelId,
-    tally: &Tally,
-) {
-    let mut held: Option<Item> = None;
-    loop {
-        let item = match held.take() {
-            Some(item) => item,
-            None => match rx.recv().await {
-                Some(item) => item,
-                None => break,
-            },
-        };
-        let item = match item {
-            Item::Eof => match tokio::time::timeout(EXIT_STATUS_GRACE, rx.recv()).await {
-                Ok(Some(exit @ (Item::ExitStatus(_) | Item::ExitSignal { .. }))) => {
-                    held = Some(Item::Eof);
-                    exit
-                }
-                Ok(Some(next)) => {
-                    held = Some(next);
-                    Item::Eof
-                }
-                Ok(None) | Err(_) => Item::Eof,
-            },
-            other => other,
-        };
-        let delivered = match item {
-            Item::Data(data, _charge) => {
-                tally
-                    .to_client
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                client.data_bytes(data).await.is_ok()
-            }
-            Item::ExtendedData(ext, data, _charge) => {
-                tally
-                    .to_client
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
-                client.extended_data_bytes(ext, data).await.is_ok()
-            }
-            Item::Eof => client.eof().await.is_ok(),
-            Item::ExitStatus(status) => {
-                if let Ok(mut s) = tally.exit_status.lock() {
-                    *s = Some(status);
-                }
-                client.exit_status(status).await.is_ok()
-            }
-            Item::ExitSignal {
-                signal,
-                core_dumped,
-                message,
-                lang,
-            } => {
-                if let Ok(mut s) = tally.exit_signal.lock() {
-                    *s = Some(format!("{signal:?}"));
-                }
-                handle
-                    .exit_signal_request(id, signal, core_dumped, message, lang)
-                    .await
-                    .is_ok()
-            }
-            Item::XonXoff(can) => handle.xon_xoff_request(id, can).await.is_ok(),
-        };
-        if !delivered {
-            break;
-        }
-    }
 }
 
 async fn control(mut c: Control, up: Arc<UpstreamChannel>) {
