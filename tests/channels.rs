@@ -592,3 +592,36 @@ fn exit_signal_is_propagated() {
     );
     assert!(signal.contains("TERM"), "exit_signal={signal}: {line}");
 }
+
+/// Input flooding into a target that never reads is held back by TCP, not
+/// buffered: the gateway's memory stays bounded.
+#[test]
+fn input_flood_into_a_target_that_never_reads_keeps_memory_bounded() {
+    let w = World::new();
+    let gw = w.start(&[w.route("t", "")]);
+    let baseline = gw.rss_kib();
+    let mut flood = ChildGuard::spawn({
+        let mut c = Command::new("bash");
+        c.arg("-c").arg(format!(
+            "exec {} {} {LOGIN}@t@127.0.0.1 'sleep 30' < /dev/zero",
+            sshd_test::require_program("ssh").display(),
+            w.ssh_args(&w.client_key, gw.port).join(" ")
+        ));
+        c
+    })
+    .expect("spawn flood");
+    gw.wait_for_log("event=\"target.connected\"");
+    let mut peak = baseline;
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(500));
+        peak = peak.max(gw.rss_kib());
+    }
+    assert!(
+        flood.is_running(),
+        "the flood ended early, so it proved nothing"
+    );
+    let growth = peak.saturating_sub(baseline);
+    println!("input flood: gateway RSS grew by {growth} KiB over {baseline} KiB");
+    assert!(growth < 65_536, "gateway memory grew by {growth} KiB");
+    flood.kill();
+}
