@@ -100,12 +100,36 @@ impl Connection {
         self.shared.config().keys.get(&fp).cloned()
     }
 
+    /// What authentication answers once a refusal is known: after the user
+    /// has seen it, nothing more; before, only the keyboard-interactive
+    /// round that shows it.
+    fn refused(&self) -> Option<Auth> {
+        if self.refusal_shown {
+            Some(Self::final_rejection())
+        } else if self.refusal.is_some() {
+            Some(Self::keyboard_interactive_only())
+        } else {
+            None
+        }
+    }
+
+    fn audit_denied(&self, user: &str, identity: &str, key_fingerprint: &str, reason: &str) {
+        tracing::info!(
+            target: "audit",
+            event = "auth.denied",
+            session_id = %self.id,
+            peer = %self.peer,
+            identity,
+            key_fingerprint = %key_fingerprint,
+            user = %user,
+            reason = %reason,
+        );
+    }
+
     /// Decides whether `identity` may have what the user name asks for.
     fn authorize(&self, user: &str, identity: &Arc<Identity>) -> Result<Authorized, String> {
         let Some((login, route_name)) = split_user(user) else {
-            return Err(format!(
-                "gatehouse: no route in user name {user:?}: connect as ssh LOGIN@ROUTE@GATEWAY"
-            ));
+            return Err(no_route_line(user));
         };
         let config = self.shared.config();
         let Some(route) = config.routes.get(route_name) else {
@@ -274,6 +298,10 @@ impl ChannelRequest {
     }
 }
 
+fn no_route_line(user: &str) -> String {
+    format!("gatehouse: no route in user name {user:?}: connect as ssh LOGIN@ROUTE@GATEWAY")
+}
+
 /// Splits `LOGIN@ROUTE`. OpenSSH already split `LOGIN@ROUTE@GATEWAY` at
 /// its last `@`; route names cannot contain `@`, so the last one here
 /// separates the route.
@@ -288,9 +316,7 @@ impl russh::server::Handler for Connection {
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         if split_user(user).is_none() {
             // Nothing secret about a missing route: say so at once.
-            self.refusal = Some(format!(
-                "gatehouse: no route in user name {user:?}: connect as ssh LOGIN@ROUTE@GATEWAY"
-            ));
+            self.refusal = Some(no_route_line(user));
             return Ok(Self::keyboard_interactive_only());
         }
         Ok(Auth::reject())
@@ -301,11 +327,8 @@ impl russh::server::Handler for Connection {
         _user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.refusal_shown {
-            return Ok(Self::final_rejection());
-        }
-        if self.refusal.is_some() {
-            return Ok(Self::keyboard_interactive_only());
+        if let Some(answer) = self.refused() {
+            return Ok(answer);
         }
         if self.identity_for(offer.public_key).is_some() {
             return Ok(Auth::Accept);
@@ -322,8 +345,8 @@ impl russh::server::Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if self.refusal_shown {
-            return Ok(Self::final_rejection());
+        if let Some(answer) = self.refused() {
+            return Ok(answer);
         }
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
         let Some(identity) = self.identity_for(key.public_key) else {
@@ -352,16 +375,7 @@ impl russh::server::Handler for Connection {
                 Ok(Auth::Accept)
             }
             Err(line) => {
-                tracing::info!(
-                    target: "audit",
-                    event = "auth.denied",
-                    session_id = %self.id,
-                    peer = %self.peer,
-                    identity = identity.label(),
-                    key_fingerprint = %fingerprint,
-                    user = %user,
-                    reason = %line,
-                );
+                self.audit_denied(user, identity.label(), &fingerprint, &line);
                 self.refusal = Some(line);
                 Ok(Self::keyboard_interactive_only())
             }
@@ -382,28 +396,13 @@ impl russh::server::Handler for Connection {
         let line = match (&self.refusal, &self.unregistered_key) {
             (Some(line), _) => line.clone(),
             (None, Some(fp)) => {
-                tracing::info!(
-                    target: "audit",
-                    event = "auth.denied",
-                    session_id = %self.id,
-                    peer = %self.peer,
-                    key_fingerprint = %fp,
-                    user = %user,
-                    reason = "key not registered",
-                );
+                self.audit_denied(user, "", fp, "key not registered");
                 format!(
                     "gatehouse: access denied: key {fp} is not registered; ask an administrator to add it"
                 )
             }
             (None, None) => {
-                tracing::info!(
-                    target: "audit",
-                    event = "auth.denied",
-                    session_id = %self.id,
-                    peer = %self.peer,
-                    user = %user,
-                    reason = "no key offered",
-                );
+                self.audit_denied(user, "", "", "no key offered");
                 "gatehouse: access denied: offer a registered SSH key (passwords are not accepted)"
                     .to_owned()
             }
@@ -454,6 +453,18 @@ impl russh::server::Handler for Connection {
         );
         self.channels.insert(id, proxied);
         Ok(())
+    }
+
+    fn adjust_window(&mut self, _channel: ChannelId, _current: u32) -> u32 {
+        // Shrink the window while any channel's input is congested; see
+        // ProxiedChannel::input_congested. russh calls this each time it
+        // tops up a window, so the full window comes back as soon as the
+        // congestion clears.
+        if self.channels.values().any(ProxiedChannel::input_congested) {
+            proxy::CONGESTED_WINDOW
+        } else {
+            self.shared.window_size()
+        }
     }
 
     async fn channel_close(

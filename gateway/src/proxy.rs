@@ -72,9 +72,13 @@ pub const DIRECTION_BUDGET: usize = 8 << 20;
 /// the module documentation.
 pub const DIRECTION_HARD_CAP: usize = 64 << 20;
 
-/// While over budget with output pending, the client→target intake admits
+/// While over budget with output pending, the client→target pump admits
 /// one packet per interval (at most 32 MiB/s of 32 KiB packets).
 const LEAK_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The window the client connection grants while a channel's input is
+/// congested; see [`ProxiedChannel::input_congested`].
+pub const CONGESTED_WINDOW: u32 = 64 * 1024;
 
 /// At most this many undelivered signals wait per channel.
 const SIGNAL_QUEUE: usize = 16;
@@ -139,6 +143,23 @@ pub struct ProxiedChannel {
     pub window: watch::Sender<Option<WindowSize>>,
     /// Signals to deliver, in order. Bounded: a flood is dropped with a log.
     pub signals: mpsc::Sender<Sig>,
+    /// Client→target bytes queued for this channel.
+    input: Arc<Buffered>,
+}
+
+impl ProxiedChannel {
+    /// Whether the client is sending faster than the target takes it in.
+    ///
+    /// The client connection then shrinks the SSH window it grants to
+    /// [`CONGESTED_WINDOW`] (russh asks `Handler::adjust_window` each time
+    /// it tops a window up). That bounds how much input can queue in TCP
+    /// ahead of the client's next window adjustment for *our* output, which
+    /// the pump must read through before output can move again; with the
+    /// full window, several megabytes could stand in the way every time,
+    /// more than the output it unlocks, and the queue would only grow.
+    pub fn input_congested(&self) -> bool {
+        self.input.len() >= DIRECTION_BUDGET / 2
+    }
 }
 
 /// Starts proxying a freshly accepted client session channel: dials the
@@ -158,25 +179,34 @@ pub fn start(
         .shared();
     let (window, window_rx) = watch::channel(None);
     let (signals, signals_rx) = mpsc::channel(SIGNAL_QUEUE);
+    let input = Arc::new(Buffered::default());
     let control = Control {
         window: window_rx,
         signals: signals_rx,
     };
-    let task = run(
-        ctx,
-        channel,
-        client,
-        ready_tx,
+    let wiring = Wiring {
+        ready: ready_tx,
         control,
-        connection,
-        span.clone(),
-    );
+        input: Arc::clone(&input),
+    };
+    let task = run(ctx, channel, client, wiring, connection, span.clone());
     tokio::spawn(task.instrument(span));
     ProxiedChannel {
         upstream,
         window,
         signals,
+        input,
     }
+}
+
+/// What [`start`] hands the channel task besides the channel itself.
+struct Wiring {
+    /// Tells the request callbacks the upstream channel (or `None`).
+    ready: oneshot::Sender<Option<Arc<UpstreamChannel>>>,
+    /// Window changes and signals from the callbacks.
+    control: Control,
+    /// The client→target queue, shared with [`ProxiedChannel`].
+    input: Arc<Buffered>,
 }
 
 struct Control {
@@ -377,6 +407,10 @@ struct PumpRules {
     /// exit status can no longer be sent. So the exit status goes first.
     /// Nothing is lost: EOF only says that no more data follows.
     hold_eof: bool,
+    /// On the sender's close, deliver what is queued first (target→client:
+    /// the tail of the output, the exit status). A client's close ends its
+    /// direction at once, since the target is hung up next.
+    drain_on_close: bool,
 }
 
 /// A future delivering one item, borrowing the pump's [`Deliver`].
@@ -462,8 +496,10 @@ async fn pump<D: Deliver + Sync>(
                         Item::ExtendedData(ext, data, charge)
                     }
                     ChannelMsg::Eof => Item::Eof,
-                    // The client closing ends this direction at once: the
-                    // target is hung up next.
+                    ChannelMsg::Close if rules.drain_on_close => {
+                        open = false;
+                        continue;
+                    }
                     ChannelMsg::Close => return PumpEnd::Closed,
                     ChannelMsg::ExitStatus { exit_status } => Item::ExitStatus(exit_status),
                     ChannelMsg::ExitSignal {
@@ -532,11 +568,15 @@ async fn run(
     ctx: DialContext,
     channel: Channel<server::Msg>,
     client: server::Handle,
-    ready: oneshot::Sender<Option<Arc<UpstreamChannel>>>,
-    control_rx: Control,
+    wiring: Wiring,
     connection: CancellationToken,
     span: tracing::Span,
 ) {
+    let Wiring {
+        ready,
+        control: control_rx,
+        input: to_target_buffered,
+    } = wiring;
     let id = channel.id();
     let started = Instant::now();
     let (client_rx, client_tx) = channel.split();
@@ -563,7 +603,6 @@ async fn run(
     let _ = ready.send(Some(Arc::clone(&up)));
 
     let tally = Arc::new(Tally::default());
-    let to_target_buffered = Arc::new(Buffered::default());
     let to_client_buffered = Arc::new(Buffered::default());
     let mut tasks = tokio::task::JoinSet::new();
 
@@ -576,6 +615,7 @@ async fn run(
         },
         replies: None,
         hold_eof: false,
+        drain_on_close: false,
     };
     let to_target = ToTarget {
         up: Arc::clone(&up),
@@ -600,12 +640,16 @@ async fn run(
         admission: Admission::Wait,
         replies: Some(Arc::clone(&up)),
         hold_eof: true,
+        drain_on_close: true,
     };
 
-    tokio::select! {
+    let ended_by = tokio::select! {
         // The target closed the channel and everything it sent is delivered,
         // or the client is gone.
-        _ = pump(up_rx, &to_client, to_client_buffered, rules) => {}
+        end = pump(up_rx, &to_client, to_client_buffered, rules) => match end {
+            PumpEnd::ReceiverGone => "client",
+            _ => "target",
+        },
         // The client closed the channel or went away: hang up on the target,
         // as sshd hangs up a session whose connection drops.
         end = client_done => {
@@ -623,10 +667,15 @@ async fn run(
                     DIRECTION_HARD_CAP >> 20
                 );
                 let _ = client.extended_data(id, 1, line.into_bytes()).await;
+                "overrun"
+            } else if let Ok(PumpEnd::ReceiverGone) = end {
+                "target"
+            } else {
+                "client"
             }
         }
-        () = connection.cancelled() => {}
-    }
+        () = connection.cancelled() => "connection",
+    };
     finish(&ctx, tasks, &up, &client_tx, &upstream).await;
     tracing::info!(
         target: "audit",
@@ -640,6 +689,7 @@ async fn run(
         bytes_to_target = tally.to_target.load(Ordering::Relaxed),
         bytes_to_client = tally.to_client.load(Ordering::Relaxed),
         duration_ms = started.elapsed().as_millis() as u64,
+        ended_by,
     );
 }
 

@@ -41,6 +41,11 @@ impl Shared {
     pub fn config(&self) -> &Config {
         &self.config
     }
+
+    /// The SSH window each client channel is granted when not congested.
+    pub fn window_size(&self) -> u32 {
+        self.ssh.window_size
+    }
 }
 
 /// Serves SSH on `listener` until `shutdown` is cancelled, then tells
