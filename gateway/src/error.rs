@@ -73,6 +73,43 @@ pub enum Error {
         /// The login the certificate was for.
         login: String,
     },
+    /// The state database (login bindings) failed.
+    #[error("state database {path}: {reason}")]
+    Store {
+        /// The database file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The identity provider could not be reached in time or answered
+    /// something unusable (discovery, JWKS, device authorization, token).
+    #[error("identity provider {issuer} unavailable: {reason}")]
+    IdpUnavailable {
+        /// The configured issuer.
+        issuer: String,
+        /// The transport or protocol error.
+        reason: String,
+    },
+    /// The user denied the sign-in at the identity provider.
+    #[error("sign-in was denied at the identity provider")]
+    SignInDenied,
+    /// The device code expired before the user finished signing in.
+    #[error("sign-in expired before it was completed")]
+    SignInExpired,
+    /// The SSH client went away while its sign-in was pending; polling
+    /// stopped at once.
+    #[error("sign-in cancelled: the SSH client went away")]
+    SignInCancelled,
+    /// The ID token failed verification (signature, issuer, audience,
+    /// expiry, or a required claim missing).
+    #[error("ID token rejected: {0}")]
+    TokenRejected(String),
+    /// The signed-in email's domain is not in `idp.allowed_domains`.
+    #[error("email domain of {email} is not allowed")]
+    DomainNotAllowed {
+        /// The email from the ID token.
+        email: String,
+    },
     /// The target broke the SSH protocol or closed during setup.
     #[error("target {route} ({target}) failed: {reason}")]
     TargetProtocol {
@@ -93,10 +130,18 @@ impl Error {
             | Error::HostKeyRejected { .. }
             | Error::CertRejected { .. }
             | Error::TargetProtocol { .. } => Side::Target,
-            Error::Ssh(_) => Side::Client,
-            Error::Config(_) | Error::KeyFile { .. } | Error::Mint(_) | Error::Io(_) => {
-                Side::Internal
-            }
+            Error::Ssh(_)
+            | Error::SignInDenied
+            | Error::SignInExpired
+            | Error::SignInCancelled
+            | Error::TokenRejected(_)
+            | Error::DomainNotAllowed { .. } => Side::Client,
+            Error::Config(_)
+            | Error::KeyFile { .. }
+            | Error::Mint(_)
+            | Error::Io(_)
+            | Error::Store { .. }
+            | Error::IdpUnavailable { .. } => Side::Internal,
         }
     }
 
@@ -115,6 +160,16 @@ impl Error {
             ),
             Error::TargetProtocol { route, .. } => {
                 format!("gatehouse: target {route} failed during setup")
+            }
+            Error::SignInDenied => "gatehouse: sign-in was denied".to_owned(),
+            Error::SignInExpired => "gatehouse: sign-in expired, run ssh again".to_owned(),
+            Error::SignInCancelled => "gatehouse: sign-in cancelled".to_owned(),
+            Error::IdpUnavailable { .. } => "gatehouse: identity provider unavailable".to_owned(),
+            Error::TokenRejected(_) => {
+                "gatehouse: sign-in failed: the identity provider's token was not valid".to_owned()
+            }
+            Error::DomainNotAllowed { email } => {
+                format!("gatehouse: access denied: {email} is not from an allowed domain")
             }
             _ => "gatehouse: internal error; the administrator can find details in the audit log"
                 .to_owned(),

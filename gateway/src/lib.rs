@@ -10,10 +10,12 @@
 //! callers (and tests) choose the address, port 0 included.
 
 mod audit;
+pub mod bindings;
 pub mod config;
 mod connection;
 mod error;
 pub mod keys;
+pub mod oidc;
 mod proxy;
 mod server;
 pub mod upstream;
