@@ -11,6 +11,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+mod logins;
+
 /// Where `ca init` and `ca show` look when given neither --key nor --config.
 const DEFAULT_CA_PATH: &str = "/var/lib/gatehouse/user_ca";
 
@@ -66,6 +68,12 @@ enum Command {
     Ca {
         #[command(subcommand)]
         command: CaCommand,
+    },
+    /// List and revoke login bindings: keys that signed in through the
+    /// identity provider.
+    Logins {
+        #[command(subcommand)]
+        command: logins::LoginsCommand,
     },
 }
 
@@ -154,10 +162,11 @@ fn run(command: Command) -> Result<ExitCode> {
             CaCommand::Init(p) => ca_init(&p.resolve()?),
             CaCommand::Show(p) => ca_show(&p.resolve()?),
         },
+        Command::Logins { command } => logins::run(command),
     }
 }
 
-fn load_config(path: &Path) -> Result<gateway::config::Config, ExitCode> {
+pub(crate) fn load_config(path: &Path) -> Result<gateway::config::Config, ExitCode> {
     gateway::config::load(path).map_err(|errors| {
         for p in &errors.0 {
             eprintln!("{p}");
