@@ -1,0 +1,443 @@
+//! The device authorization grant against the real dev IdP (`dev/idp`,
+//! node + oidc-provider): approval, denial, expiry, outages, cancellation,
+//! foreign and tampered tokens, key rotation, allowed domains and a
+//! confidential client.
+//!
+//! Each test starts its own IdP on a free port (`--port 0 --interval 1`)
+//! and completes the browser side with `dev/idp/approve.mjs`.
+
+// A test: failing loudly is the point.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use gateway::Error;
+use gateway::oidc::{Idp, IdpSettings};
+use tokio_util::sync::CancellationToken;
+
+const IDP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../dev/idp");
+
+/// Checks for node and installs the IdP's packages once per test binary.
+fn ensure_node() {
+    static READY: OnceLock<()> = OnceLock::new();
+    READY.get_or_init(|| {
+        match Command::new("node").arg("--version").output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => panic!("`node --version` failed: {out:?}"),
+            Err(e) => panic!("node not found ({e}): apt-get install nodejs npm"),
+        }
+        if !std::path::Path::new(IDP_DIR).join("node_modules").is_dir() {
+            let status = Command::new("npm")
+                .arg("ci")
+                .current_dir(IDP_DIR)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap_or_else(|e| panic!("npm not found ({e}): apt-get install nodejs npm"));
+            assert!(status.success(), "`npm ci` in {IDP_DIR} failed: {status}");
+        }
+    });
+}
+
+/// A running dev IdP; killed and reaped on drop. Its stderr goes to a
+/// file, shown if the test fails.
+struct DevIdp {
+    child: Option<Child>,
+    issuer: String,
+    port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl DevIdp {
+    /// Starts `server.mjs` on `port` (0: any free port) with a 1 s interval.
+    fn start(port: u16, extra: &[&str]) -> DevIdp {
+        ensure_node();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut child = Command::new("node")
+            .arg("server.mjs")
+            .args(["--port", &port.to_string(), "--interval", "1"])
+            .args(extra)
+            .current_dir(IDP_DIR)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node ({e}): apt-get install nodejs npm"));
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let mut idp = DevIdp {
+            child: Some(child),
+            issuer: String::new(),
+            port: 0,
+            log,
+        };
+        let Some(issuer) = line.trim().strip_prefix("listening on ") else {
+            panic!(
+                "dev IdP did not start (stdout {line:?}); stderr:\n{}",
+                idp.stderr()
+            );
+        };
+        idp.issuer = issuer.to_owned();
+        idp.port = issuer.rsplit(':').next().unwrap().parse().unwrap();
+        idp
+    }
+
+    fn stderr(&self) -> String {
+        let mut text = String::new();
+        let _ = self
+            .log
+            .reopen()
+            .and_then(|mut f| f.read_to_string(&mut text));
+        text
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for DevIdp {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- dev IdP {} stderr ---\n{}", self.issuer, self.stderr());
+        }
+    }
+}
+
+/// Settings for the dev IdP's public client, with groups and a refresh token.
+fn settings(issuer: &str) -> IdpSettings {
+    let mut settings = IdpSettings::new(issuer, "gatehouse");
+    settings.scopes.push("groups".to_owned());
+    settings.scopes.push("offline_access".to_owned());
+    settings.http_timeout = Duration::from_secs(5);
+    settings
+}
+
+/// Completes (or denies) the browser side of a device sign-in as alice.
+async fn approve(issuer: String, user_code: String, deny: bool) {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg("approve.mjs")
+        .args(["--issuer", &issuer, "--user-code", &user_code])
+        .args(["--login", "alice@example.com", "--password", "alice-pw"])
+        .current_dir(IDP_DIR)
+        .kill_on_drop(true);
+    if deny {
+        cmd.arg("--deny");
+    }
+    let out = cmd.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "approve.mjs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A device flow done by hand (raw HTTP), returning the ID token, so tests
+/// can feed one IdP's token to another's verifier.
+async fn raw_id_token(issuer: &str) -> String {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let form = "application/x-www-form-urlencoded";
+    let body = http
+        .post(format!("{issuer}/device/auth"))
+        .header("content-type", form)
+        .body("client_id=gatehouse&scope=openid%20email%20groups")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let auth: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let device_code = auth["device_code"].as_str().unwrap().to_owned();
+    let user_code = auth["user_code"].as_str().unwrap().to_owned();
+    approve(issuer.to_owned(), user_code, false).await;
+    for _ in 0..10 {
+        let body = http
+            .post(format!("{issuer}/token"))
+            .header("content-type", form)
+            .body(format!(
+                "client_id=gatehouse&grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Adevice_code&device_code={device_code}"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if let Some(id_token) = answer["id_token"].as_str() {
+            return id_token.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no ID token from {issuer}");
+}
+
+/// A loopback port nobody listens on.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn approved_sign_in_yields_identity_groups_and_refresh_token() {
+    let server = DevIdp::start(0, &[]);
+    let started = Instant::now();
+    let idp = Idp::discover(settings(&server.issuer)).await.unwrap();
+    let discovery = started.elapsed();
+    assert_eq!(idp.issuer(), server.issuer);
+
+    let started = Instant::now();
+    let auth = idp.start_device_authorization().await.unwrap();
+    assert_eq!(auth.interval, Duration::from_secs(1));
+    assert_eq!(auth.verification_uri, format!("{}/device", server.issuer));
+    assert!(
+        auth.verification_uri_complete
+            .as_deref()
+            .is_some_and(|u| u.contains(&auth.user_code)),
+        "{auth:?}"
+    );
+    let remaining = auth.expires_at - Instant::now();
+    assert!(remaining > Duration::from_secs(590), "{remaining:?}");
+
+    let approver = tokio::spawn(approve(
+        server.issuer.clone(),
+        auth.user_code.clone(),
+        false,
+    ));
+    let signed_in = idp
+        .wait_for_sign_in(&auth, &CancellationToken::new())
+        .await
+        .unwrap();
+    let flow = started.elapsed();
+    approver.await.unwrap();
+    eprintln!("timings: discovery {discovery:?}, approved device flow {flow:?}");
+
+    assert_eq!(signed_in.sub, "alice");
+    assert_eq!(signed_in.email.as_deref(), Some("alice@example.com"));
+    assert!(signed_in.groups.iter().any(|g| g == "sre"), "{signed_in:?}");
+    assert_eq!(signed_in.issuer, server.issuer);
+    let refresh = signed_in.refresh_token.as_ref().expect("offline_access");
+    assert!(!refresh.secret().is_empty());
+    assert!(!format!("{signed_in:?}").contains(refresh.secret()));
+}
+
+#[tokio::test]
+async fn denied_sign_in_is_sign_in_denied() {
+    let server = DevIdp::start(0, &[]);
+    let mut settings = settings(&server.issuer);
+    settings.poll_interval = Some(Duration::from_secs(2)); // override wins
+    let idp = Idp::discover(settings).await.unwrap();
+    let auth = idp.start_device_authorization().await.unwrap();
+    assert_eq!(auth.interval, Duration::from_secs(2));
+    let approver = tokio::spawn(approve(server.issuer.clone(), auth.user_code.clone(), true));
+    let result = idp.wait_for_sign_in(&auth, &CancellationToken::new()).await;
+    approver.await.unwrap();
+    assert!(matches!(result, Err(Error::SignInDenied)), "{result:?}");
+}
+
+#[tokio::test]
+async fn unapproved_sign_in_expires() {
+    let server = DevIdp::start(0, &["--device-code-ttl", "2"]);
+    let idp = Idp::discover(settings(&server.issuer)).await.unwrap();
+    let started = Instant::now();
+    let auth = idp.start_device_authorization().await.unwrap();
+    let result = idp.wait_for_sign_in(&auth, &CancellationToken::new()).await;
+    let elapsed = started.elapsed();
+    assert!(matches!(result, Err(Error::SignInExpired)), "{result:?}");
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn unreachable_idp_fails_fast_at_discovery() {
+    let issuer = format!("http://127.0.0.1:{}", closed_port());
+    let started = Instant::now();
+    let result = Idp::discover(settings(&issuer)).await;
+    let elapsed = started.elapsed();
+    match &result {
+        Err(Error::IdpUnavailable { issuer: i, reason }) => {
+            assert_eq!(*i, issuer);
+            assert!(reason.contains("refused"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn idp_going_down_is_idp_unavailable() {
+    let mut server = DevIdp::start(0, &[]);
+    let idp = Idp::discover(settings(&server.issuer)).await.unwrap();
+    let auth = idp.start_device_authorization().await.unwrap();
+    server.stop();
+
+    let started = Instant::now();
+    let result = idp.start_device_authorization().await;
+    assert!(
+        matches!(result, Err(Error::IdpUnavailable { .. })),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // Polling gives up after three failed polls, backing off 1 s, 2 s, 4 s.
+    let started = Instant::now();
+    let result = idp.wait_for_sign_in(&auth, &CancellationToken::new()).await;
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(result, Err(Error::IdpUnavailable { .. })),
+        "{result:?}"
+    );
+    assert!(elapsed < Duration::from_secs(9), "{elapsed:?}");
+    eprintln!("polling gave up after {elapsed:?}: {result:?}");
+}
+
+#[tokio::test]
+async fn cancel_stops_polling_promptly() {
+    let server = DevIdp::start(0, &[]);
+    let idp = Idp::discover(settings(&server.issuer)).await.unwrap();
+    let auth = idp.start_device_authorization().await.unwrap();
+    let cancel = CancellationToken::new();
+    let canceller = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        canceller.cancel();
+    });
+    let started = Instant::now();
+    let result = idp.wait_for_sign_in(&auth, &cancel).await;
+    let elapsed = started.elapsed();
+    match result {
+        Err(Error::SignInCancelled) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+}
+
+/// Flips one character in the middle of the signature.
+fn tamper(token: &str) -> String {
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let mut chars: Vec<char> = signature.chars().collect();
+    let middle = chars.len() / 2;
+    chars[middle] = if chars[middle] == 'A' { 'B' } else { 'A' };
+    format!("{signed}.{}", chars.into_iter().collect::<String>())
+}
+
+#[tokio::test]
+async fn foreign_and_tampered_tokens_are_rejected() {
+    let a = DevIdp::start(0, &[]);
+    let b = DevIdp::start(0, &[]);
+    let idp = Idp::discover(settings(&a.issuer)).await.unwrap();
+
+    let own = raw_id_token(&a.issuer).await;
+    let signed_in = idp.verify_id_token(&own).await.unwrap();
+    assert_eq!(signed_in.sub, "alice");
+    assert!(signed_in.refresh_token.is_none());
+
+    let result = idp.verify_id_token(&tamper(&own)).await;
+    match &result {
+        Err(Error::TokenRejected(reason)) => assert!(!reason.contains(&own), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    eprintln!("tampered: {result:?}");
+
+    let foreign = raw_id_token(&b.issuer).await;
+    let result = idp.verify_id_token(&foreign).await;
+    match &result {
+        Err(Error::TokenRejected(reason)) => assert!(reason.contains("issuer"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    eprintln!("foreign: {result:?}");
+
+    let result = idp.verify_id_token("not.a.jwt").await;
+    assert!(matches!(result, Err(Error::TokenRejected(_))), "{result:?}");
+}
+
+#[tokio::test]
+async fn rotated_keys_are_fetched_again_once() {
+    // Restarting the dev IdP on the same port keeps the issuer and makes a
+    // new signing key: a key rotation.
+    let mut first = DevIdp::start(0, &[]);
+    let port = first.port;
+    let idp = Idp::discover(settings(&first.issuer)).await.unwrap();
+    first.stop();
+
+    let mut second = DevIdp::start(port, &[]);
+    let token_from_second = raw_id_token(&second.issuer).await;
+    second.stop();
+
+    let third = DevIdp::start(port, &[]);
+    assert_eq!(third.issuer, idp.issuer());
+    // Unknown key → fetch again → still unknown (the third key) → rejected.
+    let result = idp.verify_id_token(&token_from_second).await;
+    assert!(matches!(result, Err(Error::TokenRejected(_))), "{result:?}");
+    eprintln!("key gone after refetch: {result:?}");
+
+    // A token from the third instance verifies after one refetch.
+    let token_from_third = raw_id_token(&third.issuer).await;
+    let signed_in = idp.verify_id_token(&token_from_third).await.unwrap();
+    assert_eq!(signed_in.sub, "alice");
+}
+
+#[tokio::test]
+async fn email_outside_allowed_domains_is_refused() {
+    let server = DevIdp::start(0, &[]);
+    let mut settings = settings(&server.issuer);
+    settings.allowed_domains = vec!["example.org".to_owned()];
+    let idp = Idp::discover(settings).await.unwrap();
+    let auth = idp.start_device_authorization().await.unwrap();
+    let approver = tokio::spawn(approve(
+        server.issuer.clone(),
+        auth.user_code.clone(),
+        false,
+    ));
+    let result = idp.wait_for_sign_in(&auth, &CancellationToken::new()).await;
+    approver.await.unwrap();
+    match result {
+        Err(Error::DomainNotAllowed { email }) => assert_eq!(email, "alice@example.com"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn confidential_client_authenticates_and_a_wrong_secret_is_refused() {
+    let server = DevIdp::start(0, &["--client-secret", "s3cret/+&="]);
+    let mut good = settings(&server.issuer);
+    good.client_secret = Some("s3cret/+&=".to_owned());
+    good.allowed_domains = vec!["EXAMPLE.com".to_owned()];
+    let idp = Idp::discover(good).await.unwrap();
+    let auth = idp.start_device_authorization().await.unwrap();
+    let approver = tokio::spawn(approve(
+        server.issuer.clone(),
+        auth.user_code.clone(),
+        false,
+    ));
+    let signed_in = idp
+        .wait_for_sign_in(&auth, &CancellationToken::new())
+        .await
+        .unwrap();
+    approver.await.unwrap();
+    assert_eq!(signed_in.email.as_deref(), Some("alice@example.com"));
+
+    let mut bad = settings(&server.issuer);
+    bad.client_secret = Some("wrong".to_owned());
+    let idp = Idp::discover(bad).await.unwrap();
+    match idp.start_device_authorization().await {
+        Err(Error::IdpUnavailable { reason, .. }) => {
+            assert!(reason.contains("invalid_client"), "{reason}");
+            assert!(!reason.contains("wrong"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
