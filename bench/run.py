@@ -606,7 +606,17 @@ def machine_info(gatehouse):
     return {"nproc": os.cpu_count(), "cpu": cpu, "mem_gib": round(mem / 1024 / 1024, 1),
             "kernel": os.uname().release,
             "openssh": subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip(),
-            "gatehouse_binary": str(gatehouse) if gatehouse else None, "gatehouse_commit": commit}
+            "gatehouse_binary": repo_relative(gatehouse) if gatehouse else None,
+            "gatehouse_commit": commit}
+
+
+def repo_relative(path):
+    """A path as the report shows it: relative to the repository when inside
+    it, so reports name no directory of the machine they ran on."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(REPO).resolve()))
+    except ValueError:
+        return Path(path).name
 
 
 def fmt(v, nd=1):
