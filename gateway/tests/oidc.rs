@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use gateway::Error;
-use gateway::oidc::{Idp, IdpSettings};
+use gateway::oidc::{DeviceAuthorization, Idp, IdpSettings, SignedIn};
 use tokio_util::sync::CancellationToken;
 
 const IDP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../dev/idp");
@@ -144,6 +144,20 @@ async fn approve(issuer: String, user_code: String, deny: bool) {
     );
 }
 
+/// Waits for `auth` to be signed in while alice approves (or denies) it in
+/// the browser, the way a user would while `ssh` shows the prompt.
+async fn sign_in_while_alice_answers(
+    idp: &Idp,
+    issuer: &str,
+    auth: &DeviceAuthorization,
+    deny: bool,
+) -> Result<SignedIn, Error> {
+    let approver = tokio::spawn(approve(issuer.to_owned(), auth.user_code.clone(), deny));
+    let result = idp.wait_for_sign_in(auth, &CancellationToken::new()).await;
+    approver.await.unwrap();
+    result
+}
+
 /// A device flow done by hand (raw HTTP), returning the ID token, so tests
 /// can feed one IdP's token to another's verifier.
 async fn raw_id_token(issuer: &str) -> String {
@@ -213,17 +227,10 @@ async fn approved_sign_in_yields_identity_groups_and_refresh_token() {
     let remaining = auth.expires_at - Instant::now();
     assert!(remaining > Duration::from_secs(590), "{remaining:?}");
 
-    let approver = tokio::spawn(approve(
-        server.issuer.clone(),
-        auth.user_code.clone(),
-        false,
-    ));
-    let signed_in = idp
-        .wait_for_sign_in(&auth, &CancellationToken::new())
+    let signed_in = sign_in_while_alice_answers(&idp, &server.issuer, &auth, false)
         .await
         .unwrap();
     let flow = started.elapsed();
-    approver.await.unwrap();
     eprintln!("timings: discovery {discovery:?}, approved device flow {flow:?}");
 
     assert_eq!(signed_in.sub, "alice");
@@ -243,9 +250,7 @@ async fn denied_sign_in_is_sign_in_denied() {
     let idp = Idp::discover(settings).await.unwrap();
     let auth = idp.start_device_authorization().await.unwrap();
     assert_eq!(auth.interval, Duration::from_secs(2));
-    let approver = tokio::spawn(approve(server.issuer.clone(), auth.user_code.clone(), true));
-    let result = idp.wait_for_sign_in(&auth, &CancellationToken::new()).await;
-    approver.await.unwrap();
+    let result = sign_in_while_alice_answers(&idp, &server.issuer, &auth, true).await;
     assert!(matches!(result, Err(Error::SignInDenied)), "{result:?}");
 }
 
@@ -397,13 +402,7 @@ async fn email_outside_allowed_domains_is_refused() {
     settings.allowed_domains = vec!["example.org".to_owned()];
     let idp = Idp::discover(settings).await.unwrap();
     let auth = idp.start_device_authorization().await.unwrap();
-    let approver = tokio::spawn(approve(
-        server.issuer.clone(),
-        auth.user_code.clone(),
-        false,
-    ));
-    let result = idp.wait_for_sign_in(&auth, &CancellationToken::new()).await;
-    approver.await.unwrap();
+    let result = sign_in_while_alice_answers(&idp, &server.issuer, &auth, false).await;
     match result {
         Err(Error::DomainNotAllowed { email }) => assert_eq!(email, "alice@example.com"),
         other => panic!("{other:?}"),
@@ -418,16 +417,9 @@ async fn confidential_client_authenticates_and_a_wrong_secret_is_refused() {
     good.allowed_domains = vec!["EXAMPLE.com".to_owned()];
     let idp = Idp::discover(good).await.unwrap();
     let auth = idp.start_device_authorization().await.unwrap();
-    let approver = tokio::spawn(approve(
-        server.issuer.clone(),
-        auth.user_code.clone(),
-        false,
-    ));
-    let signed_in = idp
-        .wait_for_sign_in(&auth, &CancellationToken::new())
+    let signed_in = sign_in_while_alice_answers(&idp, &server.issuer, &auth, false)
         .await
         .unwrap();
-    approver.await.unwrap();
     assert_eq!(signed_in.email.as_deref(), Some("alice@example.com"));
 
     let mut bad = settings(&server.issuer);
