@@ -40,27 +40,13 @@ fn write_minted(w: &World, at: SystemTime, name: &str) -> std::path::PathBuf {
 }
 
 fn ssh_direct(w: &World, key: &std::path::Path) -> (i32, String, String) {
+    // Straight to the target with the harness's client options; BatchMode
+    // so a refused certificate fails instead of falling back to prompts.
     let mut c = Command::new(require_program("ssh"));
-    c.args([
-        "-F",
-        "/dev/null",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "IdentityAgent=none",
-        "-i",
-    ])
-    .arg(key)
-    .arg("-p")
-    .arg(w.sshd.port().to_string())
-    .arg(format!("{LOGIN}@127.0.0.1"))
-    .arg("echo direct-ok");
+    c.args(["-o", "BatchMode=yes"])
+        .args(w.ssh_args(key, w.sshd.port()))
+        .arg(format!("{LOGIN}@127.0.0.1"))
+        .arg("echo direct-ok");
     common::run(c, Duration::from_secs(30))
 }
 
