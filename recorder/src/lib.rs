@@ -1,0 +1,1 @@
+//! Session recording for Gatehouse. Knows no SSH types.
