@@ -603,5 +603,7 @@ fn descendants_of(root: u32) -> Vec<u32> {
     found.split_off(1)
 }
 
+pub mod idp;
+
 #[cfg(test)]
 mod tests;
