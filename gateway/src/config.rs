@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use policy::{Capabilities, Identity, IdentityKind, RoutePolicy};
+
+use crate::oidc::IdpSettings;
 use russh::keys::{HashAlg, PublicKey};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -83,6 +85,8 @@ struct RawConfig {
     gateway_id: Option<S<String>>,
     #[serde(default)]
     limits: RawLimits,
+    idp: Option<S<RawIdp>>,
+    login_ttl: Option<S<String>>,
     #[serde(default)]
     identities: Vec<RawIdentity>,
     #[serde(default)]
@@ -99,6 +103,22 @@ struct RawLimits {
     connect_timeout: Option<S<String>>,
     idle_timeout: Option<S<String>>,
     keepalive_interval: Option<S<String>>,
+    max_sign_ins: Option<S<u64>>,
+    max_sign_ins_per_source: Option<S<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdp {
+    issuer: Option<S<String>>,
+    client_id: Option<S<String>>,
+    client_secret_file: Option<S<String>>,
+    scopes: Option<Vec<S<String>>>,
+    groups_claim: Option<S<String>>,
+    poll_interval: Option<S<String>>,
+    #[serde(default)]
+    allowed_domains: Vec<S<String>>,
+    http_timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +179,9 @@ pub struct Config {
     pub gateway_id: String,
     /// Connection and time limits.
     pub limits: Limits,
+    /// Device-code sign-in through an OIDC identity provider; `None`
+    /// when the `idp` section is absent (registered keys only).
+    pub sign_in: Option<SignInConfig>,
     /// Registered client keys, by SHA-256 fingerprint.
     pub keys: HashMap<String, Arc<Identity>>,
     /// Routes by name.
@@ -184,6 +207,22 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// Keepalive probes to clients after this much silence.
     pub keepalive_interval: Option<Duration>,
+    /// Device authorizations in flight at once, gateway-wide. Each one
+    /// is a pending code at the IdP and a connection waiting on it.
+    pub max_sign_ins: usize,
+    /// Device authorizations in flight at once from one client address,
+    /// so one host cannot take them all.
+    pub max_sign_ins_per_source: usize,
+}
+
+/// How users sign in through the identity provider (issue 3).
+#[derive(Debug, Clone)]
+pub struct SignInConfig {
+    /// How to reach and trust the IdP (the client secret, if any, is
+    /// already read from its file).
+    pub idp: IdpSettings,
+    /// How long a sign-in authenticates the client key it was bound to.
+    pub login_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -196,6 +235,8 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: None,
             keepalive_interval: Some(Duration::from_secs(60)),
+            max_sign_ins: 256,
+            max_sign_ins_per_source: 8,
         }
     }
 }
@@ -439,6 +480,7 @@ impl Validator {
             .map(|s| s.value.clone())
             .unwrap_or_else(|| "gatehouse".to_owned());
         let limits = self.limits(&raw.limits);
+        let sign_in = self.sign_in(&raw);
         let keys = self.identities(&raw.identities);
         let routes = self.routes(&raw.routes, &limits);
         Config {
@@ -449,9 +491,100 @@ impl Validator {
             state_dir,
             gateway_id,
             limits,
+            sign_in,
             keys,
             routes,
         }
+    }
+
+    fn sign_in(&mut self, raw: &RawConfig) -> Option<SignInConfig> {
+        let Some(section) = &raw.idp else {
+            if let Some(ttl) = &raw.login_ttl {
+                self.problem(
+                    ttl,
+                    "login_ttl needs an idp section: logins come from sign-ins",
+                );
+            }
+            return None;
+        };
+        let ri = &section.value;
+        let required = |v: &Option<S<String>>, this: &mut Self, key: &str| -> String {
+            match v {
+                Some(s) if !s.value.trim().is_empty() => s.value.trim().to_owned(),
+                Some(s) => {
+                    this.problem(s, format!("idp.{key} must not be empty"));
+                    String::new()
+                }
+                None => {
+                    this.problem(section, format!("idp.{key} is required"));
+                    String::new()
+                }
+            }
+        };
+        let issuer = required(&ri.issuer, self, "issuer");
+        if let Some(s) = &ri.issuer
+            && !issuer.is_empty()
+            && !(issuer.starts_with("https://") || issuer.starts_with("http://"))
+        {
+            self.problem(
+                s,
+                format!(
+                    "idp.issuer {issuer:?} must be an http(s) URL, exactly as the IdP names itself"
+                ),
+            );
+        }
+        let client_id = required(&ri.client_id, self, "client_id");
+        let mut idp = IdpSettings::new(issuer, client_id);
+        if let Some(s) = &ri.client_secret_file {
+            let path = self.path(&s.value);
+            match std::fs::read_to_string(&path) {
+                Ok(secret) if !secret.trim().is_empty() => {
+                    idp.client_secret = Some(secret.trim().to_owned());
+                }
+                Ok(_) => self.problem(s, format!("client secret file {} is empty", path.display())),
+                Err(e) => self.problem(
+                    s,
+                    format!("cannot read client secret file {}: {e}", path.display()),
+                ),
+            }
+        }
+        if let Some(scopes) = &ri.scopes {
+            for s in scopes {
+                if s.value.trim().is_empty() || s.value.contains(char::is_whitespace) {
+                    self.problem(s, format!("bad scope {:?}: one word per entry", s.value));
+                }
+            }
+            idp.scopes = scopes.iter().map(|s| s.value.trim().to_owned()).collect();
+        }
+        if let Some(s) = &ri.groups_claim {
+            if s.value.trim().is_empty() {
+                self.problem(s, "idp.groups_claim must not be empty");
+            } else {
+                idp.groups_claim = s.value.trim().to_owned();
+            }
+        }
+        if ri.poll_interval.is_some() {
+            let d = self.duration(&ri.poll_interval, Duration::from_secs(5));
+            idp.poll_interval = Some(d.max(Duration::from_secs(1)));
+        }
+        idp.http_timeout = self.duration(&ri.http_timeout, idp.http_timeout);
+        for d in &ri.allowed_domains {
+            let domain = d.value.trim().trim_start_matches('@').to_ascii_lowercase();
+            if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace) {
+                self.problem(
+                    d,
+                    format!("bad email domain {:?}: write e.g. example.com", d.value),
+                );
+            }
+            idp.allowed_domains.push(domain);
+        }
+        let login_ttl = self.duration(&raw.login_ttl, crate::bindings::DEFAULT_LOGIN_TTL);
+        if let Some(s) = &raw.login_ttl
+            && login_ttl.is_zero()
+        {
+            self.problem(s, "login_ttl must be longer than zero");
+        }
+        Some(SignInConfig { idp, login_ttl })
     }
 
     fn limits(&mut self, raw: &RawLimits) -> Limits {
@@ -472,8 +605,16 @@ impl Validator {
             d.max_unauthenticated,
             "max_unauthenticated",
         );
+        let max_sign_ins = count(&raw.max_sign_ins, d.max_sign_ins, "max_sign_ins");
+        let max_sign_ins_per_source = count(
+            &raw.max_sign_ins_per_source,
+            d.max_sign_ins_per_source,
+            "max_sign_ins_per_source",
+        );
         let optional = |v: Duration| if v.is_zero() { None } else { Some(v) };
         Limits {
+            max_sign_ins,
+            max_sign_ins_per_source,
             max_connections,
             max_unauthenticated,
             auth_timeout: self.duration(&raw.auth_timeout, d.auth_timeout),

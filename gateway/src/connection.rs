@@ -13,19 +13,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use policy::{Decision, Identity, Request};
+use policy::{Decision, Identity, IdentityKind, Request};
 use russh::keys::{HashAlg, PublicKey};
 use russh::server::{
     Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
 };
 use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Pty, Sig};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::Error;
 use crate::config::Route;
+use crate::oidc::SignedIn;
 use crate::proxy::{self, ProxiedChannel, UpstreamChannel, WindowSize};
 use crate::server::Shared;
+use crate::sign_in::{self, SignIn};
 use crate::upstream::DialContext;
 
 /// How long a forwarded channel request may wait for the target's reply.
@@ -35,6 +39,33 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Channels one client connection may have open at once. Each costs an
 /// upstream connection, so this bounds what one client can make us dial.
 const MAX_CHANNELS: usize = 64;
+
+/// How long one keyboard-interactive round waits for a pending sign-in
+/// before sending the client an empty round to answer. Each round trip
+/// lets russh read the socket again, so a client that went away is noticed,
+/// and the IdP polling stopped, within this long.
+const SIGN_IN_TICK: Duration = Duration::from_secs(1);
+
+/// Beyond the device code's expiry, how long a pending sign-in keeps the
+/// connection from the authentication timeout: enough for the final poll.
+const SIGN_IN_GRACE: Duration = Duration::from_secs(15);
+
+/// The title of the sign-in prompt.
+const SIGN_IN_TITLE: &str = "Sign in to Gatehouse";
+
+/// Where a connection's device-code sign-in stands. A connection starts at
+/// most one device authorization (issue 3's abuse limits).
+enum SignInStage {
+    NotStarted,
+    /// Polling the IdP in a spawned task; `instructions` are shown again if
+    /// the client restarts keyboard-interactive.
+    Pending {
+        instructions: String,
+        task: JoinHandle<Result<SignedIn, Error>>,
+    },
+    /// Finished, one way or the other.
+    Over,
+}
 
 /// What an authenticated connection may do.
 struct Authorized {
@@ -65,8 +96,31 @@ pub struct Connection {
     /// The first unregistered key offered, to tell the user which key to
     /// register.
     unregistered_key: Option<String>,
+    /// With sign-in: the first key the client offered that is not a
+    /// registered service key. It is the one that gets bound; the client
+    /// is asked to prove it (sign) before anything else happens.
+    candidate_key: Option<String>,
+    /// The candidate key after the client proved it, with the user name
+    /// it was proven under: the binding is made for this key only.
+    proven_key: Option<(String, String)>,
+    /// Where the device-code sign-in stands.
+    sign_in: SignInStage,
+    /// Moves the unauthenticated connection's deadline (see
+    /// `server::serve_connection`) while a sign-in is pending.
+    auth_deadline: watch::Sender<tokio::time::Instant>,
     authorized: Option<Authorized>,
     channels: HashMap<ChannelId, ProxiedChannel>,
+}
+
+/// How a connection's handler and its accept-loop task talk about the
+/// connection's life.
+pub(crate) struct Lifecycle {
+    /// Cancelled when authentication succeeds; stops the auth timer.
+    pub authenticated: CancellationToken,
+    /// The unauthenticated connection's deadline.
+    pub auth_deadline: watch::Sender<tokio::time::Instant>,
+    /// Cancelled when the client connection ends.
+    pub closed: CancellationToken,
 }
 
 impl Connection {
@@ -76,9 +130,13 @@ impl Connection {
         peer: SocketAddr,
         span: tracing::Span,
         unauthenticated: OwnedSemaphorePermit,
-        authenticated: CancellationToken,
-        closed: CancellationToken,
+        lifecycle: Lifecycle,
     ) -> Self {
+        let Lifecycle {
+            authenticated,
+            auth_deadline,
+            closed,
+        } = lifecycle;
         Connection {
             shared,
             id,
@@ -90,6 +148,10 @@ impl Connection {
             refusal: None,
             refusal_shown: false,
             unregistered_key: None,
+            candidate_key: None,
+            proven_key: None,
+            sign_in: SignInStage::NotStarted,
+            auth_deadline,
             authorized: None,
             channels: HashMap::new(),
         }
@@ -238,6 +300,271 @@ impl Connection {
         Ok(())
     }
 
+    /// Accepts `identity` if the policy lets it have what `user` asks
+    /// for; otherwise remembers the refusal line for the
+    /// keyboard-interactive round that shows it.
+    fn answer(
+        &mut self,
+        user: &str,
+        identity: Arc<Identity>,
+        fingerprint: &str,
+        method: &str,
+    ) -> Auth {
+        match self.admit(user, identity, fingerprint, method) {
+            Ok(()) => Auth::Accept,
+            Err(line) => {
+                self.refusal = Some(line);
+                Self::keyboard_interactive_only()
+            }
+        }
+    }
+
+    /// Authorizes `identity` for `user` and, if allowed, makes the
+    /// connection authorized: span fields and the `auth.accepted` event.
+    fn admit(
+        &mut self,
+        user: &str,
+        identity: Arc<Identity>,
+        fingerprint: &str,
+        method: &str,
+    ) -> Result<(), String> {
+        let _entered = self.span.enter();
+        match self.authorize(user, &identity) {
+            Ok(auth) => {
+                self.span.record("identity", identity.label());
+                self.span.record("route", auth.route.name.as_str());
+                self.span.record("login", auth.login.as_str());
+                tracing::info!(
+                    target: "audit",
+                    event = "auth.accepted",
+                    session_id = %self.id,
+                    peer = %self.peer,
+                    identity = identity.label(),
+                    identity_kind = kind_name(identity.kind),
+                    method,
+                    key_fingerprint = %fingerprint,
+                    route = %auth.route.name,
+                    login = %auth.login,
+                    rule = ?auth.decision.rule,
+                    reason = %auth.decision.reason,
+                );
+                self.authorized = Some(auth);
+                Ok(())
+            }
+            Err(line) => {
+                self.audit_denied(user, identity.label(), fingerprint, &line);
+                Err(line)
+            }
+        }
+    }
+
+    /// A keyboard-interactive round without prompts that shows `line`;
+    /// the client's answer ends authentication.
+    fn show(&mut self, line: String) -> Auth {
+        self.refusal_shown = true;
+        let instructions = format!("{line}\n");
+        self.refusal = Some(line);
+        Auth::Partial {
+            name: Cow::Borrowed("Gatehouse"),
+            instructions: Cow::Owned(instructions),
+            prompts: Cow::Borrowed(&[]),
+        }
+    }
+
+    /// One keyboard-interactive round of the device-code sign-in: start
+    /// it, keep the client waiting in rounds of [`SIGN_IN_TICK`], or
+    /// finish it.
+    async fn sign_in_round(&mut self, sign_in: &Arc<SignIn>, user: &str, answered: bool) -> Auth {
+        match &mut self.sign_in {
+            SignInStage::NotStarted => {
+                if split_user(user).is_none() {
+                    return self.show(no_route_line(user));
+                }
+                match self.start_sign_in(sign_in).await {
+                    Ok(instructions) => prompt(SIGN_IN_TITLE, instructions),
+                    Err(line) => {
+                        self.sign_in = SignInStage::Over;
+                        self.show(line)
+                    }
+                }
+            }
+            SignInStage::Pending { instructions, task } => {
+                if !answered {
+                    // The client started keyboard-interactive again.
+                    return prompt(SIGN_IN_TITLE, instructions.clone());
+                }
+                let joined = match tokio::time::timeout(SIGN_IN_TICK, task).await {
+                    Err(_) => return prompt("", String::new()),
+                    Ok(joined) => joined,
+                };
+                self.sign_in = SignInStage::Over;
+                let result = joined.unwrap_or_else(|e| {
+                    Err(Error::Io(std::io::Error::other(format!(
+                        "sign-in task failed: {e}"
+                    ))))
+                });
+                match self.complete_sign_in(sign_in, user, result).await {
+                    Ok(()) => Auth::Accept,
+                    Err(line) => self.show(line),
+                }
+            }
+            SignInStage::Over => Self::final_rejection(),
+        }
+    }
+
+    /// Starts a device authorization and its poller. Returns the
+    /// instructions to show, or the line that says why it cannot start.
+    async fn start_sign_in(&mut self, sign_in: &Arc<SignIn>) -> Result<String, String> {
+        let key = self
+            .proven_key
+            .as_ref()
+            .map(|(fp, _)| fp.clone())
+            .unwrap_or_default();
+        let permit = match sign_in.reserve(self.peer.ip()) {
+            Ok(permit) => permit,
+            Err(hit) => {
+                tracing::warn!(
+                    target: "audit",
+                    event = "signin.refused",
+                    session_id = %self.id,
+                    peer = %self.peer,
+                    key_fingerprint = %key,
+                    limit = hit.setting(),
+                );
+                return Err(hit.user_line().to_owned());
+            }
+        };
+        let started = async {
+            let idp = sign_in.idp().await?;
+            let auth = idp.start_device_authorization().await?;
+            Ok::<_, Error>((idp, auth))
+        };
+        let (idp, auth) = match started.await {
+            Ok(pair) => pair,
+            Err(e) => {
+                self.audit_sign_in_failed(sign_in, &key, &e);
+                return Err(e.user_line());
+            }
+        };
+        let left = auth
+            .expires_at
+            .saturating_duration_since(std::time::Instant::now());
+        let until = tokio::time::Instant::from_std(auth.expires_at) + SIGN_IN_GRACE;
+        self.auth_deadline.send_if_modified(|deadline| {
+            let later = until > *deadline;
+            if later {
+                *deadline = until;
+            }
+            later
+        });
+        tracing::info!(
+            target: "audit",
+            event = "signin.started",
+            session_id = %self.id,
+            peer = %self.peer,
+            key_fingerprint = %key.as_str(),
+            issuer = %sign_in.issuer(),
+            expires_in_s = left.as_secs(),
+        );
+        let instructions = sign_in_instructions(
+            auth.verification_uri_complete.as_deref(),
+            &auth.verification_uri,
+            &auth.user_code,
+            left,
+        );
+        // Stops polling as soon as the connection ends. Nobody is left to
+        // hear about that then, so the task says it itself.
+        let cancel = self.closed.child_token();
+        let (id, peer, issuer) = (self.id.clone(), self.peer, sign_in.issuer().to_owned());
+        let task = tokio::spawn(
+            async move {
+                let _permit = permit;
+                let result = idp.wait_for_sign_in(&auth, &cancel).await;
+                if let Err(e @ Error::SignInCancelled) = &result {
+                    tracing::info!(
+                        target: "audit",
+                        event = "signin.failed",
+                        session_id = %id,
+                        peer = %peer,
+                        key_fingerprint = %key,
+                        issuer = %issuer,
+                        reason = %e,
+                    );
+                }
+                result
+            }
+            .instrument(self.span.clone()),
+        );
+        self.sign_in = SignInStage::Pending {
+            instructions: instructions.clone(),
+            task,
+        };
+        Ok(instructions)
+    }
+
+    /// Binds a finished sign-in to the proven key and authorizes it.
+    async fn complete_sign_in(
+        &mut self,
+        sign_in: &SignIn,
+        user: &str,
+        result: Result<SignedIn, Error>,
+    ) -> Result<(), String> {
+        let key = match &self.proven_key {
+            Some((fp, proven_for)) if proven_for == user => Some(fp.clone()),
+            _ => None,
+        };
+        let fingerprint = key.clone().unwrap_or_default();
+        let signed_in = match result {
+            Ok(signed_in) => signed_in,
+            Err(e) => {
+                self.audit_sign_in_failed(sign_in, &fingerprint, &e);
+                return Err(e.user_line());
+            }
+        };
+        let identity = Arc::new(sign_in::identity_of(&signed_in));
+        tracing::info!(
+            target: "audit",
+            event = "signin.completed",
+            session_id = %self.id,
+            peer = %self.peer,
+            identity = identity.label(),
+            sub = %signed_in.sub,
+            issuer = %signed_in.issuer,
+            groups = ?signed_in.groups,
+            key_fingerprint = %fingerprint,
+            refresh_token = signed_in.refresh_token.is_some(),
+        );
+        if let Some(fp) = &key {
+            match sign_in.bind(fp, &signed_in).await {
+                Ok(binding) => tracing::info!(
+                    target: "audit",
+                    event = "binding.created",
+                    session_id = %self.id,
+                    identity = identity.label(),
+                    key_fingerprint = %fp,
+                    expires_at = %humantime::format_rfc3339_seconds(binding.expires_at),
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "cannot save the login binding; the next connection signs in again"
+                ),
+            }
+        }
+        self.admit(user, identity, &fingerprint, "device_code")
+    }
+
+    fn audit_sign_in_failed(&self, sign_in: &SignIn, key: &str, error: &Error) {
+        tracing::warn!(
+            target: "audit",
+            event = "signin.failed",
+            session_id = %self.id,
+            peer = %self.peer,
+            key_fingerprint = %key,
+            issuer = %sign_in.issuer(),
+            reason = %error,
+        );
+    }
+
     fn route_name(&self) -> String {
         self.authorized
             .as_ref()
@@ -298,6 +625,37 @@ impl ChannelRequest {
     }
 }
 
+/// A keyboard-interactive round without prompts.
+fn prompt(name: &'static str, instructions: String) -> Auth {
+    Auth::Partial {
+        name: Cow::Borrowed(name),
+        instructions: Cow::Owned(instructions),
+        prompts: Cow::Borrowed(&[]),
+    }
+}
+
+/// What the user reads while signing in (design §1): the link with the
+/// code in it, the code to type for those who cannot click, and the
+/// expiry.
+fn sign_in_instructions(complete: Option<&str>, uri: &str, code: &str, left: Duration) -> String {
+    let mut text = match complete {
+        Some(link) => format!("  Open {link}\n  or go to {uri} and enter {code}\n"),
+        None => format!("  Go to {uri} and enter {code}\n"),
+    };
+    text.push_str(&format!(
+        "  This code expires in {}.\n",
+        sign_in::expires_in_words(left)
+    ));
+    text
+}
+
+fn kind_name(kind: IdentityKind) -> &'static str {
+    match kind {
+        IdentityKind::ServiceKey => "service_key",
+        IdentityKind::User => "user",
+    }
+}
+
 fn no_route_line(user: &str) -> String {
     format!("gatehouse: no route in user name {user:?}: connect as ssh LOGIN@ROUTE@GATEWAY")
 }
@@ -333,6 +691,20 @@ impl russh::server::Handler for Connection {
         if self.identity_for(offer.public_key).is_some() {
             return Ok(Auth::Accept);
         }
+        if self.shared.sign_in().is_some() {
+            // The first other key is the one a sign-in binds: ask the
+            // client to prove it. Clients offer keys in a stable order, so
+            // the same key comes first on the next connection.
+            let fp = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+            return Ok(match &self.candidate_key {
+                None => {
+                    self.candidate_key = Some(fp);
+                    Auth::Accept
+                }
+                Some(c) if *c == fp => Auth::Accept,
+                Some(_) => Auth::reject(),
+            });
+        }
         if self.unregistered_key.is_none() {
             self.unregistered_key = Some(offer.public_key.fingerprint(HashAlg::Sha256).to_string());
         }
@@ -349,37 +721,32 @@ impl russh::server::Handler for Connection {
             return Ok(answer);
         }
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
-        let Some(identity) = self.identity_for(key.public_key) else {
+        if let Some(identity) = self.identity_for(key.public_key) {
+            return Ok(self.answer(user, identity, &fingerprint, "publickey"));
+        }
+        let Some(sign_in) = self.shared.sign_in().cloned() else {
             return Ok(Auth::reject());
         };
-        let _entered = self.span.enter();
-        match self.authorize(user, &identity) {
-            Ok(auth) => {
-                self.span.record("identity", identity.label());
-                self.span.record("route", auth.route.name.as_str());
-                self.span.record("login", auth.login.as_str());
-                tracing::info!(
-                    target: "audit",
-                    event = "auth.accepted",
-                    session_id = %self.id,
-                    peer = %self.peer,
-                    identity = identity.label(),
-                    identity_kind = "service_key",
-                    key_fingerprint = %fingerprint,
-                    route = %auth.route.name,
-                    login = %auth.login,
-                    rule = ?auth.decision.rule,
-                    reason = %auth.decision.reason,
-                );
-                self.authorized = Some(auth);
-                Ok(Auth::Accept)
+        if self.candidate_key.as_deref() != Some(fingerprint.as_str()) {
+            return Ok(Auth::reject());
+        }
+        match sign_in.live_binding(&fingerprint).await {
+            Ok(Some(binding)) => {
+                let identity = Arc::new(sign_in::identity_of_binding(&binding));
+                return Ok(self.answer(user, identity, &fingerprint, "binding"));
             }
-            Err(line) => {
-                self.audit_denied(user, identity.label(), &fingerprint, &line);
-                self.refusal = Some(line);
-                Ok(Self::keyboard_interactive_only())
+            Ok(None) => {}
+            Err(e) => {
+                // A broken store must not lock people out: they sign in.
+                tracing::error!(error = %e, "cannot look up login binding; asking to sign in");
             }
         }
+        // Proven but not bound: partial success, and sign in next.
+        self.proven_key = Some((fingerprint, user.to_owned()));
+        Ok(Auth::Reject {
+            proceed_with_methods: Some(MethodSet::from(&[MethodKind::KeyboardInteractive][..])),
+            partial_success: true,
+        })
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -388,30 +755,30 @@ impl russh::server::Handler for Connection {
         _submethods: &str,
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
-        if response.is_some() || self.refusal_shown {
+        if self.refusal_shown {
             // The user has seen the line; end authentication.
-            self.refusal_shown = true;
             return Ok(Self::final_rejection());
         }
-        let line = match (&self.refusal, &self.unregistered_key) {
-            (Some(line), _) => line.clone(),
-            (None, Some(fp)) => {
+        if let Some(line) = self.refusal.clone() {
+            return Ok(self.show(line));
+        }
+        if let Some(sign_in) = self.shared.sign_in().cloned() {
+            return Ok(self.sign_in_round(&sign_in, user, response.is_some()).await);
+        }
+        let line = match &self.unregistered_key {
+            Some(fp) => {
                 self.audit_denied(user, "", fp, "key not registered");
                 format!(
                     "gatehouse: access denied: key {fp} is not registered; ask an administrator to add it"
                 )
             }
-            (None, None) => {
+            None => {
                 self.audit_denied(user, "", "", "no key offered");
                 "gatehouse: access denied: offer a registered SSH key (passwords are not accepted)"
                     .to_owned()
             }
         };
-        Ok(Auth::Partial {
-            name: Cow::Borrowed("Gatehouse"),
-            instructions: Cow::Owned(format!("{line}\n")),
-            prompts: Cow::Borrowed(&[]),
-        })
+        Ok(self.show(line))
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod oidc;
 mod proxy;
 mod server;
+mod sign_in;
 pub mod upstream;
 
 pub use error::{Error, Side};

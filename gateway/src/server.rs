@@ -20,8 +20,9 @@ use tracing::Instrument;
 
 use crate::Error;
 use crate::config::Config;
-use crate::connection::Connection;
+use crate::connection::{Connection, Lifecycle};
 use crate::keys::{self, UserCa};
+use crate::sign_in::SignIn;
 
 /// How long live sessions get to end after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -34,6 +35,8 @@ pub struct Shared {
     ssh: Arc<russh::server::Config>,
     unauthenticated: Arc<Semaphore>,
     connections: Arc<Semaphore>,
+    /// Device-code sign-in, when the `idp` section is configured.
+    sign_in: Option<Arc<SignIn>>,
 }
 
 impl Shared {
@@ -45,6 +48,11 @@ impl Shared {
     /// The SSH window each client channel is granted when not congested.
     pub fn window_size(&self) -> u32 {
         self.ssh.window_size
+    }
+
+    /// Sign-in through the IdP, if configured.
+    pub(crate) fn sign_in(&self) -> Option<&Arc<SignIn>> {
+        self.sign_in.as_ref()
     }
 }
 
@@ -64,6 +72,14 @@ pub async fn run(
         .collect::<Result<Vec<_>, _>>()?;
     let ca = Arc::new(UserCa::load(&config.user_ca)?);
     let limits = config.limits.clone();
+    let sign_in = match &config.sign_in {
+        Some(c) => Some(Arc::new(SignIn::open(
+            c.clone(),
+            &limits,
+            &config.state_dir,
+        )?)),
+        None => None,
+    };
     let ssh = russh::server::Config {
         server_id: SshId::Standard("SSH-2.0-Gatehouse".into()),
         methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::KeyboardInteractive][..]),
@@ -99,7 +115,17 @@ pub async fn run(
         ssh: Arc::new(ssh),
         unauthenticated: Arc::new(Semaphore::new(limits.max_unauthenticated)),
         connections: Arc::new(Semaphore::new(limits.max_connections)),
+        sign_in,
     });
+    if let Some(sign_in) = &shared.sign_in {
+        // Discover the IdP in the background: the gateway serves
+        // registered keys and bound logins while the IdP is down, and a
+        // failed attempt is retried by the next sign-in.
+        let sign_in = Arc::clone(sign_in);
+        tokio::spawn(async move {
+            let _ = sign_in.idp().await;
+        });
+    }
     tracing::info!(
         addr = %listener.local_addr()?,
         routes = shared.config.routes.len(),
@@ -192,6 +218,10 @@ async fn serve_connection(
     let auth_timeout = shared.config.limits.auth_timeout;
     async move {
         let authenticated = CancellationToken::new();
+        // When an unauthenticated connection is cut off. A pending sign-in
+        // moves it to cover the device code's lifetime.
+        let (auth_deadline, mut deadline) =
+            tokio::sync::watch::channel(tokio::time::Instant::now() + auth_timeout);
         // Dropped (and so cancelled) when this connection is done, which
         // stops its channels and hangs up their upstream connections.
         let closed = CancellationToken::new();
@@ -202,8 +232,11 @@ async fn serve_connection(
             peer,
             tracing::Span::current(),
             unauthenticated,
-            authenticated.clone(),
-            closed,
+            Lifecycle {
+                authenticated: authenticated.clone(),
+                auth_deadline,
+                closed,
+            },
         );
         // The version exchange happens inside run_stream; bound it too.
         let running = match tokio::time::timeout(
@@ -228,9 +261,23 @@ async fn serve_connection(
         // to false as soon as it authenticates. (A `select!` guard would be
         // evaluated only once per loop turn and keep the timer armed.)
         let auth_phase = async {
-            tokio::select! {
-                () = tokio::time::sleep(auth_timeout) => !authenticated.is_cancelled(),
-                () = authenticated.cancelled() => false,
+            loop {
+                let until = *deadline.borrow_and_update();
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => {
+                        if *deadline.borrow() <= tokio::time::Instant::now() {
+                            break !authenticated.is_cancelled();
+                        }
+                    }
+                    changed = deadline.changed() => {
+                        // The sender lives in the handler; gone means the
+                        // connection is over anyway.
+                        if changed.is_err() {
+                            break false;
+                        }
+                    }
+                    () = authenticated.cancelled() => break false,
+                }
             }
         };
         tokio::pin!(auth_phase);

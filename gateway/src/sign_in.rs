@@ -1,0 +1,286 @@
+//! Sign-in through the identity provider, shared by every connection:
+//! the lazily discovered [`Idp`], the login-binding store, and the limits
+//! on device authorizations in flight (issue 3).
+//!
+//! The SSH side of the flow (partial success, the keyboard-interactive
+//! rounds) lives in `connection.rs`; this module knows no SSH.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use policy::{Identity, IdentityKind};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::Error;
+use crate::bindings::{Binding, BindingStore, NewBinding};
+use crate::config::{Limits, SignInConfig};
+use crate::oidc::{Idp, SignedIn};
+
+/// After a failed discovery, connections within this long are told the
+/// IdP is unavailable at once instead of each waiting for its own attempt.
+const DISCOVERY_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Sign-in state shared by all connections.
+pub(crate) struct SignIn {
+    config: SignInConfig,
+    /// The discovered IdP, or when discovery last failed. A tokio mutex:
+    /// a connection that finds the IdP undiscovered holds it while it
+    /// discovers, so concurrent connections wait for that one attempt
+    /// rather than each asking the IdP.
+    idp: tokio::sync::Mutex<IdpState>,
+    /// Login bindings (key fingerprint → identity).
+    pub(crate) bindings: Arc<BindingStore>,
+    /// Device authorizations in flight, gateway-wide.
+    in_flight: Arc<Semaphore>,
+    /// Device authorizations in flight per client address.
+    per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max_per_source: usize,
+}
+
+#[derive(Default)]
+struct IdpState {
+    idp: Option<Idp>,
+    failed_at: Option<Instant>,
+}
+
+/// Why a new device authorization was not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LimitHit {
+    /// `limits.max_sign_ins_per_source` sign-ins are pending from this
+    /// address.
+    PerSource,
+    /// `limits.max_sign_ins` sign-ins are pending gateway-wide.
+    Global,
+}
+
+impl LimitHit {
+    /// The line the SSH user sees.
+    pub(crate) fn user_line(self) -> &'static str {
+        match self {
+            LimitHit::PerSource => {
+                "gatehouse: too many sign-ins in progress from your address; finish or cancel one, then run ssh again"
+            }
+            LimitHit::Global => "gatehouse: too many sign-ins in progress; try again in a minute",
+        }
+    }
+
+    /// The limit's name in the configuration, for the audit log.
+    pub(crate) fn setting(self) -> &'static str {
+        match self {
+            LimitHit::PerSource => "max_sign_ins_per_source",
+            LimitHit::Global => "max_sign_ins",
+        }
+    }
+}
+
+/// One device authorization's place in the limits; released on drop,
+/// which happens when its poller ends (approved, failed or cancelled).
+pub(crate) struct SignInPermit {
+    _global: OwnedSemaphorePermit,
+    source: IpAddr,
+    per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for SignInPermit {
+    fn drop(&mut self) {
+        let mut map = lock(&self.per_source);
+        if let Some(n) = map.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.source);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere while holding the map leaves counts that are
+    // still meaningful; keep going.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl SignIn {
+    /// Opens the binding store in `state_dir`. The IdP is not contacted
+    /// here: the gateway starts (and serves registered keys) while the IdP
+    /// is down.
+    pub(crate) fn open(
+        config: SignInConfig,
+        limits: &Limits,
+        state_dir: &std::path::Path,
+    ) -> Result<SignIn, Error> {
+        std::fs::create_dir_all(state_dir).map_err(|e| Error::Store {
+            path: state_dir.to_owned(),
+            reason: format!("cannot create the state directory: {e}"),
+        })?;
+        let bindings = Arc::new(BindingStore::open(state_dir)?);
+        Ok(SignIn {
+            config,
+            idp: tokio::sync::Mutex::new(IdpState::default()),
+            bindings,
+            in_flight: Arc::new(Semaphore::new(limits.max_sign_ins)),
+            per_source: Arc::new(Mutex::new(HashMap::new())),
+            max_per_source: limits.max_sign_ins_per_source,
+        })
+    }
+
+    /// The configured issuer.
+    pub(crate) fn issuer(&self) -> &str {
+        &self.config.idp.issuer
+    }
+
+    /// The discovered IdP, discovering it first if no attempt succeeded
+    /// yet. Fails fast with [`Error::IdpUnavailable`] within
+    /// [`DISCOVERY_RETRY_AFTER`] of a failed attempt.
+    pub(crate) async fn idp(&self) -> Result<Idp, Error> {
+        let mut state = self.idp.lock().await;
+        if let Some(idp) = &state.idp {
+            return Ok(idp.clone());
+        }
+        if let Some(at) = state.failed_at
+            && at.elapsed() < DISCOVERY_RETRY_AFTER
+        {
+            return Err(Error::IdpUnavailable {
+                issuer: self.config.idp.issuer.clone(),
+                reason: "discovery failed moments ago; not retrying yet".to_owned(),
+            });
+        }
+        match Idp::discover(self.config.idp.clone()).await {
+            Ok(idp) => {
+                tracing::info!(issuer = %self.config.idp.issuer, "identity provider discovered");
+                state.idp = Some(idp.clone());
+                state.failed_at = None;
+                Ok(idp)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    target: "audit",
+                    event = "idp.unavailable",
+                    issuer = %self.config.idp.issuer,
+                    error = %e,
+                );
+                state.failed_at = Some(Instant::now());
+                Err(e)
+            }
+        }
+    }
+
+    /// Reserves a place for one device authorization from `source`.
+    pub(crate) fn reserve(&self, source: IpAddr) -> Result<SignInPermit, LimitHit> {
+        let mut map = lock(&self.per_source);
+        let pending = map.get(&source).copied().unwrap_or(0);
+        if pending >= self.max_per_source {
+            return Err(LimitHit::PerSource);
+        }
+        let global = Arc::clone(&self.in_flight)
+            .try_acquire_owned()
+            .map_err(|_| LimitHit::Global)?;
+        map.insert(source, pending + 1);
+        Ok(SignInPermit {
+            _global: global,
+            source,
+            per_source: Arc::clone(&self.per_source),
+        })
+    }
+
+    /// The live binding of a key fingerprint, if any; records its use.
+    pub(crate) async fn live_binding(&self, fingerprint: &str) -> Result<Option<Binding>, Error> {
+        let store = Arc::clone(&self.bindings);
+        let fingerprint = fingerprint.to_owned();
+        blocking(move || store.live(&fingerprint, SystemTime::now())).await
+    }
+
+    /// Binds `signed_in` to the key `fingerprint` for `login_ttl`.
+    pub(crate) async fn bind(
+        &self,
+        fingerprint: &str,
+        signed_in: &SignedIn,
+    ) -> Result<Binding, Error> {
+        let store = Arc::clone(&self.bindings);
+        let fingerprint = fingerprint.to_owned();
+        let sub = signed_in.sub.clone();
+        let email = signed_in.email.clone();
+        let groups = signed_in.groups.clone();
+        let issuer = signed_in.issuer.clone();
+        let refresh = signed_in
+            .refresh_token
+            .as_ref()
+            .map(|t| t.secret().to_owned());
+        let ttl = self.config.login_ttl;
+        blocking(move || {
+            store.bind(
+                &NewBinding {
+                    fingerprint: &fingerprint,
+                    sub: &sub,
+                    email: email.as_deref(),
+                    groups: &groups,
+                    issuer: &issuer,
+                    refresh_token: refresh.as_deref(),
+                    ttl,
+                },
+                SystemTime::now(),
+            )
+        })
+        .await
+    }
+}
+
+/// Runs a store operation off the async threads: SQLite may wait for a
+/// lock held by `gatehouse logins` in another process.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Store {
+            path: std::path::PathBuf::new(),
+            reason: format!("store task failed: {e}"),
+        })?
+}
+
+/// The identity a sign-in established.
+pub(crate) fn identity_of(signed_in: &SignedIn) -> Identity {
+    Identity {
+        name: signed_in.sub.clone(),
+        email: signed_in.email.clone(),
+        groups: signed_in.groups.clone(),
+        kind: IdentityKind::User,
+    }
+}
+
+/// The identity a login binding carries.
+pub(crate) fn identity_of_binding(binding: &Binding) -> Identity {
+    Identity {
+        name: binding.sub.clone(),
+        email: binding.email.clone(),
+        groups: binding.groups.clone(),
+        kind: IdentityKind::User,
+    }
+}
+
+/// How long until `at`, as the user reads it: "10 minutes", "45 seconds".
+pub(crate) fn expires_in_words(left: Duration) -> String {
+    let secs = left.as_secs();
+    if secs >= 120 {
+        format!("{} minutes", secs.div_ceil(60))
+    } else if secs >= 60 {
+        "1 minute".to_owned()
+    } else {
+        format!("{secs} seconds")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expires_in_words;
+    use std::time::Duration;
+
+    #[test]
+    fn expiry_reads_naturally() {
+        assert_eq!(expires_in_words(Duration::from_secs(600)), "10 minutes");
+        assert_eq!(expires_in_words(Duration::from_secs(599)), "10 minutes");
+        assert_eq!(expires_in_words(Duration::from_secs(90)), "1 minute");
+        assert_eq!(expires_in_words(Duration::from_secs(30)), "30 seconds");
+    }
+}
