@@ -604,6 +604,7 @@ fn descendants_of(root: u32) -> Vec<u32> {
 }
 
 pub mod idp;
+pub mod s3;
 
 #[cfg(test)]
 mod tests;
