@@ -9,6 +9,8 @@
 //! policy language issue grows [`RoutePolicy`] without changing the shape of
 //! `evaluate(&RoutePolicy, &Request) -> Decision`.
 
+pub mod lang;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
