@@ -425,6 +425,7 @@ impl Session {
         let spool_path = self.shared.dir.join(format!("{}.cast", spec.channel));
         let file = OpenOptions::new()
             .create_new(true)
+            .read(true)
             .append(true)
             .open(&spool_path)
             .map_err(Error::spool(&spool_path))?;
