@@ -238,7 +238,7 @@ pub enum RoutePolicy {
     /// rules, unchanged.
     Reference(String),
     /// A policy written in the route.
-    Inline(InlinePolicy),
+    Inline(Box<InlinePolicy>),
 }
 
 /// A policy written in a route.
@@ -276,7 +276,7 @@ impl<'de> Deserialize<'de> for RoutePolicy {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RoutePolicy, A::Error> {
                 InlinePolicy::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(RoutePolicy::Inline)
+                    .map(|p| RoutePolicy::Inline(Box::new(p)))
             }
         }
         deserializer.deserialize_any(RouteVisitor)

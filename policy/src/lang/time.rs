@@ -54,9 +54,12 @@ impl TimeOfDay {
             .to_ambiguous_timestamp(date.to_datetime(edge))
             .compatible()
             .ok()?;
-        // The plain answer holds unless the clock jumps before then.
+        // The plain answer holds unless the clock jumps before then, or the
+        // edge's wall time is ambiguous and its first reading has passed
+        // (inside the repeated hour after clocks fall back).
         match self.tz.following(now).next() {
             Some(tr) if tr.timestamp() <= simple => self.careful_next_change(now, dt, inside),
+            _ if simple <= now => self.careful_next_change(now, dt, inside),
             _ => Some(simple),
         }
     }
