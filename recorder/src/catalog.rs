@@ -78,10 +78,10 @@ impl Catalog {
     }
 
     async fn meta_key(&self, session_id: &str) -> Result<String> {
-        if let Some((record, _)) = self.index.show(session_id)? {
-            if let Some(key) = record.meta_key {
-                return Ok(key);
-            }
+        if let Some((record, _)) = self.index.show(session_id)?
+            && let Some(key) = record.meta_key
+        {
+            return Ok(key);
         }
         let suffix = format!("/{session_id}/meta.json");
         self.storage

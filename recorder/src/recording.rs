@@ -1046,10 +1046,10 @@ async fn seal_once(
         let sealed_key = format!("{prefix}/{}.cast.zst", ch.spec.channel);
         let (cast_bytes, cast_sha256, sealed_bytes, sealed_sha256) =
             upload_sealed(recorder, ch, &sealed_key).await?;
-        if let Ok(modified) = std::fs::metadata(&ch.spool_path).and_then(|m| m.modified()) {
-            if let Ok(since) = modified.duration_since(std::time::UNIX_EPOCH) {
-                ended_at_ms = ended_at_ms.max(u64::try_from(since.as_millis()).unwrap_or(0));
-            }
+        if let Ok(modified) = std::fs::metadata(&ch.spool_path).and_then(|m| m.modified())
+            && let Ok(since) = modified.duration_since(std::time::UNIX_EPOCH)
+        {
+            ended_at_ms = ended_at_ms.max(u64::try_from(since.as_millis()).unwrap_or(0));
         }
         metas.push(ChannelMeta {
             channel: ch.spec.channel.clone(),
@@ -1327,12 +1327,11 @@ fn output_len(path: &Path, len: u64) -> u64 {
     let mut total = 0u64;
     let mut first = true;
     while reader.read_line(&mut line).unwrap_or(0) > 0 {
-        if !first {
-            if let Ok((_, code, data)) = serde_json::from_str::<(f64, String, String)>(&line) {
-                if code == "o" {
-                    total += data.len() as u64;
-                }
-            }
+        if !first
+            && let Ok((_, code, data)) = serde_json::from_str::<(f64, String, String)>(&line)
+            && code == "o"
+        {
+            total += data.len() as u64;
         }
         first = false;
         line.clear();
