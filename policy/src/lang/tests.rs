@@ -1097,3 +1097,24 @@ routes:
     assert_eq!(errors.len(), 1);
     assert_eq!((errors[0].line, errors[0].column), (10, 13));
 }
+
+#[test]
+fn the_shipped_examples_compile_and_their_table_passes() {
+    let set = compiled(include_str!("../../examples/policy.yaml"));
+    let table = testing::parse(include_str!("../../examples/policy-tests.yaml"))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(table.config.as_deref(), Some("policy.yaml"));
+    let report = table.run(&set);
+    assert!(report.passed(), "{report}");
+    assert_eq!(report.total, 12);
+
+    let deploy = set.route("deploy").expect("deploy route");
+    assert_eq!(
+        deploy.capabilities().force_command(),
+        Some("/usr/local/bin/deploy")
+    );
+    assert_eq!(
+        deploy.capabilities().certificate_extensions(),
+        Vec::<&str>::new()
+    );
+}
