@@ -1039,7 +1039,8 @@ routes:
         }
         let got = errors("login_ttl: 1h\n");
         assert!(
-            got.iter().any(|g| g.starts_with("1:12: login_ttl needs an idp section")),
+            got.iter()
+                .any(|g| g.starts_with("1:12: login_ttl needs an idp section")),
             "{got:#?}"
         );
     }
