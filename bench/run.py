@@ -29,7 +29,8 @@ ROUTE = "target"
 MiB = 1 << 20
 CIPHERS = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
 PATHS = ["direct", "jump", "gatehouse"]
-LABEL = {"direct": "direct", "jump": "ssh -J", "gatehouse": "gatehouse"}
+LABEL = {"direct": "direct", "jump": "ssh -J", "gatehouse": "gatehouse",
+         "bound": "gatehouse, signed-in key"}
 STEPS = ["throughput", "echo", "connect", "memory"]
 
 
@@ -152,6 +153,9 @@ class Env:
         self.gw_error = None       # why the gateway row is missing
         self.gw_port = None
         self.configs = {}
+        self.issuer = None         # the dev IdP's issuer, once started
+        self.idp_error = None      # why the bound-key row is missing
+        self.person_bound = False  # person_key has a login binding
 
     # -- setup --
     def setup(self):
@@ -179,6 +183,12 @@ class Env:
         (t / "trusted_cas").write_text("\n".join(cas) + "\n")
         self.target_port = self.start_sshd("target")
         self.jump_port = self.start_sshd("jump")
+        if self.gatehouse and not self.gw_error:
+            try:
+                self.start_idp()
+            except BenchError as e:
+                # The bound-key row needs it; the other rows do not.
+                self.idp_error = str(e)
         if self.gatehouse and not self.gw_error:
             try:
                 self.start_gateway()
@@ -274,7 +284,7 @@ listen: 127.0.0.1:0
 host_keys: [{q(str(gw / 'host_ed25519'))}]
 user_ca: {q(str(t / 'gw_user_ca'))}
 state_dir: {q(str(gw / 'state'))}
-identities:
+{self.idp_section()}identities:
   - name: bench
     email: bench@example.com
     groups: [bench]
@@ -286,7 +296,7 @@ routes:
     logins: [{USER}]
     host_key: {q(host_key)}
     allow:
-      groups: [bench]
+      groups: [bench, sre]
     permit: [pty]
 """)
         self.gw_stderr = gw / "stderr"
@@ -314,6 +324,65 @@ routes:
         self.gw, self.gw_port = p, int(m.group(1))
         self.wait_banner(self.gw_port, p, self.gw_stderr, "gateway")
 
+    def start_idp(self):
+        """The dev IdP (dev/idp), for the bound-key login row."""
+        idp = REPO / "dev/idp"
+        if not (idp / "node_modules").is_dir():
+            run(["npm", "ci", "--no-audit", "--no-fund", "--prefix", idp], timeout=300)
+        err = open(self.tmp / "idp.stderr", "wb")
+        p = subprocess.Popen(["node", "server.mjs", "--port", "0", "--interval", "1"], cwd=idp,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
+                             start_new_session=True)
+        self.daemons.append(("idp", p, err))
+        fd, line, deadline = p.stdout.fileno(), b"", time.monotonic() + 30
+        while b"\n" not in line and select.select([fd], [], [], max(0, deadline - time.monotonic()))[0]:
+            chunk = os.read(fd, 1)
+            if not chunk:
+                break
+            line += chunk
+        m = re.match(r"listening on (http://127\.0\.0\.1:\d+)", line.decode(errors="replace"))
+        if not m:
+            raise BenchError(f"dev IdP did not start:\n{tail(self.tmp / 'idp.stderr')}")
+        self.issuer = m.group(1)
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.tmp / "person_key"])
+
+    def idp_section(self):
+        if not self.issuer:
+            return ""
+        return (f"idp:\n  issuer: {self.issuer}\n  client_id: gatehouse\n"
+                "  scopes: [openid, email, profile, groups]\n")
+
+    def sign_in_person(self):
+        """Signs alice in once with person_key, answering the device prompt
+        the way a browser would, so the key gets a login binding."""
+        if self.person_bound:
+            return
+        if not self.issuer:
+            raise BenchError(self.idp_error or "no IdP")
+        self.check_gateway()
+        argv = ["ssh", "-F", "/dev/null", "-i", str(self.tmp / "person_key"),
+                "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-p", str(self.gw_port),
+                f"{USER}@{ROUTE}@127.0.0.1", "true"]
+        c = Client(argv, stdin=subprocess.DEVNULL)
+        try:
+            deadline, err = time.monotonic() + 30, ""
+            while not re.search(r" and enter \S+\n", err):
+                if time.monotonic() > deadline or c.p.poll() is not None:
+                    raise BenchError(f"no sign-in prompt; {c.stderr()}")
+                time.sleep(0.05)
+                c.err.seek(0)
+                err = c.err.read().decode(errors="replace")
+            code = re.search(r" and enter (\S+)\n", err).group(1)
+            run(["node", "approve.mjs", "--issuer", self.issuer, "--user-code", code,
+                 "--login", "alice@example.com", "--password", "alice-pw"],
+                timeout=30, cwd=REPO / "dev/idp")
+            if c.p.wait(timeout=30) != 0:
+                raise BenchError(f"signed-in ssh failed: {c.stderr()}")
+        finally:
+            c.close()
+        self.person_bound = True
+
     # -- clients --
     def ssh_config(self, cert, cipher):
         key = (cert, cipher)
@@ -336,6 +405,12 @@ routes:
 
     def ssh(self, path, cipher=None, tty=False):
         """argv prefix for an ssh client over `path`; append the command."""
+        if path == "bound":
+            self.sign_in_person()
+            argv = ["ssh", "-F", str(self.ssh_config(False, cipher)), "-i",
+                    str(self.tmp / "person_key"), "-p", str(self.gw_port),
+                    f"{USER}@{ROUTE}@127.0.0.1"]
+            return argv[:1] + (["-tt"] if tty else []) + argv[1:]
         if path == "gatehouse":
             self.check_gateway()
             # The gateway authenticates the registered plain key, no cert.
@@ -643,6 +718,12 @@ def summary_rows(res):
         for k in ("median_ms", "p90_ms"):
             rows.append((f"connect {k.split('_')[0]}", "ms",
                          {p: val(res["connect"].get(p), k) for p in PATHS}))
+    if "bound" in res.get("connect", {}):
+        c = res["connect"]
+        rows.append(("connect median, signed-in key", "ms",
+                      {"direct": val(c.get("direct"), "median_ms"),
+                       "jump": val(c.get("jump"), "median_ms"),
+                       "gatehouse": val(c.get("bound"), "median_ms")}))
     if "memory" in res:
         rows.append(("memory/session (front)", "KiB PSS",
                      {p: val(res["memory"].get(p), "front_pss_kib") for p in PATHS}))
@@ -764,6 +845,12 @@ def main():
             res["echo"] = {p: cell(f"echo {p}", echo, env, p, keys) for p in paths}
         if "connect" in steps:
             res["connect"] = {p: cell(f"connect {p}", connect, env, p, conns) for p in paths}
+            if env.gw:
+                # A person's key with a login binding: publickey, binding
+                # lookup, policy, target. The sign-in itself happens once,
+                # before timing.
+                res["connect"]["bound"] = cell("connect gatehouse bound key", connect, env,
+                                               "bound", conns)
         if "memory" in steps:
             res["memory"] = {p: cell(f"memory {p}", memory, env, p, idle) for p in paths}
     except BenchError as e:

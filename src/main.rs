@@ -193,6 +193,11 @@ fn check_config(path: &Path) -> Result<ExitCode> {
                 c.keys.len(),
                 if c.keys.len() == 1 { "" } else { "s" },
             );
+            match &c.sign_in {
+                // The IdP is not contacted: the gateway starts without it.
+                Some(s) => println!("sign-in through {} (not contacted)", s.idp.issuer),
+                None => println!("no idp section: only registered keys can log in"),
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1002,6 +1002,50 @@ routes:
     }
 
     #[test]
+    fn the_idp_section_loads_with_defaults_and_a_secret_file() {
+        let (dir, text) = with_ca(
+            "idp:\n  issuer: https://idp.example.com\n  client_id: gatehouse\n  client_secret_file: secret\n  scopes: [openid, email, groups]\n  allowed_domains: ['@Example.com']\n  poll_interval: 2s\nlogin_ttl: 8h\nlimits:\n  max_sign_ins_per_source: 2\n",
+        );
+        std::fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
+        let c = parse(&dir.path().join("gatehouse.yaml"), &text).unwrap();
+        let sign_in = c.sign_in.unwrap();
+        assert_eq!(sign_in.idp.issuer, "https://idp.example.com");
+        assert_eq!(sign_in.idp.client_secret.as_deref(), Some("s3cret"));
+        assert_eq!(sign_in.idp.scopes, ["openid", "email", "groups"]);
+        assert_eq!(sign_in.idp.groups_claim, "groups");
+        assert_eq!(sign_in.idp.allowed_domains, ["example.com"]);
+        assert_eq!(sign_in.idp.poll_interval, Some(Duration::from_secs(2)));
+        assert_eq!(sign_in.login_ttl, Duration::from_secs(8 * 3600));
+        assert_eq!(c.limits.max_sign_ins_per_source, 2);
+        assert_eq!(c.limits.max_sign_ins, 256);
+        // The secret never shows in debug output.
+        assert!(!format!("{sign_in:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn idp_problems_are_reported_with_positions() {
+        let got = errors(
+            "idp:\n  client_id: ''\n  client_secret_file: /nonexistent/secret\n  scopes: ['two words']\n  allowed_domains: [a@b]\n",
+        );
+        let expect = [
+            "2:3: idp.issuer is required",
+            "2:14: idp.client_id must not be empty",
+            "3:23: cannot read client secret file /nonexistent/secret",
+            "4:12: bad scope",
+            "5:21: bad email domain",
+        ];
+        for e in expect {
+            assert!(got.iter().any(|g| g.starts_with(e)), "{e}: {got:#?}");
+        }
+        let got = errors("login_ttl: 1h\n");
+        assert!(
+            got.iter()
+                .any(|g| g.starts_with("1:12: login_ttl needs an idp section")),
+            "{got:#?}"
+        );
+    }
+
+    #[test]
     fn host_port_forms() {
         assert_eq!(split_host_port("h:22"), Some(("h".into(), 22)));
         assert_eq!(split_host_port("[::1]:2200"), Some(("::1".into(), 2200)));

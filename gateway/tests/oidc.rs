@@ -14,107 +14,12 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use gateway::Error;
 use gateway::oidc::{DeviceAuthorization, Idp, IdpSettings, SignedIn};
+use sshd_test::idp::DevIdp;
 use tokio_util::sync::CancellationToken;
-
-const IDP_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../dev/idp");
-
-/// Checks for node and installs the IdP's packages once per test binary.
-fn ensure_node() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        match Command::new("node").arg("--version").output() {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => panic!("`node --version` failed: {out:?}"),
-            Err(e) => panic!("node not found ({e}): apt-get install nodejs npm"),
-        }
-        if !std::path::Path::new(IDP_DIR).join("node_modules").is_dir() {
-            let status = Command::new("npm")
-                .arg("ci")
-                .current_dir(IDP_DIR)
-                .stdout(Stdio::null())
-                .status()
-                .unwrap_or_else(|e| panic!("npm not found ({e}): apt-get install nodejs npm"));
-            assert!(status.success(), "`npm ci` in {IDP_DIR} failed: {status}");
-        }
-    });
-}
-
-/// A running dev IdP; killed and reaped on drop. Its stderr goes to a
-/// file, shown if the test fails.
-struct DevIdp {
-    child: Option<Child>,
-    issuer: String,
-    port: u16,
-    log: tempfile::NamedTempFile,
-}
-
-impl DevIdp {
-    /// Starts `server.mjs` on `port` (0: any free port) with a 1 s interval.
-    fn start(port: u16, extra: &[&str]) -> DevIdp {
-        ensure_node();
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new("node")
-            .arg("server.mjs")
-            .args(["--port", &port.to_string(), "--interval", "1"])
-            .args(extra)
-            .current_dir(IDP_DIR)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start node ({e}): apt-get install nodejs npm"));
-        let mut line = String::new();
-        let stdout = child.stdout.take().unwrap();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let mut idp = DevIdp {
-            child: Some(child),
-            issuer: String::new(),
-            port: 0,
-            log,
-        };
-        let Some(issuer) = line.trim().strip_prefix("listening on ") else {
-            panic!(
-                "dev IdP did not start (stdout {line:?}); stderr:\n{}",
-                idp.stderr()
-            );
-        };
-        idp.issuer = issuer.to_owned();
-        idp.port = issuer.rsplit(':').next().unwrap().parse().unwrap();
-        idp
-    }
-
-    fn stderr(&self) -> String {
-        let mut text = String::new();
-        let _ = self
-            .log
-            .reopen()
-            .and_then(|mut f| f.read_to_string(&mut text));
-        text
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for DevIdp {
-    fn drop(&mut self) {
-        self.stop();
-        if std::thread::panicking() {
-            eprintln!("--- dev IdP {} stderr ---\n{}", self.issuer, self.stderr());
-        }
-    }
-}
 
 /// Settings for the dev IdP's public client, with groups and a refresh token.
 fn settings(issuer: &str) -> IdpSettings {
@@ -125,23 +30,14 @@ fn settings(issuer: &str) -> IdpSettings {
     settings
 }
 
-/// Completes (or denies) the browser side of a device sign-in as alice.
+/// Completes (or denies) the browser side of a device sign-in as alice,
+/// off the async threads (the helper runs node and waits for it).
 async fn approve(issuer: String, user_code: String, deny: bool) {
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg("approve.mjs")
-        .args(["--issuer", &issuer, "--user-code", &user_code])
-        .args(["--login", "alice@example.com", "--password", "alice-pw"])
-        .current_dir(IDP_DIR)
-        .kill_on_drop(true);
-    if deny {
-        cmd.arg("--deny");
-    }
-    let out = cmd.output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "approve.mjs failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tokio::task::spawn_blocking(move || {
+        sshd_test::idp::answer(&issuer, &user_code, "alice@example.com", "alice-pw", deny);
+    })
+    .await
+    .unwrap();
 }
 
 /// Waits for `auth` to be signed in while alice approves (or denies) it in
