@@ -5,9 +5,12 @@
 //! nothing about SSH or HTTP. The gateway builds a [`Request`], calls
 //! [`evaluate`], and enforces the [`Decision`] it gets back.
 //!
-//! The rules are deliberately small for now (identities and groups); the
-//! policy language issue grows [`RoutePolicy`] without changing the shape of
-//! `evaluate(&RoutePolicy, &Request) -> Decision`.
+//! The rules at the crate root are deliberately small (identities and
+//! groups) and are what the gateway uses today. The full policy language of
+//! issue 5 lives in [`lang`]: YAML policies, compiled with every error
+//! positioned, evaluated into a decision with capabilities, obligations and
+//! a next-check time. The gateway moves to [`lang`], and the root API then
+//! goes away.
 
 pub mod lang;
 

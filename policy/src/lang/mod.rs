@@ -21,37 +21,11 @@
 //!
 //! # The language
 //!
-//! ```yaml
-//! policies:                       # shared, referenced by name
-//!   business-hours:
-//!     description: staff, on weekdays during office hours
-//!     capabilities: { port_forward_local: ["db.internal:5432"] }
-//!     obligations: { record: strict, max_session: 8h, reauth_every: 1h }
-//!     rules:
-//!       - allow: staff-office-hours
-//!         when:
-//!           all:
-//!             - domain: example.com
-//!             - day_of_week: { days: [mon-fri], timezone: Europe/Berlin }
-//!             - time_of_day: { from: "09:00", to: "18:00", timezone: Europe/Berlin }
-//!       - restrict: contractors-no-sftp
-//!         when: { groups: contractors }
-//!         capabilities: { sftp: false, port_forward_local: false }
-//!       - deny: offboarded
-//!         reason: account is being offboarded
-//!         when: { claim.status: offboarding }
+//! A complete example (`policy/examples/policy.yaml`, compiled and run
+//! against `policy/examples/policy-tests.yaml` by a unit test):
 //!
-//! routes:                         # in gatehouse.yaml: each route's `policy:`
-//!   prod-db:
-//!     include: [business-hours]
-//!     rules:
-//!       - allow: on-call
-//!         when:
-//!           all:
-//!             - groups: { has: sre }
-//!             - claim.oncall.active: true
-//!             - login_matches: email_local_part
-//!   ci-deploy: { rules: [ { allow: ci, when: { identity_kind: service } } ] }
+//! ```yaml
+#![doc = include_str!("../../examples/policy.yaml")]
 //! ```
 //!
 //! ## Rules
@@ -122,6 +96,16 @@
 //! (capabilities are intersected, obligations take the stricter value), so
 //! `agent: true` in a rule never grants agent forwarding on a route that
 //! does not.
+
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod raw;
 pub mod testing;
@@ -259,8 +243,11 @@ pub struct Decision {
     /// The earliest instant at which this decision could change with time
     /// alone: the next edge of any time window in the route's rules
     /// (matched or not), the end of `max_session`, when re-authentication
-    /// falls due, or when the binding expires. `None` when nothing in the
-    /// policy depends on time. The gateway re-evaluates no later than this.
+    /// falls due, or when the binding expires (the last three only for
+    /// allowed decisions: time cannot lift a denial they caused). `None`
+    /// when nothing depends on time. The gateway re-evaluates no later than
+    /// this; an instant may come early (the answer stays the same), never
+    /// late.
     pub next_check: Option<Timestamp>,
 }
 
@@ -373,8 +360,17 @@ fn add(t: Timestamp, d: Duration) -> Option<Timestamp> {
 ///
 /// In order: an expired binding denies; a matching deny rule denies; the
 /// first matching allow rule allows, narrowed by every matching restrict
-/// rule; then `max_session` and `reauth_every` (for users) may still deny.
-/// Anything else is denied. Allocates nothing.
+/// rule; then `max_session` and `reauth_every` (for users; service keys do
+/// not re-authenticate) may still deny. Anything else is denied.
+///
+/// A default denial explains the allow rule that came closest: the one in
+/// which the most conditions held before one failed (the first such rule on
+/// a tie), giving for example `requires group sre` or `outside 09:00–18:00
+/// Europe/Berlin`.
+///
+/// Allocates nothing, except in two rare cases: near a time-zone transition
+/// (a short list of candidate instants) and when two different forwarding
+/// destination lists must be intersected.
 pub fn evaluate(policy: &CompiledRoutePolicy, request: &Request<'_>) -> Decision {
     let now = request.now;
     let windows_next = policy
