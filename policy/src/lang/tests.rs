@@ -1118,3 +1118,64 @@ fn the_shipped_examples_compile_and_their_table_passes() {
         Vec::<&str>::new()
     );
 }
+
+/// Walks both 2026 DST weekends in Berlin in 7-minute steps and checks,
+/// for windows alone, that the decision holds until `next_check` and flips
+/// exactly there: never late, and for plain windows never early either.
+#[test]
+fn next_check_is_exact_across_both_dst_weekends() {
+    let set = compiled(TIMES);
+    let step = jiff::SignedDuration::from_mins(7);
+    let second = jiff::SignedDuration::from_secs(1);
+    let mut checked = 0;
+    for (start, end) in [
+        ("2026-03-27T00:00:00Z", "2026-03-31T00:00:00Z"),
+        ("2026-10-23T00:00:00Z", "2026-10-27T00:00:00Z"),
+    ] {
+        for route in ["office", "night", "gap", "fold", "weekdays"] {
+            let at = |t: Timestamp| {
+                let who = alice();
+                let policy = set.route(route).expect("route");
+                evaluate(
+                    policy,
+                    &Request {
+                        identity: &who,
+                        login: "postgres",
+                        source: IpAddr::from([10, 0, 0, 1]),
+                        now: t,
+                        session_start: None,
+                    },
+                )
+            };
+            let (mut t, end) = (ts(start), ts(end));
+            while t < end {
+                let d = at(t);
+                let next = d.next_check.expect("windows always change");
+                assert!(
+                    next > t,
+                    "{route} at {t}: next_check {next} is not in the future"
+                );
+                let before = next - second;
+                let mid =
+                    Timestamp::from_second((t.as_second() + before.as_second()) / 2).expect("time");
+                for probe in [t + second, mid, before] {
+                    if probe > t && probe < next {
+                        assert_eq!(
+                            at(probe).allowed,
+                            d.allowed,
+                            "{route}: at {t} next_check {next}, but it changed by {probe}"
+                        );
+                    }
+                }
+                assert_ne!(
+                    at(next).allowed,
+                    d.allowed,
+                    "{route}: at {t} next_check {next} is early: nothing changes then"
+                );
+                checked += 1;
+                t += step;
+            }
+        }
+    }
+    assert!(checked > 8000, "{checked}");
+}
