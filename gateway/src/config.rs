@@ -88,6 +88,8 @@ struct RawConfig {
     idp: Option<S<RawIdp>>,
     login_ttl: Option<S<String>>,
     #[serde(default)]
+    recording: RawRecording,
+    #[serde(default)]
     identities: Vec<RawIdentity>,
     #[serde(default)]
     routes: Vec<RawRoute>,
@@ -105,6 +107,21 @@ struct RawLimits {
     keepalive_interval: Option<S<String>>,
     max_sign_ins: Option<S<u64>>,
     max_sign_ins_per_source: Option<S<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecording {
+    storage: Option<S<String>>,
+    s3_endpoint: Option<S<String>>,
+    s3_region: Option<S<String>>,
+    s3_virtual_hosted_style: Option<bool>,
+    s3_credentials_file: Option<S<String>>,
+    spool_dir: Option<S<String>>,
+    spool_max_bytes: Option<S<u64>>,
+    segment_interval: Option<S<String>>,
+    segment_bytes: Option<S<u64>>,
+    strict_grace: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +164,9 @@ struct RawRoute {
     cert_ttl: Option<S<String>>,
     source_address: Option<Vec<S<String>>>,
     connect_timeout: Option<S<String>>,
+    record: Option<S<String>>,
+    #[serde(default)]
+    record_input: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,6 +202,8 @@ pub struct Config {
     /// Device-code sign-in through an OIDC identity provider; `None`
     /// when the `idp` section is absent (registered keys only).
     pub sign_in: Option<SignInConfig>,
+    /// Where and how sessions are recorded.
+    pub recording: RecordingConfig,
     /// Registered client keys, by SHA-256 fingerprint.
     pub keys: HashMap<String, Arc<Identity>>,
     /// Routes by name.
@@ -213,6 +235,39 @@ pub struct Limits {
     /// Device authorizations in flight at once from one client address,
     /// so one host cannot take them all.
     pub max_sign_ins_per_source: usize,
+}
+
+/// Where sessions are recorded (issue 4).
+#[derive(Debug, Clone)]
+pub struct RecordingConfig {
+    /// The recorder's settings: storage, spool, segment cadence.
+    pub recorder: recorder::RecorderConfig,
+    /// How long a `strict` route's session may run while storage keeps
+    /// failing before it is ended (the spool still has everything).
+    pub strict_grace: Duration,
+}
+
+/// What a route does about recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordMode {
+    /// Record; if storage is down, keep running and upload later.
+    BestEffort,
+    /// Record, or do not run: refuse sessions while storage is down, and
+    /// end sessions whose recording can no longer be stored.
+    Strict,
+    /// Do not record.
+    Off,
+}
+
+impl RecordMode {
+    /// The name used in the configuration and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordMode::BestEffort => "best_effort",
+            RecordMode::Strict => "strict",
+            RecordMode::Off => "off",
+        }
+    }
 }
 
 /// How users sign in through the identity provider (issue 3).
@@ -271,6 +326,10 @@ pub struct Route {
     pub source_address: Option<String>,
     /// Time to dial and handshake with this target.
     pub connect_timeout: Duration,
+    /// Whether sessions on this route are recorded, and how strictly.
+    pub record: RecordMode,
+    /// Record keystrokes too (off by default: they hold passwords).
+    pub record_input: bool,
 }
 
 /// Default certificate lifetime (design §4).
@@ -481,6 +540,7 @@ impl Validator {
             .unwrap_or_else(|| "gatehouse".to_owned());
         let limits = self.limits(&raw.limits);
         let sign_in = self.sign_in(&raw);
+        let recording = self.recording(&raw.recording, &state_dir, &gateway_id);
         let keys = self.identities(&raw.identities);
         let routes = self.routes(&raw.routes, &limits);
         Config {
@@ -492,8 +552,121 @@ impl Validator {
             gateway_id,
             limits,
             sign_in,
+            recording,
             keys,
             routes,
+        }
+    }
+
+    fn recording(
+        &mut self,
+        raw: &RawRecording,
+        state_dir: &Path,
+        gateway_id: &str,
+    ) -> RecordingConfig {
+        use recorder::{S3Credentials, StorageConfig};
+        let default_root = state_dir.join("recordings");
+        let mut storage = match &raw.storage {
+            None => StorageConfig::File(default_root.clone()),
+            Some(s) => {
+                // A relative file URL is relative to the config file.
+                let url = match s.value.strip_prefix("file://") {
+                    Some(p) if !p.starts_with('/') => {
+                        format!("file://{}", self.path(p).display())
+                    }
+                    _ => s.value.clone(),
+                };
+                match StorageConfig::from_url(&url) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        self.problem(s, e.to_string());
+                        StorageConfig::File(default_root.clone())
+                    }
+                }
+            }
+        };
+        let s3_keys = [
+            raw.s3_endpoint.as_ref(),
+            raw.s3_region.as_ref(),
+            raw.s3_credentials_file.as_ref(),
+        ];
+        match &mut storage {
+            StorageConfig::S3(s3) => {
+                if let Some(e) = &raw.s3_endpoint {
+                    let v = e.value.trim();
+                    if !(v.starts_with("http://") || v.starts_with("https://")) {
+                        self.problem(
+                            e,
+                            format!("bad s3_endpoint {v:?}: write http(s)://HOST:PORT"),
+                        );
+                    }
+                    s3.allow_http = v.starts_with("http://");
+                    s3.endpoint = Some(v.to_owned());
+                }
+                if let Some(r) = &raw.s3_region {
+                    s3.region = r.value.trim().to_owned();
+                }
+                if let Some(v) = raw.s3_virtual_hosted_style {
+                    s3.virtual_hosted_style = v;
+                }
+                if let Some(f) = &raw.s3_credentials_file {
+                    let path = self.path(&f.value);
+                    if let Err(e) = std::fs::metadata(&path) {
+                        self.problem(
+                            f,
+                            format!("cannot read s3_credentials_file {}: {e}", path.display()),
+                        );
+                    }
+                    s3.credentials = S3Credentials::File(path);
+                }
+            }
+            StorageConfig::File(_) => {
+                for s in s3_keys.into_iter().flatten() {
+                    self.problem(s, "s3_* settings need an s3://bucket/prefix storage");
+                }
+            }
+        }
+        let spool_dir = raw
+            .spool_dir
+            .as_ref()
+            .map(|s| self.path(&s.value))
+            .unwrap_or_else(|| state_dir.join("spool"));
+        let mut recorder = recorder::RecorderConfig::new(
+            state_dir.join(crate::bindings::DB_FILE),
+            spool_dir,
+            storage,
+        );
+        recorder.gateway_id = gateway_id.to_owned();
+        recorder.segment_interval = self.duration(&raw.segment_interval, recorder.segment_interval);
+        if let Some(s) = &raw.segment_interval
+            && recorder.segment_interval < Duration::from_millis(100)
+        {
+            self.problem(s, "segment_interval must be at least 100ms");
+        }
+        for (v, field, what) in [
+            (
+                &raw.segment_bytes,
+                &mut recorder.segment_bytes,
+                "segment_bytes",
+            ),
+            (
+                &raw.spool_max_bytes,
+                &mut recorder.spool_max_bytes,
+                "spool_max_bytes",
+            ),
+        ] {
+            if let Some(s) = v {
+                if s.value < 4096 {
+                    self.problem(s, format!("{what} must be at least 4096"));
+                } else {
+                    *field = s.value;
+                }
+            }
+        }
+        let strict_grace = self.duration(&raw.strict_grace, Duration::from_secs(10));
+        RecordingConfig {
+            recorder,
+            strict_grace,
         }
     }
 
@@ -803,6 +976,18 @@ impl Validator {
             }
         };
         let connect_timeout = self.duration(&rr.connect_timeout, limits.connect_timeout);
+        let record = match rr.record.as_ref().map(|s| (s, s.value.as_str())) {
+            None | Some((_, "best_effort")) => RecordMode::BestEffort,
+            Some((_, "strict")) => RecordMode::Strict,
+            Some((_, "off")) => RecordMode::Off,
+            Some((s, other)) => {
+                self.problem(
+                    s,
+                    format!("bad record mode {other:?}: write best_effort, strict or off"),
+                );
+                RecordMode::BestEffort
+            }
+        };
         let (target_host, target_port) = target?;
         let host_key = host_key?;
         if !ok {
@@ -829,6 +1014,8 @@ impl Validator {
             name,
             source_address,
             connect_timeout,
+            record,
+            record_input: rr.record_input,
         })
     }
 }
@@ -854,7 +1041,12 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 
@@ -1043,6 +1235,50 @@ routes:
                 .any(|g| g.starts_with("1:12: login_ttl needs an idp section")),
             "{got:#?}"
         );
+    }
+
+    #[test]
+    fn recording_defaults_to_files_in_the_state_dir_and_takes_s3() {
+        let (dir, text) = with_ca("");
+        let c = parse(&dir.path().join("gatehouse.yaml"), &text).unwrap();
+        assert_eq!(
+            c.recording.recorder.storage,
+            recorder::StorageConfig::File(dir.path().join("state/recordings"))
+        );
+        assert_eq!(
+            c.recording.recorder.spool_dir,
+            dir.path().join("state/spool")
+        );
+        let (dir, text) = with_ca(
+            "recording:\n  storage: s3://rec/gh\n  s3_endpoint: http://127.0.0.1:9000\n  segment_interval: 2s\n",
+        );
+        let c = parse(&dir.path().join("gatehouse.yaml"), &text).unwrap();
+        let recorder::StorageConfig::S3(s3) = &c.recording.recorder.storage else {
+            panic!("not s3: {:?}", c.recording.recorder.storage);
+        };
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("rec", "gh"));
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert!(s3.allow_http);
+        assert_eq!(
+            c.recording.recorder.segment_interval,
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn recording_problems_are_reported_with_positions() {
+        let got = errors(
+            "recording:\n  storage: ftp://x\n  s3_region: eu\n  segment_bytes: 10\nroutes:\n  - name: r\n    target: h:22\n    logins: [root]\n    host_key: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGu0ixU5Zn1h2cCa5w9K8dXbK8VVZy6FTvJ/6Zp7pXiO\"\n    allow: {groups: [g]}\n    record: always\n",
+        );
+        let expect = [
+            "2:12: ",
+            "3:14: s3_* settings need an s3://bucket/prefix storage",
+            "4:18: segment_bytes must be at least 4096",
+            "11:13: bad record mode \"always\"",
+        ];
+        for e in expect {
+            assert!(got.iter().any(|g| g.starts_with(e)), "{e}: {got:#?}");
+        }
     }
 
     #[test]
