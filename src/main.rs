@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 mod logins;
+mod recordings;
 
 /// Where `ca init` and `ca show` look when given neither --key nor --config.
 const DEFAULT_CA_PATH: &str = "/var/lib/gatehouse/user_ca";
@@ -74,6 +75,16 @@ enum Command {
     Logins {
         #[command(subcommand)]
         command: logins::LoginsCommand,
+    },
+    /// List and show recorded sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: recordings::SessionsCommand,
+    },
+    /// Verify, export and reindex session recordings.
+    Recordings {
+        #[command(subcommand)]
+        command: recordings::RecordingsCommand,
     },
 }
 
@@ -163,6 +174,8 @@ fn run(command: Command) -> Result<ExitCode> {
             CaCommand::Show(p) => ca_show(&p.resolve()?),
         },
         Command::Logins { command } => logins::run(command),
+        Command::Sessions { command } => recordings::run_sessions(command),
+        Command::Recordings { command } => recordings::run_recordings(command),
     }
 }
 

@@ -1,0 +1,840 @@
+//! `gatehouse sessions` and `gatehouse recordings`: list and show recorded
+//! sessions, verify a recording's hash chain and signature, export it as
+//! asciicast, and rebuild the index from storage (issue 4).
+//!
+//! The recordings themselves are `recorder::Catalog`'s business; this module
+//! only parses arguments, finds the trusted signing key and prints. Every
+//! command works while the gateway runs: the index is SQLite in WAL mode and
+//! storage objects are immutable once written.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Subcommand, ValueEnum};
+use gateway::config::Config;
+use recorder::{
+    Catalog, ChannelRecord, ExportFormat, SessionFilter, SessionRecord, Status, StorageConfig,
+};
+
+use crate::load_config;
+
+#[derive(Subcommand)]
+pub(crate) enum SessionsCommand {
+    /// List recorded sessions, newest first.
+    #[command(after_help = "Examples:\n  \
+        gatehouse sessions list --config /etc/gatehouse/gatehouse.yaml\n  \
+        gatehouse sessions list -c gatehouse.yaml --user alice@example.com --since 2h\n  \
+        gatehouse sessions list -c gatehouse.yaml --route prod-db --since 2026-03-01 --until 2026-03-02\n  \
+        gatehouse sessions list -c gatehouse.yaml --status failed --json | jq -r .reason\n\n\
+        TIME is RFC 3339 (2026-03-01T09:30:00Z, 2026-03-01T10:30:00+01:00, 2026-03-01) \
+        or a duration meaning that long ago (90s, 15m, 2h, 3days). --since includes its \
+        time and --until excludes it; both compare with the session's start. \
+        --json prints one object per session and line, with the index's fields plus \
+        started_at and ended_at in RFC 3339 UTC.")]
+    List {
+        /// The configuration file; the index is in its state_dir.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only sessions of this identity (any case).
+        #[arg(long, value_name = "EMAIL")]
+        user: Option<String>,
+        /// Only sessions on this route.
+        #[arg(long, value_name = "NAME")]
+        route: Option<String>,
+        /// Only sessions that started at or after TIME.
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only sessions that started before TIME.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Only sessions in this state.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<Status>,
+        /// At most N sessions (the newest).
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Print one JSON object per session and line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one session: who, where, when, its state and reason, its
+    /// channels and the objects that hold its recording.
+    #[command(after_help = "Examples:\n  \
+        gatehouse sessions show --config gatehouse.yaml 0193a1f2-7c4e-7b1a-9d2e-5f6a7b8c9d0e\n  \
+        gatehouse sessions show -c gatehouse.yaml ID --json | jq .channels\n\n\
+        Shows what the index holds; `gatehouse recordings verify ID` checks the \
+        recording itself.")]
+    Show {
+        /// The configuration file; the index is in its state_dir.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The session id, as printed by `gatehouse sessions list`.
+        id: String,
+        /// Print one JSON object (the session with a `channels` array).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RecordingsCommand {
+    /// Check a sealed recording: the signature by the gateway's host key,
+    /// every segment's sha256, the hash chain and the sealed objects.
+    #[command(after_help = "Example:\n  \
+        gatehouse recordings verify --config /etc/gatehouse/gatehouse.yaml ID\n\n\
+        The trusted key is the first ed25519 key in the config's host_keys, the key \
+        the gateway signs recordings with. Prints `ok: ...` and exits 0 when every \
+        check passes; prints each problem and exits 1 otherwise.")]
+    Verify {
+        /// The configuration file: storage, index and host keys.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The session id.
+        id: String,
+    },
+    /// Write a session's recording as an asciicast file.
+    #[command(after_help = "Examples:\n  \
+        gatehouse recordings export --config gatehouse.yaml ID -o session.cast\n  \
+        gatehouse recordings export -c gatehouse.yaml ID --format v2 | asciinema play -\n  \
+        gatehouse recordings export -c gatehouse.yaml ID --channel 1 -o second-channel.cast\n\n\
+        v3 is the recording exactly as stored; v2 is for players that read only v2 \
+        (asciinema 2.x). Export does not verify: run `gatehouse recordings verify ID` \
+        for that.")]
+    Export {
+        /// The configuration file: storage and index.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The session id.
+        id: String,
+        /// The channel to export, as listed by `gatehouse sessions show`
+        /// (default: the session's first channel).
+        #[arg(long, value_name = "CH")]
+        channel: Option<String>,
+        /// The asciicast version to write.
+        #[arg(long, value_enum, default_value_t = CastFormat::V3)]
+        format: CastFormat,
+        /// Write to FILE instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Rebuild the session index from the meta.json objects in storage.
+    #[command(after_help = "Example:\n  \
+        gatehouse recordings reindex --config /etc/gatehouse/gatehouse.yaml\n\n\
+        Use it after restoring the state database, or to index a bucket another \
+        gateway wrote. Sessions still being recorded have no meta.json yet and keep \
+        their rows; every session with a meta.json gets its row from storage.")]
+    Reindex {
+        /// The configuration file: storage and index.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// The `--format` of `recordings export`.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum CastFormat {
+    /// asciicast v3, as stored.
+    V3,
+    /// asciicast v2 with absolute times.
+    V2,
+}
+
+/// Runs one `gatehouse sessions` subcommand.
+pub(crate) fn run_sessions(command: SessionsCommand) -> Result<ExitCode> {
+    match command {
+        SessionsCommand::List {
+            config,
+            user,
+            route,
+            since,
+            until,
+            status,
+            limit,
+            json,
+        } => {
+            let now = SystemTime::now();
+            let filter = ListFilter {
+                user,
+                route,
+                since: since
+                    .map(|t| parse_time(&t, now).context("bad --since"))
+                    .transpose()?,
+                until: until
+                    .map(|t| parse_time(&t, now).context("bad --until"))
+                    .transpose()?,
+                status,
+                limit: limit.unwrap_or(0),
+            };
+            list(&config, &filter, json)
+        }
+        SessionsCommand::Show { config, id, json } => show(&config, &id, json),
+    }
+}
+
+/// Runs one `gatehouse recordings` subcommand.
+pub(crate) fn run_recordings(command: RecordingsCommand) -> Result<ExitCode> {
+    match command {
+        RecordingsCommand::Verify { config, id } => verify(&config, &id),
+        RecordingsCommand::Export {
+            config,
+            id,
+            channel,
+            format,
+            output,
+        } => export(&config, &id, channel.as_deref(), format, output.as_deref()),
+        RecordingsCommand::Reindex { config } => reindex(&config),
+    }
+}
+
+/// The raw ed25519 public key recordings are signed with: that of the first
+/// ed25519 key in `config.host_keys`, whose seed the gateway signs meta.json
+/// with. `verify` trusts this key and no other, so a recording re-signed by
+/// someone who can write to storage but not read the host key fails.
+pub fn recording_signer_public_key(config: &Config) -> Result<[u8; 32]> {
+    for path in &config.host_keys {
+        if !path.exists() {
+            bail!(
+                "host key {} does not exist yet; `gatehouse serve` creates it, and recordings are signed with it",
+                path.display()
+            );
+        }
+        let key = gateway::keys::read_private_key(path)
+            .with_context(|| format!("cannot read the gateway's host key {}", path.display()))?;
+        if let Some(ed25519) = key.public_key().key_data().ed25519() {
+            return Ok(ed25519.0);
+        }
+    }
+    bail!(
+        "no ed25519 key in host_keys; recordings are signed with the first ed25519 host key, so add one"
+    )
+}
+
+/// How the index is opened.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IndexUse {
+    /// Read the index only; a missing state database means nothing is indexed.
+    Read,
+    /// Read from storage; the index only helps find objects, so a missing
+    /// state database is replaced by an empty in-memory one.
+    Storage,
+    /// Write the index, creating the state database if needed.
+    Write,
+}
+
+/// Opens the catalog of a configuration, or `None` for [`IndexUse::Read`]
+/// when no state database exists yet. Not creating one matters: run as
+/// root, this command would leave a database the gateway's user cannot write.
+fn open_catalog(config: &Config, how: IndexUse) -> Result<Option<Catalog>> {
+    let rec = &config.recording.recorder;
+    let in_memory = Path::new(":memory:");
+    let db = match (rec.state_db.exists(), how) {
+        (true, _) | (false, IndexUse::Write) => rec.state_db.as_path(),
+        (false, IndexUse::Read) => return Ok(None),
+        (false, IndexUse::Storage) => in_memory,
+    };
+    Catalog::open(db, &rec.storage)
+        .map(Some)
+        .with_context(|| format!("cannot open the recordings in {}", describe(&rec.storage)))
+}
+
+/// Storage as the user configured it, for messages.
+fn describe(storage: &StorageConfig) -> String {
+    match storage {
+        StorageConfig::File(root) => format!("file://{}", root.display()),
+        StorageConfig::S3(s3) if s3.prefix.is_empty() => format!("s3://{}", s3.bucket),
+        StorageConfig::S3(s3) => format!("s3://{}/{}", s3.bucket, s3.prefix),
+    }
+}
+
+/// A current-thread runtime for the catalog's storage calls: one command,
+/// one request at a time.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// `sessions list` filters, parsed.
+struct ListFilter {
+    /// Identity, compared without case: emails are case-insensitive.
+    user: Option<String>,
+    /// Route name, exact.
+    route: Option<String>,
+    /// Started at or after.
+    since: Option<SystemTime>,
+    /// Started before.
+    until: Option<SystemTime>,
+    /// Recording state.
+    status: Option<Status>,
+    /// At most this many; 0 means all.
+    limit: usize,
+}
+
+fn list(config_path: &Path, filter: &ListFilter, json: bool) -> Result<ExitCode> {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let sessions = match open_catalog(&config, IndexUse::Read)? {
+        None => Vec::new(),
+        Some(catalog) => {
+            // The index matches identities exactly; the user filter runs
+            // here so `Alice@Example.com` finds `alice@example.com`, and
+            // the limit must then apply after it.
+            let query = SessionFilter {
+                identity: None,
+                route: filter.route.clone(),
+                since_ms: filter.since.map(unix_ms),
+                until_ms: filter.until.map(unix_ms),
+                status: filter.status,
+                limit: if filter.user.is_some() {
+                    0
+                } else {
+                    filter.limit
+                },
+            };
+            let mut all = catalog
+                .list(&query)
+                .context("cannot list the recorded sessions")?;
+            if let Some(user) = &filter.user {
+                all.retain(|s| s.info.identity.eq_ignore_ascii_case(user.trim()));
+                if filter.limit > 0 {
+                    all.truncate(filter.limit);
+                }
+            }
+            all
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        sessions
+            .iter()
+            .try_for_each(|s| writeln!(out, "{}", session_json(s, None)))
+    } else if sessions.is_empty() {
+        writeln!(out, "no sessions")
+    } else {
+        out.write_all(table(&sessions).as_bytes())
+    };
+    finish_stdout(written.and_then(|()| out.flush()))
+}
+
+fn show(config_path: &Path, id: &str, json: bool) -> Result<ExitCode> {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let found = match open_catalog(&config, IndexUse::Read)? {
+        Some(catalog) => catalog
+            .show(id)
+            .with_context(|| format!("cannot read session {id} from the index"))?,
+        None => None,
+    };
+    let Some((session, channels)) = found else {
+        bail!(
+            "no session {id} in the index; check the id with `gatehouse sessions list`, \
+             or run `gatehouse recordings reindex` if the state database was replaced"
+        );
+    };
+    let text = if json {
+        format!("{}\n", session_json(&session, Some(&channels)))
+    } else {
+        details(&session, &channels)
+    };
+    let mut out = std::io::stdout().lock();
+    finish_stdout(out.write_all(text.as_bytes()).and_then(|()| out.flush()))
+}
+
+fn verify(config_path: &Path, id: &str) -> Result<ExitCode> {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let trusted = recording_signer_public_key(&config)?;
+    let catalog = open_catalog(&config, IndexUse::Storage)?
+        .ok_or_else(|| anyhow!("cannot open the recordings"))?;
+    let report = runtime()?
+        .block_on(catalog.verify(id, Some(&trusted)))
+        .with_context(|| format!("cannot verify session {id}"))?;
+    if report.ok {
+        println!(
+            "ok: session {id}: signature by the gateway's host key and {} segment{} check out",
+            report.segments_checked,
+            plural(report.segments_checked),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for problem in &report.problems {
+        println!("{id}: {problem}");
+    }
+    eprintln!(
+        "gatehouse: session {id} failed verification with {} problem{}",
+        report.problems.len(),
+        plural(report.problems.len() as u64),
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+fn export(
+    config_path: &Path,
+    id: &str,
+    channel: Option<&str>,
+    format: CastFormat,
+    output: Option<&Path>,
+) -> Result<ExitCode> {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let catalog = open_catalog(&config, IndexUse::Storage)?
+        .ok_or_else(|| anyhow!("cannot open the recordings"))?;
+    let (format, name) = match format {
+        CastFormat::V3 => (ExportFormat::V3, "v3"),
+        CastFormat::V2 => (ExportFormat::V2, "v2"),
+    };
+    let rt = runtime()?;
+    let signed = rt
+        .block_on(catalog.meta(id))
+        .with_context(|| format!("cannot export session {id}"))?;
+    // The catalog reports an unknown channel as an unknown session; name
+    // the channels instead, so the user can pick one.
+    let channels: Vec<&str> = signed
+        .meta
+        .channels
+        .iter()
+        .map(|c| c.channel.as_str())
+        .collect();
+    let channel = match channel {
+        Some(ch) if !channels.contains(&ch) => bail!(
+            "session {id} has no channel {ch:?}; its channels are {}",
+            channels.join(", ")
+        ),
+        Some(ch) => ch,
+        None => match channels.first() {
+            Some(first) => first,
+            None => bail!("session {id} recorded no channels, so there is nothing to export"),
+        },
+    };
+    let bytes = rt
+        .block_on(catalog.export(id, Some(channel), format))
+        .with_context(|| format!("cannot export session {id} channel {channel}"))?;
+    match output {
+        Some(path) => {
+            std::fs::write(path, &bytes)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!(
+                "wrote session {id} channel {channel} as asciicast {name} to {} ({} bytes)",
+                path.display(),
+                bytes.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            finish_stdout(out.write_all(&bytes).and_then(|()| out.flush()))
+        }
+    }
+}
+
+fn reindex(config_path: &Path) -> Result<ExitCode> {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let from = describe(&config.recording.recorder.storage);
+    let catalog = open_catalog(&config, IndexUse::Write)?
+        .ok_or_else(|| anyhow!("cannot open the recordings"))?;
+    let n = runtime()?
+        .block_on(catalog.reindex())
+        .with_context(|| format!("cannot reindex from {from}"))?;
+    println!("reindexed {n} session{} from {from}", plural(n as u64));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A closed pipe (`| head`) is the reader's choice, not a failure.
+fn finish_stdout(result: std::io::Result<()>) -> Result<ExitCode> {
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to stdout")
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn parse_status(name: &str) -> Result<Status, String> {
+    Status::parse(name).ok_or_else(|| {
+        format!("unknown status {name:?}: use recording, uploading, sealed, interrupted or failed")
+    })
+}
+
+/// Parses `--since`/`--until`: RFC 3339 (UTC `Z`, a `±HH:MM` offset, no
+/// zone meaning UTC, or a bare date meaning its UTC midnight), or a
+/// duration meaning that long before `now`.
+fn parse_time(text: &str, now: SystemTime) -> Result<SystemTime> {
+    let text = text.trim();
+    if let Ok(ago) = humantime::parse_duration(text) {
+        return now
+            .checked_sub(ago)
+            .ok_or_else(|| anyhow!("{text} ago is before the clock's range"));
+    }
+    let bad = || {
+        anyhow!(
+            "{text:?} is neither an RFC 3339 time (2026-03-01T09:30:00Z) nor a duration ago (2h, 3days)"
+        )
+    };
+    if text.len() == 10 {
+        return humantime::parse_rfc3339(&format!("{text}T00:00:00Z")).map_err(|_| bad());
+    }
+    // humantime reads only UTC, so a numeric offset is taken off here.
+    let (local, offset) = match split_offset(text) {
+        Some((local, offset)) => (local, offset),
+        None => (text, 0),
+    };
+    let local =
+        humantime::parse_rfc3339_weak(local.trim_end_matches(['Z', 'z'])).map_err(|_| bad())?;
+    let utc = if offset >= 0 {
+        local.checked_sub(Duration::from_secs(offset.unsigned_abs()))
+    } else {
+        local.checked_add(Duration::from_secs(offset.unsigned_abs()))
+    };
+    utc.ok_or_else(bad)
+}
+
+/// Splits `...T10:30:00+01:00` into the local time and the offset in
+/// seconds east of UTC.
+fn split_offset(text: &str) -> Option<(&str, i64)> {
+    let at = text.len().checked_sub(6)?;
+    let (local, zone) = (text.get(..at)?, text.get(at..)?);
+    let sign = match zone.as_bytes() {
+        [b'+', _, _, b':', _, _] => 1,
+        [b'-', _, _, b':', _, _] => -1,
+        _ => return None,
+    };
+    if !local.contains(['T', 't', ' ']) {
+        return None;
+    }
+    let hours: i64 = zone.get(1..3)?.parse().ok()?;
+    let minutes: i64 = zone.get(4..6)?.parse().ok()?;
+    Some((local, sign * (hours * 3600 + minutes * 60)))
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A Unix-milliseconds time as RFC 3339 UTC to the second.
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// One session as a JSON object: the index's fields (as the recorder
+/// serializes them) plus RFC 3339 times, and the channels for `show`.
+fn session_json(s: &SessionRecord, channels: Option<&[ChannelRecord]>) -> serde_json::Value {
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("started_at".into(), rfc3339(s.started_at_ms).into());
+        obj.insert(
+            "ended_at".into(),
+            s.ended_at_ms
+                .map(rfc3339)
+                .map_or(serde_json::Value::Null, Into::into),
+        );
+        if let Some(channels) = channels {
+            obj.insert(
+                "channels".into(),
+                serde_json::to_value(channels).unwrap_or_default(),
+            );
+        }
+    }
+    v
+}
+
+/// The `sessions list` table: aligned columns, one session per line.
+fn table(sessions: &[SessionRecord]) -> String {
+    let header = [
+        "ID",
+        "START",
+        "DURATION",
+        "IDENTITY",
+        "LOGIN@ROUTE",
+        "STATUS",
+        "BYTES",
+        "EXIT",
+    ]
+    .map(str::to_owned);
+    let rows: Vec<[String; 8]> = std::iter::once(header)
+        .chain(sessions.iter().map(|s| {
+            [
+                s.info.session_id.clone(),
+                rfc3339(s.started_at_ms),
+                s.duration_ms
+                    .map_or("-".to_owned(), |ms| human(Duration::from_millis(ms))),
+                s.info.identity.clone(),
+                format!("{}@{}", s.info.login, s.info.route),
+                s.status.to_string(),
+                human_bytes(s.bytes),
+                s.exit_status.map_or("-".to_owned(), |c| c.to_string()),
+            ]
+        }))
+        .collect();
+    let mut widths = [0usize; 8];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (cell, w) in row.iter().zip(widths) {
+            line.push_str(&format!("{cell:<w$}  "));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The `sessions show` text: one field per line, then the channels and
+/// the objects that hold the recording.
+fn details(s: &SessionRecord, channels: &[ChannelRecord]) -> String {
+    let dash = || "-".to_owned();
+    let mut fields: Vec<(&str, String)> = vec![
+        ("session", s.info.session_id.clone()),
+        ("status", s.status.to_string()),
+    ];
+    if let Some(reason) = &s.reason {
+        fields.push(("reason", reason.clone()));
+    }
+    fields.extend([
+        ("identity", s.info.identity.clone()),
+        ("login", s.info.login.clone()),
+        ("route", s.info.route.clone()),
+        ("target", s.info.target.clone()),
+        ("client", s.info.client_addr.clone()),
+        (
+            "client key",
+            s.info.client_key_fingerprint.clone().unwrap_or_else(dash),
+        ),
+        (
+            "cert serial",
+            s.info.cert_serial.map_or_else(dash, |n| n.to_string()),
+        ),
+        ("gateway", s.gateway_id.clone()),
+        ("start", rfc3339(s.started_at_ms)),
+        ("end", s.ended_at_ms.map_or_else(dash, rfc3339)),
+        (
+            "duration",
+            s.duration_ms
+                .map_or_else(dash, |ms| human(Duration::from_millis(ms))),
+        ),
+        ("bytes", s.bytes.to_string()),
+        ("exit", s.exit_status.map_or_else(dash, |c| c.to_string())),
+    ]);
+    let mut out = String::new();
+    for (name, value) in &fields {
+        out.push_str(&format!("{:<12} {value}\n", format!("{name}:")));
+    }
+
+    out.push_str(&format!("\nchannels ({}):\n", channels.len()));
+    let header = [
+        "CHANNEL", "KIND", "COMMAND", "INPUT", "BYTES", "SEGMENTS", "EXIT",
+    ]
+    .map(str::to_owned);
+    let rows: Vec<[String; 7]> = std::iter::once(header)
+        .chain(channels.iter().map(|c| {
+            [
+                c.channel.clone(),
+                c.kind.clone(),
+                c.command.clone().unwrap_or_else(dash),
+                if c.record_input { "recorded" } else { "off" }.to_owned(),
+                c.output_bytes.to_string(),
+                c.segments.to_string(),
+                c.exit_status.map_or_else(dash, |code| code.to_string()),
+            ]
+        }))
+        .collect();
+    let mut widths = [0usize; 7];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let mut line = "  ".to_owned();
+        for (cell, w) in row.iter().zip(widths) {
+            line.push_str(&format!("{cell:<w$}  "));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+
+    out.push_str("\nobjects:\n");
+    out.push_str(&format!("  prefix     {}\n", s.prefix));
+    out.push_str(&format!(
+        "  meta       {}\n",
+        s.meta_key.as_deref().unwrap_or("- (not sealed yet)")
+    ));
+    for c in channels {
+        out.push_str(&format!(
+            "  channel {:<2} {}\n",
+            c.channel,
+            c.sealed_key.as_deref().unwrap_or("- (not sealed yet)")
+        ));
+    }
+    out
+}
+
+/// A duration in its two largest units: `45s`, `12m5s`, `3h12m`, `2d4h`;
+/// `<1s` for a session that ended within its first second.
+fn human(d: Duration) -> String {
+    if !d.is_zero() && d < Duration::from_secs(1) {
+        return "<1s".to_owned();
+    }
+    let s = d.as_secs();
+    let (days, hours, mins, secs) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    let (big, small) = if days > 0 {
+        ((days, 'd'), (hours, 'h'))
+    } else if hours > 0 {
+        ((hours, 'h'), (mins, 'm'))
+    } else if mins > 0 {
+        ((mins, 'm'), (secs, 's'))
+    } else {
+        return format!("{secs}s");
+    };
+    if small.0 == 0 {
+        format!("{}{}", big.0, big.1)
+    } else {
+        format!("{}{}{}{}", big.0, big.1, small.0, small.1)
+    }
+}
+
+/// Bytes for people: `512B`, `1.5KiB`, `12.0MiB`.
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for next in &UNITS[1..] {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    format!("{value:.1}{unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(rfc: &str) -> SystemTime {
+        humantime::parse_rfc3339(rfc).unwrap()
+    }
+
+    #[test]
+    fn times_are_rfc3339_with_any_offset_or_a_duration_ago() {
+        let now = at("2026-03-01T12:00:00Z");
+        for (text, want) in [
+            ("2026-03-01T09:30:00Z", "2026-03-01T09:30:00Z"),
+            ("2026-03-01T09:30:00", "2026-03-01T09:30:00Z"),
+            ("2026-03-01 09:30:00z", "2026-03-01T09:30:00Z"),
+            ("2026-03-01T10:30:00+01:00", "2026-03-01T09:30:00Z"),
+            ("2026-02-28T23:30:00-10:00", "2026-03-01T09:30:00Z"),
+            ("2026-03-01T09:30:00.250Z", "2026-03-01T09:30:00.250Z"),
+            ("2026-03-01", "2026-03-01T00:00:00Z"),
+            ("2h", "2026-03-01T10:00:00Z"),
+            ("90s", "2026-03-01T11:58:30Z"),
+            ("1day 2h", "2026-02-28T10:00:00Z"),
+            (" 15m ", "2026-03-01T11:45:00Z"),
+        ] {
+            assert_eq!(parse_time(text, now).unwrap(), at(want), "{text}");
+        }
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-03-01T25:00:00Z",
+            "12:00",
+            "-2h",
+        ] {
+            let e = parse_time(bad, now).unwrap_err().to_string();
+            assert!(e.contains("RFC 3339"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn statuses_parse_by_name_and_say_the_choices() {
+        assert_eq!(parse_status("failed"), Ok(Status::Failed));
+        let e = parse_status("done").unwrap_err();
+        assert!(e.contains("sealed, interrupted or failed"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_durations_read_like_a_person_would_say_them() {
+        for (n, want) in [
+            (0, "0B"),
+            (1023, "1023B"),
+            (1536, "1.5KiB"),
+            (12 << 20, "12.0MiB"),
+            (3 << 30, "3.0GiB"),
+        ] {
+            assert_eq!(human_bytes(n), want, "{n}");
+        }
+        assert_eq!(human(Duration::ZERO), "0s");
+        assert_eq!(human(Duration::from_millis(999)), "<1s");
+        assert_eq!(human(Duration::from_secs(725)), "12m5s");
+        assert_eq!(human(Duration::from_secs(2 * 86_400)), "2d");
+    }
+
+    #[test]
+    fn the_table_aligns_columns_and_dashes_what_is_not_known_yet() {
+        let s = |id: &str, who: &str, status: Status, ended: bool| SessionRecord {
+            info: recorder::SessionInfo {
+                session_id: id.into(),
+                identity: who.into(),
+                login: "deploy".into(),
+                route: "prod-db".into(),
+                ..Default::default()
+            },
+            gateway_id: "gw".into(),
+            started_at_ms: 1_772_359_200_000,
+            ended_at_ms: ended.then_some(1_772_359_392_000),
+            duration_ms: ended.then_some(192_000),
+            status,
+            reason: None,
+            bytes: if ended { 2048 } else { 0 },
+            exit_status: ended.then_some(0),
+            prefix: String::new(),
+            meta_key: None,
+        };
+        let out = table(&[
+            s("sess-long-id", "alice@example.com", Status::Sealed, true),
+            s("s2", "bo@x.io", Status::Recording, false),
+        ]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[0].starts_with("ID            START"), "{out}");
+        assert_eq!(
+            lines[1],
+            "sess-long-id  2026-03-01T10:00:00Z  3m12s     alice@example.com  deploy@prod-db  sealed     2.0KiB  0"
+        );
+        assert!(
+            lines[2].starts_with("s2            2026-03-01T10:00:00Z  -  "),
+            "{out}"
+        );
+        assert!(lines[2].ends_with("recording  0B      -"), "{out}");
+    }
+}
