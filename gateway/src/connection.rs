@@ -25,9 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::Error;
-use crate::config::Route;
+use crate::config::{RecordMode, Route};
 use crate::oidc::SignedIn;
-use crate::proxy::{self, ProxiedChannel, UpstreamChannel, WindowSize};
+use crate::proxy::{self, ChannelRecording, ProxiedChannel, UpstreamChannel, WindowSize};
+use crate::recording::{self, SessionSlot, Tap};
 use crate::server::Shared;
 use crate::sign_in::{self, SignIn};
 use crate::upstream::DialContext;
@@ -108,6 +109,13 @@ pub struct Connection {
     /// Moves the unauthenticated connection's deadline (see
     /// `server::serve_connection`) while a sign-in is pending.
     auth_deadline: watch::Sender<tokio::time::Instant>,
+    /// The fingerprint of the key that authenticated, if any.
+    key_fingerprint: Option<String>,
+    /// The connection's recording, started with its first recorded
+    /// channel and sealed when the connection ends.
+    recording: SessionSlot,
+    /// Ends every channel of the session with the line it carries.
+    ender: watch::Sender<Option<String>>,
     authorized: Option<Authorized>,
     channels: HashMap<ChannelId, ProxiedChannel>,
 }
@@ -121,6 +129,8 @@ pub(crate) struct Lifecycle {
     pub auth_deadline: watch::Sender<tokio::time::Instant>,
     /// Cancelled when the client connection ends.
     pub closed: CancellationToken,
+    /// The connection's recording, sealed by the accept-loop task.
+    pub recording: SessionSlot,
 }
 
 impl Connection {
@@ -136,6 +146,7 @@ impl Connection {
             authenticated,
             auth_deadline,
             closed,
+            recording,
         } = lifecycle;
         Connection {
             shared,
@@ -152,6 +163,9 @@ impl Connection {
             proven_key: None,
             sign_in: SignInStage::NotStarted,
             auth_deadline,
+            key_fingerprint: None,
+            recording,
+            ender: watch::Sender::new(None),
             authorized: None,
             channels: HashMap::new(),
         }
@@ -256,6 +270,11 @@ impl Connection {
         session: &mut Session,
         request: ChannelRequest,
     ) -> Result<(), Error> {
+        if let Err(line) = self.start_channel_recording(id, &request) {
+            session.extended_data(id, 1, format!("{line}\r\n").into_bytes())?;
+            session.channel_failure(id)?;
+            return Ok(());
+        }
         let Some(ch) = self.channels.get(&id) else {
             session.channel_failure(id)?;
             return Ok(());
@@ -334,6 +353,7 @@ impl Connection {
                 self.span.record("identity", identity.label());
                 self.span.record("route", auth.route.name.as_str());
                 self.span.record("login", auth.login.as_str());
+                self.key_fingerprint = (!fingerprint.is_empty()).then(|| fingerprint.to_owned());
                 tracing::info!(
                     target: "audit",
                     event = "auth.accepted",
@@ -563,6 +583,144 @@ impl Connection {
             issuer = %sign_in.issuer(),
             reason = %error,
         );
+    }
+
+    /// Starts the connection's recording with its first recorded channel.
+    /// Returns the mode the channel runs in: a best-effort route whose
+    /// recording cannot start runs unrecorded (and the audit log says so);
+    /// a strict one gets the line that refuses the channel.
+    fn ensure_recording(&mut self, mode: RecordMode) -> Result<RecordMode, String> {
+        if mode == RecordMode::Off {
+            return Ok(mode);
+        }
+        let Some(auth) = &self.authorized else {
+            return Ok(RecordMode::Off);
+        };
+        let mut slot = recording::lock(&self.recording);
+        if slot.is_some() {
+            return Ok(mode);
+        }
+        let info = recorder::SessionInfo {
+            session_id: self.id.clone(),
+            identity: auth.identity.label().to_owned(),
+            login: auth.login.clone(),
+            route: auth.route.name.clone(),
+            target: auth.route.target.clone(),
+            client_addr: self.peer.to_string(),
+            client_key_fingerprint: self.key_fingerprint.clone(),
+            cert_serial: None,
+        };
+        match self.shared.recorder().start_session(info) {
+            Ok(session) => {
+                *slot = Some(session);
+                drop(slot);
+                if mode == RecordMode::Strict {
+                    tokio::spawn(
+                        recording::watch_strict(
+                            Arc::clone(&self.recording),
+                            self.shared.config().recording.strict_grace,
+                            self.ender.clone(),
+                            self.closed.clone(),
+                        )
+                        .instrument(self.span.clone()),
+                    );
+                }
+                Ok(mode)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    target: "audit",
+                    event = "recording.unavailable",
+                    session_id = %self.id,
+                    route = %auth.route.name,
+                    mode = mode.as_str(),
+                    reason = %e,
+                );
+                match mode {
+                    RecordMode::Strict => Err(format!(
+                        "gatehouse: recording is unavailable and route {} requires recording",
+                        auth.route.name
+                    )),
+                    _ => Ok(RecordMode::Off),
+                }
+            }
+        }
+    }
+
+    /// Starts recording a channel as its shell, exec or subsystem request
+    /// arrives. `Err` is the line for a strict route that cannot record it.
+    fn start_channel_recording(
+        &self,
+        id: ChannelId,
+        request: &ChannelRequest,
+    ) -> Result<(), String> {
+        let Some(ch) = self.channels.get(&id) else {
+            return Ok(());
+        };
+        if ch.tap.mode() == RecordMode::Off {
+            return Ok(());
+        }
+        let (kind, command) = match request {
+            ChannelRequest::Shell => (recorder::ChannelKind::Shell, None),
+            ChannelRequest::Exec(cmd) => (
+                recorder::ChannelKind::Exec,
+                Some(String::from_utf8_lossy(cmd).into_owned()),
+            ),
+            ChannelRequest::Subsystem(name) => {
+                (recorder::ChannelKind::Subsystem, Some(name.clone()))
+            }
+            _ => return Ok(()),
+        };
+        let term = match &ch.pty {
+            Some((term, size)) => recorder::asciicast::Term {
+                cols: u16::try_from(size.cols).unwrap_or(u16::MAX),
+                rows: u16::try_from(size.rows).unwrap_or(u16::MAX),
+                term_type: Some(term.clone()),
+            },
+            None => recorder::asciicast::Term {
+                cols: 80,
+                rows: 24,
+                term_type: None,
+            },
+        };
+        let record_input = self
+            .authorized
+            .as_ref()
+            .is_some_and(|a| a.route.record_input);
+        let spec = recorder::ChannelSpec {
+            channel: format!("{}", id),
+            kind,
+            command: command.clone(),
+            term,
+            record_input,
+        };
+        let opened = match recording::lock(&self.recording).as_ref() {
+            Some(session) => session.open_channel(spec).map_err(|e| e.to_string()),
+            None => Err("the session's recording did not start".to_owned()),
+        };
+        match opened {
+            Ok(rec) => {
+                ch.tap.start(rec, kind, command.as_deref());
+                Ok(())
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    target: "audit",
+                    event = "recording.unavailable",
+                    session_id = %self.id,
+                    route = %self.route_name(),
+                    mode = ch.tap.mode().as_str(),
+                    reason = %reason,
+                );
+                match ch.tap.mode() {
+                    RecordMode::Strict => Err(format!(
+                        "gatehouse: recording is unavailable and route {} requires recording",
+                        self.route_name()
+                    )),
+                    _ => Ok(()),
+                }
+            }
+        }
     }
 
     fn route_name(&self) -> String {
@@ -809,12 +967,31 @@ impl russh::server::Handler for Connection {
             return Ok(());
         }
         let ctx = self.dial_context(auth);
+        let mode = auth.route.record;
         let id = channel.id();
+        let mode = match self.ensure_recording(mode) {
+            Ok(mode) => mode,
+            Err(line) => {
+                reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: 1,
+                        reason: line,
+                    })
+                    .await;
+                return Ok(());
+            }
+        };
         reply.accept().await;
+        let recording = ChannelRecording {
+            tap: Tap::new(mode, &self.id),
+            ender: self.ender.subscribe(),
+            probe: (mode == RecordMode::Strict).then(|| self.shared.recorder().clone()),
+        };
         let proxied = proxy::start(
             ctx,
             channel,
             session.handle(),
+            recording,
             self.closed.clone(),
             self.span.clone(),
         );
@@ -939,14 +1116,18 @@ impl russh::server::Handler for Connection {
         if !allowed {
             return self.refuse_request(channel, "pty", session);
         }
+        let size = WindowSize {
+            cols: col_width,
+            rows: row_height,
+            pix_width,
+            pix_height,
+        };
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            ch.pty = Some((term.to_owned(), size));
+        }
         let request = ChannelRequest::Pty {
             term: term.to_owned(),
-            size: WindowSize {
-                cols: col_width,
-                rows: row_height,
-                pix_width,
-                pix_height,
-            },
+            size,
             modes: modes.to_vec(),
         };
         self.forward(channel, session, request).await
@@ -1004,6 +1185,7 @@ impl russh::server::Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         if let Some(ch) = self.channels.get(&channel) {
+            ch.tap.resize(col_width, row_height);
             ch.window.send_replace(Some(WindowSize {
                 cols: col_width,
                 rows: row_height,

@@ -110,6 +110,10 @@ pub enum Error {
         /// The email from the ID token.
         email: String,
     },
+    /// Session recording could not be set up (no ed25519 host key to sign
+    /// with, an unusable spool or state database).
+    #[error("recording: {0}")]
+    Recording(String),
     /// The target broke the SSH protocol or closed during setup.
     #[error("target {route} ({target}) failed: {reason}")]
     TargetProtocol {
@@ -141,6 +145,7 @@ impl Error {
             | Error::Mint(_)
             | Error::Io(_)
             | Error::Store { .. }
+            | Error::Recording(_)
             | Error::IdpUnavailable { .. } => Side::Internal,
         }
     }

@@ -17,6 +17,7 @@ mod error;
 pub mod keys;
 pub mod oidc;
 mod proxy;
+mod recording;
 mod server;
 mod sign_in;
 pub mod upstream;

@@ -60,6 +60,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::recording::{self, Tap};
 use crate::upstream::{DialContext, Upstream, connect_target};
 
 /// Bytes one direction of one channel may hold beyond russh's own queue.
@@ -145,6 +146,23 @@ pub struct ProxiedChannel {
     pub signals: mpsc::Sender<Sig>,
     /// Client→target bytes queued for this channel.
     input: Arc<Buffered>,
+    /// The channel's recording.
+    pub tap: Arc<Tap>,
+    /// The terminal the client asked for (pty-req), for the recording's
+    /// header.
+    pub pty: Option<(String, WindowSize)>,
+}
+
+/// What a channel needs from the session's recording.
+pub struct ChannelRecording {
+    /// Feeds the channel's events to its recording.
+    pub tap: Arc<Tap>,
+    /// Set to the line to show when the session must end (a strict route's
+    /// recording was lost; later, policy revocations).
+    pub ender: watch::Receiver<Option<String>>,
+    /// For strict routes: the recorder whose storage must answer before the
+    /// channel may start.
+    pub probe: Option<recorder::Recorder>,
 }
 
 impl ProxiedChannel {
@@ -170,9 +188,11 @@ pub fn start(
     ctx: DialContext,
     channel: Channel<server::Msg>,
     client: server::Handle,
+    recording: ChannelRecording,
     connection: CancellationToken,
     span: tracing::Span,
 ) -> ProxiedChannel {
+    let tap = Arc::clone(&recording.tap);
     let (ready_tx, ready_rx) = oneshot::channel();
     let upstream: UpstreamReady = async move { ready_rx.await.ok().flatten() }
         .boxed()
@@ -188,6 +208,7 @@ pub fn start(
         ready: ready_tx,
         control,
         input: Arc::clone(&input),
+        recording,
     };
     let task = run(ctx, channel, client, wiring, connection, span.clone());
     tokio::spawn(task.instrument(span));
@@ -196,6 +217,8 @@ pub fn start(
         window,
         signals,
         input,
+        tap,
+        pty: None,
     }
 }
 
@@ -207,6 +230,8 @@ struct Wiring {
     control: Control,
     /// The client→target queue, shared with [`ProxiedChannel`].
     input: Arc<Buffered>,
+    /// The channel's recording and the session's end signal.
+    recording: ChannelRecording,
 }
 
 struct Control {
@@ -305,6 +330,7 @@ trait Deliver {
 struct ToTarget {
     up: Arc<UpstreamChannel>,
     tally: Arc<Tally>,
+    tap: Arc<Tap>,
 }
 
 impl Deliver for ToTarget {
@@ -315,6 +341,9 @@ impl Deliver for ToTarget {
                 self.tally
                     .to_target
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if self.tap.input(&data).is_err() {
+                    return false;
+                }
                 w.data_bytes(data).await
             }
             Item::ExtendedData(ext, data, _charge) => {
@@ -337,6 +366,24 @@ struct ToClient<'a> {
     handle: &'a server::Handle,
     id: ChannelId,
     tally: &'a Tally,
+    tap: &'a Tap,
+}
+
+impl ToClient<'_> {
+    /// Records output before it may reach the client. A strict route whose
+    /// recording failed gets the line instead, and the channel ends.
+    async fn recorded(&self, data: &[u8]) -> bool {
+        match self.tap.output(data) {
+            Ok(()) => true,
+            Err(line) => {
+                let _ = self
+                    .client
+                    .extended_data_bytes(1, format!("\r\n{line}\r\n").into_bytes())
+                    .await;
+                false
+            }
+        }
+    }
 }
 
 impl Deliver for ToClient<'_> {
@@ -346,19 +393,21 @@ impl Deliver for ToClient<'_> {
                 self.tally
                     .to_client
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                self.client.data_bytes(data).await.is_ok()
+                self.recorded(&data).await && self.client.data_bytes(data).await.is_ok()
             }
             Item::ExtendedData(ext, data, _charge) => {
                 self.tally
                     .to_client
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                self.client.extended_data_bytes(ext, data).await.is_ok()
+                self.recorded(&data).await
+                    && self.client.extended_data_bytes(ext, data).await.is_ok()
             }
             Item::Eof => self.client.eof().await.is_ok(),
             Item::ExitStatus(status) => {
                 if let Ok(mut s) = self.tally.exit_status.lock() {
                     *s = Some(status);
                 }
+                self.tap.exit(Some(status));
                 self.client.exit_status(status).await.is_ok()
             }
             Item::ExitSignal {
@@ -370,6 +419,7 @@ impl Deliver for ToClient<'_> {
                 if let Ok(mut s) = self.tally.exit_signal.lock() {
                     *s = Some(format!("{signal:?}"));
                 }
+                self.tap.exit(None);
                 self.handle
                     .exit_signal_request(self.id, signal, core_dumped, message, lang)
                     .await
@@ -576,10 +626,36 @@ async fn run(
         ready,
         control: control_rx,
         input: to_target_buffered,
+        recording:
+            ChannelRecording {
+                tap,
+                mut ender,
+                probe,
+            },
     } = wiring;
     let id = channel.id();
     let started = Instant::now();
     let (client_rx, client_tx) = channel.split();
+
+    // A strict route runs recorded or not at all.
+    if let Some(recorder) = &probe
+        && let Err(reason) = recording::probe(recorder).await
+    {
+        let _ = ready.send(None);
+        tracing::warn!(
+            target: "audit",
+            event = "recording.refused",
+            session_id = %ctx.session_id,
+            route = %ctx.route.name,
+            reason = %reason,
+        );
+        let line = format!(
+            "gatehouse: recording storage is unavailable and route {} requires recording",
+            ctx.route.name
+        );
+        refuse_channel(&client_tx, &line).await;
+        return;
+    }
 
     let dialed = tokio::select! {
         dialed = dial(&ctx) => dialed,
@@ -620,6 +696,7 @@ async fn run(
     let to_target = ToTarget {
         up: Arc::clone(&up),
         tally: Arc::clone(&tally),
+        tap: Arc::clone(&tap),
     };
     tasks.spawn(
         async move {
@@ -635,6 +712,7 @@ async fn run(
         handle: &client,
         id,
         tally: &tally,
+        tap: &tap,
     };
     let rules = PumpRules {
         admission: Admission::Wait,
@@ -675,7 +753,18 @@ async fn run(
             }
         }
         () = connection.cancelled() => "connection",
+        // The gateway ends the session (a strict route lost its recording).
+        line = ended(&mut ender) => {
+            tap.marker(&format!("gatehouse.ended {line}"));
+            let _ = client_tx
+                .extended_data_bytes(1, format!("\r\n{line}\r\n").into_bytes())
+                .await;
+            let _ = client_tx.exit_status(255).await;
+            let _ = client_tx.eof().await;
+            "gateway"
+        }
     };
+    tap.finish();
     finish(&ctx, tasks, &up, &client_tx, &upstream).await;
     tracing::info!(
         target: "audit",
@@ -691,6 +780,19 @@ async fn run(
         duration_ms = started.elapsed().as_millis() as u64,
         ended_by,
     );
+}
+
+/// Resolves to the line to show once the session is to end.
+async fn ended(ender: &mut watch::Receiver<Option<String>>) -> String {
+    let line = match ender.wait_for(Option::is_some).await {
+        Ok(line) => line.clone(),
+        Err(_) => None,
+    };
+    match line {
+        Some(line) => line,
+        // The connection is gone; its cancellation ends the channel.
+        None => std::future::pending().await,
+    }
 }
 
 /// Stops the channel's tasks and hangs up the upstream connection.

@@ -22,6 +22,7 @@ use crate::Error;
 use crate::config::Config;
 use crate::connection::{Connection, Lifecycle};
 use crate::keys::{self, UserCa};
+use crate::recording::SessionSlot;
 use crate::sign_in::SignIn;
 
 /// How long live sessions get to end after shutdown is requested.
@@ -37,6 +38,8 @@ pub struct Shared {
     connections: Arc<Semaphore>,
     /// Device-code sign-in, when the `idp` section is configured.
     sign_in: Option<Arc<SignIn>>,
+    /// Records sessions (issue 4).
+    recorder: recorder::Recorder,
 }
 
 impl Shared {
@@ -48,6 +51,11 @@ impl Shared {
     /// The SSH window each client channel is granted when not congested.
     pub fn window_size(&self) -> u32 {
         self.ssh.window_size
+    }
+
+    /// The session recorder.
+    pub(crate) fn recorder(&self) -> &recorder::Recorder {
+        &self.recorder
     }
 
     /// Sign-in through the IdP, if configured.
@@ -72,6 +80,7 @@ pub async fn run(
         .collect::<Result<Vec<_>, _>>()?;
     let ca = Arc::new(UserCa::load(&config.user_ca)?);
     let limits = config.limits.clone();
+    let recorder = open_recorder(&config, &host_keys)?;
     let sign_in = match &config.sign_in {
         Some(c) => Some(Arc::new(SignIn::open(
             c.clone(),
@@ -116,7 +125,22 @@ pub async fn run(
         unauthenticated: Arc::new(Semaphore::new(limits.max_unauthenticated)),
         connections: Arc::new(Semaphore::new(limits.max_connections)),
         sign_in,
+        recorder,
     });
+    {
+        // Seal what an earlier process left in the spool (a crash, a kill)
+        // in the background: new sessions need not wait for uploads.
+        let recorder = shared.recorder.clone();
+        tokio::spawn(async move {
+            let reports = recorder.recover().await;
+            if !reports.is_empty() {
+                tracing::info!(
+                    recovered = reports.len(),
+                    "recovered recordings left by an earlier run"
+                );
+            }
+        });
+    }
     if let Some(sign_in) = &shared.sign_in {
         // Discover the IdP in the background: the gateway serves
         // registered keys and bound logins while the IdP is down, and a
@@ -189,6 +213,28 @@ pub async fn run(
     Ok(())
 }
 
+/// Opens the recorder, signing with the first ed25519 host key: the key
+/// users already trust as the gateway's, so `recordings verify` needs no
+/// new key distribution.
+fn open_recorder(
+    config: &Config,
+    host_keys: &[russh::keys::PrivateKey],
+) -> Result<recorder::Recorder, Error> {
+    let seed = host_keys
+        .iter()
+        .find_map(|k| k.key_data().ed25519().map(|kp| kp.private.to_bytes()))
+        .ok_or_else(|| {
+            Error::Recording(
+                "recordings are signed with an ed25519 host key; add one to host_keys".to_owned(),
+            )
+        })?;
+    let signer = recorder::Ed25519Signer::from_seed(&seed).map_err(|e| {
+        Error::Recording(format!("cannot use the host key to sign recordings: {e}"))
+    })?;
+    recorder::Recorder::open(config.recording.recorder.clone(), Arc::new(signer))
+        .map_err(|e| Error::Recording(format!("cannot open the recorder: {e}")))
+}
+
 fn refuse(peer: SocketAddr, limit: &str) {
     tracing::warn!(target: "audit", event = "connection.refused", peer = %peer, limit, "connection limit reached");
 }
@@ -222,6 +268,7 @@ async fn serve_connection(
         // moves it to cover the device code's lifetime.
         let (auth_deadline, mut deadline) =
             tokio::sync::watch::channel(tokio::time::Instant::now() + auth_timeout);
+        let recording: SessionSlot = Arc::default();
         // Dropped (and so cancelled) when this connection is done, which
         // stops its channels and hangs up their upstream connections.
         let closed = CancellationToken::new();
@@ -236,6 +283,7 @@ async fn serve_connection(
                 authenticated: authenticated.clone(),
                 auth_deadline,
                 closed,
+                recording: Arc::clone(&recording),
             },
         );
         // The version exchange happens inside run_stream; bound it too.
@@ -305,6 +353,13 @@ async fn serve_connection(
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "connection ended with an error");
+        }
+        // Channels stop with the connection; then the recording is sealed.
+        drop(_closed_guard);
+        let session = crate::recording::lock(&recording).take();
+        if let Some(session) = session {
+            let report = session.seal().await;
+            tracing::debug!(status = ?report.status, "recording sealed");
         }
         if authenticated.is_cancelled() {
             tracing::info!(

@@ -1,0 +1,265 @@
+//! The gateway's side of session recording (issue 4): one recorder
+//! session per client connection, one [`Tap`] per channel that feeds the
+//! channel's bytes to it, and the rules of each route's `record` mode.
+//!
+//! The recording format, spool and uploads live in the `recorder` crate,
+//! which knows no SSH; this module translates channel events into its
+//! calls.
+//!
+//! - **Output is recorded before it is forwarded.** The target→client pump
+//!   calls [`Tap::output`] before it writes to the client, so with `strict`
+//!   nothing reaches a user unrecorded: when the recording cannot take the
+//!   bytes, the channel ends with [`RECORDING_LOST`] instead.
+//! - **SFTP and SCP are file operations**, not contents: the `sftp`
+//!   subsystem's packets go through `recorder::SftpTracker`, an `scp -t/-f`
+//!   exec is counted by `recorder::ScpTransfer`.
+//! - **Input** is passed on, and the recorder drops it unless the route
+//!   sets `record_input`.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use recorder::{ChannelKind, ChannelRecorder, FileOp, Recorder, ScpTransfer, SftpTracker};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RecordMode;
+
+/// The line a strict route's user sees when the session's recording can no
+/// longer be stored.
+pub const RECORDING_LOST: &str =
+    "gatehouse: session ended: the recording can no longer be stored and this route requires it";
+
+/// How long a strict route waits for the storage probe before refusing.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection's recorder session, shared by its channels; sealed when the
+/// connection ends (see `server::serve_connection`).
+pub type SessionSlot = Arc<Mutex<Option<recorder::Session>>>;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether storage answers, for a strict route about to start a session.
+pub(crate) async fn probe(recorder: &Recorder) -> Result<(), String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, recorder.probe_storage()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "storage did not answer within {}s",
+            PROBE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// How a channel's bytes are turned into recording events.
+enum Content {
+    /// Terminal output (and input): `o` and `i` events.
+    Terminal,
+    /// SFTP packets: file operations only.
+    Sftp(Box<SftpTracker>, Vec<FileOp>),
+    /// A legacy `scp -t/-f` exec: one file operation with byte counts.
+    Scp(ScpTransfer),
+}
+
+enum State {
+    /// The channel has not started (no shell, exec or subsystem yet), or
+    /// the route does not record.
+    Idle,
+    Recording(Box<ChannelRecorder>, Content),
+    /// Recording stopped after an error (best effort: the channel runs on
+    /// unrecorded; the audit log says so).
+    Stopped,
+}
+
+/// Records one channel. Shared by the pumps of both directions and the
+/// handler callbacks; every call is a short synchronous spool write.
+pub struct Tap {
+    state: Mutex<State>,
+    mode: RecordMode,
+    session_id: String,
+}
+
+impl Tap {
+    /// A tap for a channel of a route recorded in `mode`.
+    pub fn new(mode: RecordMode, session_id: &str) -> Arc<Tap> {
+        Arc::new(Tap {
+            state: Mutex::new(State::Idle),
+            mode,
+            session_id: session_id.to_owned(),
+        })
+    }
+
+    /// The route's record mode.
+    pub fn mode(&self) -> RecordMode {
+        self.mode
+    }
+
+    /// Starts recording the channel, when its shell, exec or subsystem
+    /// request arrives.
+    pub fn start(&self, recorder: ChannelRecorder, spec_kind: ChannelKind, command: Option<&str>) {
+        let content = match (spec_kind, command) {
+            (ChannelKind::Subsystem, Some("sftp")) => {
+                Content::Sftp(Box::new(SftpTracker::new()), Vec::new())
+            }
+            (ChannelKind::Exec, Some(cmd)) => match ScpTransfer::from_command(cmd) {
+                Some(scp) => Content::Scp(scp),
+                None => Content::Terminal,
+            },
+            _ => Content::Terminal,
+        };
+        let mut recorder = Box::new(recorder);
+        if let Err(e) = recorder.marker("gatehouse.session.start") {
+            tracing::warn!(session_id = %self.session_id, error = %e, "recording marker failed");
+        }
+        *lock(&self.state) = State::Recording(recorder, content);
+    }
+
+    /// Records output from the target. `Err` carries the line to show when
+    /// a strict route must end the channel instead of forwarding.
+    pub fn output(&self, data: &[u8]) -> Result<(), &'static str> {
+        self.record(|rec, content| match content {
+            Content::Terminal => rec.output(data),
+            Content::Sftp(tracker, ops) => {
+                tracker.server_data(data, ops);
+                write_ops(rec, ops)
+            }
+            Content::Scp(scp) => {
+                scp.server_data(data.len());
+                Ok(())
+            }
+        })
+    }
+
+    /// Records input from the client (dropped by the recorder unless the
+    /// route records input).
+    pub fn input(&self, data: &[u8]) -> Result<(), &'static str> {
+        self.record(|rec, content| match content {
+            Content::Terminal => rec.input(data),
+            Content::Sftp(tracker, ops) => {
+                tracker.client_data(data, ops);
+                write_ops(rec, ops)
+            }
+            Content::Scp(scp) => {
+                scp.client_data(data.len());
+                Ok(())
+            }
+        })
+    }
+
+    /// Records a terminal resize.
+    pub fn resize(&self, cols: u32, rows: u32) {
+        let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+        let _ = self.record(|rec, _| rec.resize(clamp(cols), clamp(rows)));
+    }
+
+    /// Records a marker such as a policy event.
+    pub fn marker(&self, label: &str) {
+        let _ = self.record(|rec, _| rec.marker(label));
+    }
+
+    /// Records the exit status (a signal is recorded as -1).
+    pub fn exit(&self, status: Option<u32>) {
+        let _ = self.record(|rec, content| {
+            if let Content::Scp(scp) = content {
+                rec.file_op(&scp.finish(status))?;
+            }
+            rec.exit(status.map(i64::from).unwrap_or(-1))
+        });
+    }
+
+    /// Ends the channel's recording: open SFTP handles are reported, the
+    /// spool is marked complete.
+    pub fn finish(&self) {
+        let state = std::mem::replace(&mut *lock(&self.state), State::Stopped);
+        if let State::Recording(mut rec, content) = state {
+            if let Content::Sftp(mut tracker, mut ops) = content {
+                tracker.finish(&mut ops);
+                let _ = write_ops(&mut rec, &mut ops);
+            }
+            if let Err(e) = rec.close() {
+                tracing::warn!(session_id = %self.session_id, error = %e, "closing a channel recording failed");
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        f: impl FnOnce(&mut ChannelRecorder, &mut Content) -> recorder::Result<()>,
+    ) -> Result<(), &'static str> {
+        let mut state = lock(&self.state);
+        let State::Recording(rec, content) = &mut *state else {
+            return match (&*state, self.mode) {
+                // A strict channel whose recording stopped forwards nothing.
+                (State::Stopped, RecordMode::Strict) => Err(RECORDING_LOST),
+                _ => Ok(()),
+            };
+        };
+        let Err(e) = f(rec, content) else {
+            return Ok(());
+        };
+        *state = State::Stopped;
+        tracing::warn!(
+            target: "audit",
+            event = "recording.stopped",
+            session_id = %self.session_id,
+            mode = self.mode.as_str(),
+            reason = %e,
+        );
+        match self.mode {
+            RecordMode::Strict => Err(RECORDING_LOST),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn write_ops(rec: &mut ChannelRecorder, ops: &mut Vec<FileOp>) -> recorder::Result<()> {
+    for op in ops.drain(..) {
+        rec.file_op(&op)?;
+    }
+    Ok(())
+}
+
+/// Watches a strict route's recording while the session lives: once
+/// uploads have failed for longer than `grace` (the spool still has
+/// everything, but storage is gone), the session is ended with
+/// [`RECORDING_LOST`] through `ender`.
+pub(crate) async fn watch_strict(
+    slot: SessionSlot,
+    grace: Duration,
+    ender: watch::Sender<Option<String>>,
+    closed: CancellationToken,
+) {
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            () = closed.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let health = match lock(&slot).as_ref() {
+            Some(session) => session.health(),
+            None => return,
+        };
+        let lost = if let Some(reason) = &health.failure {
+            Some(reason.clone())
+        } else if let Some(error) = &health.last_upload_error {
+            let since = *failing_since.get_or_insert_with(Instant::now);
+            (since.elapsed() >= grace).then(|| error.clone())
+        } else {
+            failing_since = None;
+            None
+        };
+        if let Some(reason) = lost {
+            tracing::warn!(
+                target: "audit",
+                event = "recording.lost",
+                mode = "strict",
+                reason = %reason,
+                "ending a strict session whose recording can no longer be stored",
+            );
+            ender.send_replace(Some(RECORDING_LOST.to_owned()));
+            return;
+        }
+    }
+}
