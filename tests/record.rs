@@ -89,6 +89,20 @@ fn exec_output_and_exit_code_are_recorded_and_sealed() {
     let events = events(&catalog, &rec.info.session_id);
     assert!(output(&events).contains("recorded-42"), "{events:?}");
     assert!(events.contains(&Event::Exit(3)), "{events:?}");
+    // The header names the certificate the target saw.
+    let cast = runtime()
+        .block_on(catalog.cast(&rec.info.session_id, None))
+        .unwrap();
+    let serial = cast
+        .header
+        .gatehouse
+        .as_ref()
+        .and_then(|g| g.cert_serial)
+        .unwrap();
+    assert!(
+        gw.log().contains(&format!("cert_serial={serial}")),
+        "serial {serial} not in the audit log"
+    );
     let (_, channels) = catalog.show(&rec.info.session_id).unwrap().unwrap();
     assert_eq!(channels.len(), 1);
     assert_eq!(channels[0].kind, "exec");

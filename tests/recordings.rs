@@ -46,6 +46,7 @@ fn channel(name: &str, kind: ChannelKind, command: Option<&str>) -> ChannelSpec 
             term_type: Some("xterm-256color".into()),
         },
         record_input: false,
+        cert_serial: None,
     }
 }
 

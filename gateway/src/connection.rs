@@ -270,11 +270,6 @@ impl Connection {
         session: &mut Session,
         request: ChannelRequest,
     ) -> Result<(), Error> {
-        if let Err(line) = self.start_channel_recording(id, &request) {
-            session.extended_data(id, 1, format!("{line}\r\n").into_bytes())?;
-            session.channel_failure(id)?;
-            return Ok(());
-        }
         let Some(ch) = self.channels.get(&id) else {
             session.channel_failure(id)?;
             return Ok(());
@@ -284,6 +279,11 @@ impl Connection {
         let Some(up) = ready.await else {
             return Ok(());
         };
+        if let Err(line) = self.start_channel_recording(id, &request, up.cert_serial) {
+            session.extended_data(id, 1, format!("{line}\r\n").into_bytes())?;
+            session.channel_failure(id)?;
+            return Ok(());
+        }
         let reply = up.expect_reply();
         let ok = match request.send(&up).await {
             Ok(()) => matches!(
@@ -653,6 +653,7 @@ impl Connection {
         &self,
         id: ChannelId,
         request: &ChannelRequest,
+        cert_serial: u64,
     ) -> Result<(), String> {
         let Some(ch) = self.channels.get(&id) else {
             return Ok(());
@@ -693,6 +694,7 @@ impl Connection {
             command: command.clone(),
             term,
             record_input,
+            cert_serial: Some(cert_serial),
         };
         let opened = match recording::lock(&self.recording).as_ref() {
             Some(session) => session.open_channel(spec).map_err(|e| e.to_string()),

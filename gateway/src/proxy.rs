@@ -92,6 +92,8 @@ pub struct UpstreamChannel {
     /// Replies the target still owes, oldest first. RFC 4254 §5.4 answers
     /// channel requests in order, so a queue pairs them up.
     replies: Mutex<VecDeque<oneshot::Sender<bool>>>,
+    /// The serial of the certificate this channel's upstream login used.
+    pub cert_serial: u64,
 }
 
 impl UpstreamChannel {
@@ -675,6 +677,7 @@ async fn run(
     let up = Arc::new(UpstreamChannel {
         write: up_tx,
         replies: Mutex::new(VecDeque::new()),
+        cert_serial,
     });
     let _ = ready.send(Some(Arc::clone(&up)));
 

@@ -138,6 +138,10 @@ pub struct ChannelSpec {
     pub term: Term,
     /// Record input events (the route's `record_input`); off by default because keystrokes hold passwords.
     pub record_input: bool,
+    /// Serial of the certificate minted for this channel's target login
+    /// (the gateway mints one per channel); falls back to the session's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_serial: Option<u64>,
 }
 
 /// The outcome of sealing one session, also returned by recovery.
@@ -444,7 +448,7 @@ impl Session {
                 target: info.target.clone(),
                 client_addr: info.client_addr.clone(),
                 client_key_fingerprint: info.client_key_fingerprint.clone(),
-                cert_serial: info.cert_serial,
+                cert_serial: spec.cert_serial.or(info.cert_serial),
                 gateway_id: inner.config.gateway_id.clone(),
                 channel: spec.channel.clone(),
                 kind: spec.kind.as_str().into(),

@@ -60,6 +60,7 @@ fn shell(channel: &str, record_input: bool) -> ChannelSpec {
             term_type: Some("xterm-256color".into()),
         },
         record_input,
+        cert_serial: None,
     }
 }
 
