@@ -2,7 +2,8 @@
 """Gatehouse benchmark: direct OpenSSH vs `ssh -J` vs the gatehouse gateway.
 
 Run as root: python3 bench/run.py [--gatehouse PATH] [--quick] [--out DIR]
-                 [--only throughput,echo,connect,memory] [--kex ALG] [--ciphers C1,C2]
+                 [--only throughput,echo,connect,memory,recording] [--kex ALG]
+                 [--ciphers C1,C2]
 See bench/README.md for what each number means. Stdlib only.
 """
 import argparse
@@ -25,13 +26,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 USER = "ghbench"
-ROUTE = "target"
+ROUTE = "target"          # records (best_effort, the default)
+NOREC_ROUTE = "norec"     # the same target with `record: off`
 MiB = 1 << 20
 CIPHERS = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
 PATHS = ["direct", "jump", "gatehouse"]
 LABEL = {"direct": "direct", "jump": "ssh -J", "gatehouse": "gatehouse",
          "bound": "gatehouse, signed-in key"}
-STEPS = ["throughput", "echo", "connect", "memory"]
+STEPS = ["throughput", "echo", "connect", "memory", "recording"]
+GiB = 1 << 30
 
 
 class BenchError(Exception):
@@ -156,6 +159,8 @@ class Env:
         self.issuer = None         # the dev IdP's issuer, once started
         self.idp_error = None      # why the bound-key row is missing
         self.person_bound = False  # person_key has a login binding
+        self.gw_state = self.tmp / "gw" / "state"
+        self.recording_yaml = ""   # a `recording:` section; "" = defaults
 
     # -- setup --
     def setup(self):
@@ -275,7 +280,7 @@ AllowTcpForwarding yes
 
     def start_gateway(self):
         t, gw = self.tmp, self.tmp / "gw"
-        (gw / "state").mkdir(parents=True, mode=0o755, exist_ok=True)
+        self.gw_state.mkdir(parents=True, mode=0o755, exist_ok=True)
         q = json.dumps  # a JSON string is a valid YAML double-quoted scalar
         client_key = " ".join((t / "client_key.pub").read_text().split()[:2])
         host_key = " ".join((t / "target/host_ed25519.pub").read_text().split()[:2])
@@ -283,8 +288,8 @@ AllowTcpForwarding yes
 listen: 127.0.0.1:0
 host_keys: [{q(str(gw / 'host_ed25519'))}]
 user_ca: {q(str(t / 'gw_user_ca'))}
-state_dir: {q(str(gw / 'state'))}
-{self.idp_section()}identities:
+state_dir: {q(str(self.gw_state))}
+{self.recording_yaml}{self.idp_section()}identities:
   - name: bench
     email: bench@example.com
     groups: [bench]
@@ -298,6 +303,14 @@ routes:
     allow:
       groups: [bench, sre]
     permit: [pty]
+  - name: {NOREC_ROUTE}
+    target: 127.0.0.1:{self.target_port}
+    logins: [{USER}]
+    host_key: {q(host_key)}
+    allow:
+      groups: [bench, sre]
+    permit: [pty]
+    record: "off"
 """)
         self.gw_stderr = gw / "stderr"
         err = open(self.gw_stderr, "wb")
@@ -403,8 +416,9 @@ routes:
             self.configs[key] = path
         return self.configs[key]
 
-    def ssh(self, path, cipher=None, tty=False):
-        """argv prefix for an ssh client over `path`; append the command."""
+    def ssh(self, path, cipher=None, tty=False, route=ROUTE):
+        """argv prefix for an ssh client over `path`; append the command.
+        `route` picks the gateway route (ROUTE records, NOREC_ROUTE not)."""
         if path == "bound":
             self.sign_in_person()
             argv = ["ssh", "-F", str(self.ssh_config(False, cipher)), "-i",
@@ -415,7 +429,7 @@ routes:
             self.check_gateway()
             # The gateway authenticates the registered plain key, no cert.
             argv = ["ssh", "-F", str(self.ssh_config(False, cipher)), "-p", str(self.gw_port),
-                    f"{USER}@{ROUTE}@127.0.0.1"]
+                    f"{USER}@{route}@127.0.0.1"]
         else:
             argv = ["ssh", "-F", str(self.ssh_config(True, cipher)), "-p", str(self.target_port)]
             if path == "jump":
@@ -496,9 +510,11 @@ def transfer_budget(mib):
     return 30 + mib / 5  # seconds; generous even for a 5 MiB/s path
 
 
-def download(env, path, cipher, mib):
-    """MiB/s from the first received byte to EOF, excluding connection setup."""
-    c = Client(env.ssh(path, cipher) + [f"head -c {mib * MiB} /dev/zero"], stdin=subprocess.DEVNULL)
+def download(env, path, cipher, mib, command=None, route=ROUTE):
+    """MiB/s from the first received byte to EOF, excluding connection setup.
+    `command` must print exactly `mib` MiB (default: zeros)."""
+    command = command or f"head -c {mib * MiB} /dev/zero"
+    c = Client(env.ssh(path, cipher, route=route) + [command], stdin=subprocess.DEVNULL)
     null = os.open("/dev/null", os.O_WRONLY)
     try:
         # On 2 cores a Python reader copying every byte steals CPU from ssh;
@@ -614,10 +630,11 @@ def connect(env, path, n):
             "client_kex": kex, "client_cipher": ciphers}
 
 
-def memory(env, path, m):
+def memory(env, path, m, route=ROUTE):
     """Memory growth per idle interactive session of the server that
     terminates the client's connection, plus target sshd cost as context."""
-    run(env.ssh(path) + ["true"], timeout=30)  # warm lazily-initialised state
+    ssh = lambda **kw: env.ssh(path, route=route, **kw)
+    run(ssh() + ["true"], timeout=30)  # warm lazily-initialised state
     # Sessions of earlier steps may still be tearing down; they would skew
     # the baseline. Wait until none are left or the count holds still for
     # 2 s; what remains is reported, since a leak is a finding in itself.
@@ -630,14 +647,14 @@ def memory(env, path, m):
     time.sleep(0.5)
     if path == "gatehouse":
         env.restart_gateway()
-        run(env.ssh(path) + ["true"], timeout=30)  # warm the fresh process
+        run(ssh() + ["true"], timeout=30)  # warm the fresh process
         time.sleep(0.5)
     front = {"direct": env.target_proc, "jump": env.jump_proc, "gatehouse": env.gw}[path]
     before, tgt_before = tree_mem(front.pid), tree_mem(env.target_proc.pid)
     clients = []
     try:
         for i in range(m):
-            clients.append(Client(env.ssh(path, tty=True) + ["sleep 600"]))
+            clients.append(Client(ssh(tty=True) + ["sleep 600"]))
             if i % 10 == 9:
                 time.sleep(0.3)  # don't trip MaxStartups-style throttling
         # Established once every session's `sleep` runs on the target.
@@ -664,6 +681,358 @@ def memory(env, path, m):
            "lingering_processes_before": lingering}
     if path == "direct":  # the front end *is* the target
         res["target_pss_kib"] = res["front_pss_kib"]
+    return res
+
+
+# ---------------------------------------------------------------- recording (issue 4)
+
+def proc_cpu_s(pid):
+    """utime + stime of a process (all its threads), in seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    f = stat[stat.rindex(")") + 2:].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sessions_index(env):
+    """The gateway's session index: one dict per session (newest first)."""
+    out = run([env.gatehouse, "sessions", "list", "--config", env.tmp / "gatehouse.yaml",
+               "--json"], timeout=30)
+    return [json.loads(l) for l in out.splitlines() if l.strip()]
+
+
+def wait_sealed(env, known, n=1, timeout=180):
+    """Waits until `n` sessions not in `known` (ids) have ended recording
+    (sealed, interrupted or failed) and returns them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        new = [s for s in sessions_index(env) if s["session_id"] not in known]
+        done = [s for s in new if s["status"] in ("sealed", "interrupted", "failed")]
+        if len(done) >= n and len(done) == len(new):
+            return done
+        if time.monotonic() > deadline:
+            raise BenchError(f"recordings not sealed after {timeout}s: "
+                             + ", ".join(f"{s['session_id']}={s['status']}" for s in new))
+        time.sleep(0.25)
+
+
+def stored_sizes(env, session):
+    """Bytes in file storage for one sealed session: the sealed .cast.zst
+    objects, the .part segments, meta.json, and meta's own byte counts."""
+    root = env.gw_state / "recordings" / session["prefix"]
+    sizes = {"sealed_bytes": 0, "segment_bytes": 0, "meta_bytes": 0, "segments": 0}
+    for f in root.rglob("*"):
+        if f.name.endswith(".cast.zst"):
+            sizes["sealed_bytes"] += f.stat().st_size
+        elif f.name.endswith(".part"):
+            sizes["segment_bytes"] += f.stat().st_size
+            sizes["segments"] += 1
+        elif f.name == "meta.json":
+            sizes["meta_bytes"] += f.stat().st_size
+    meta = json.loads((root / "meta.json").read_text())["meta"]
+    sizes["output_bytes"] = sum(c["output_bytes"] for c in meta["channels"])
+    sizes["cast_bytes"] = sum(c["cast_bytes"] for c in meta["channels"])
+    return sizes
+
+
+def make_payloads(env, mib):
+    """Two files of exactly `mib` MiB the target cats: random bytes (worst
+    case for the recorder's UTF-8 decoder and JSON escaping) and base64 text
+    in 100-column lines (plain terminal-like text). Pre-generated, so the
+    transfers cost the target sshd no generation CPU."""
+    import base64
+    files = {}
+    rnd = env.tmp / "payload_random"
+    with open(rnd, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(MiB))
+    txt = env.tmp / "payload_text"
+    with open(rnd, "rb") as src, open(txt, "wb") as f:
+        left = mib * MiB
+        while left:
+            lines = base64.b64encode(src.read(75 * 1000))  # 100 chars per 75 bytes
+            chunk = b"\n".join(lines[i:i + 100] for i in range(0, len(lines), 100)) + b"\n"
+            chunk = chunk[:left]
+            f.write(chunk)
+            left -= len(chunk)
+            if not chunk:
+                src.seek(0)
+    for p in (rnd, txt):
+        os.chmod(p, 0o644)
+    return {"random": rnd, "text": txt}
+
+
+def rec_throughput(env, mib, reps):
+    """Download `mib` MiB through the recorded route and the `norec` route,
+    alternating, for each workload: MiB/s plus the gateway's CPU seconds per
+    GiB, counted from before the session until its recording is sealed."""
+    files = make_payloads(env, mib)
+    cipher = CIPHERS[0]
+    out = {}
+    for wl, path in files.items():
+        runs = {"on": [], "off": []}
+        for _ in range(reps):
+            for mode, route in (("on", ROUTE), ("off", NOREC_ROUTE)):
+                env.check_gateway()
+                known = {s["session_id"] for s in sessions_index(env)}
+                time.sleep(0.3)
+                cpu0 = proc_cpu_s(env.gw.pid)
+                mibps = download(env, "gatehouse", cipher, mib, f"cat {path}", route)
+                cpu1 = proc_cpu_s(env.gw.pid)
+                r = {"mibps": mibps, "cpu_transfer_s": cpu1 - cpu0}
+                if mode == "on":
+                    s = wait_sealed(env, known)[0]
+                    if s["status"] != "sealed":
+                        raise BenchError(f"recording {s['session_id']} is {s['status']}: "
+                                         f"{s.get('reason')}")
+                    r["cpu_s"] = proc_cpu_s(env.gw.pid) - cpu0
+                    r["stored"] = stored_sizes(env, s)
+                else:  # the same settle time as a quick seal, so teardown counts
+                    time.sleep(1)
+                    r["cpu_s"] = proc_cpu_s(env.gw.pid) - cpu0
+                runs[mode].append(r)
+        res = {"mib": mib, "cipher": cipher, "runs": runs}
+        for mode in ("on", "off"):
+            res[f"{mode}_mibps"] = statistics.median(r["mibps"] for r in runs[mode])
+            res[f"{mode}_cpu_s_per_gib"] = statistics.median(r["cpu_s"] for r in runs[mode]) * GiB / (mib * MiB)
+            res[f"{mode}_cpu_transfer_s_per_gib"] = statistics.median(
+                r["cpu_transfer_s"] for r in runs[mode]) * GiB / (mib * MiB)
+        res["ratio"] = res["on_mibps"] / res["off_mibps"]
+        res["cpu_overhead_pct"] = 100 * (res["on_cpu_s_per_gib"] / res["off_cpu_s_per_gib"] - 1)
+        res["cpu_transfer_overhead_pct"] = 100 * (res["on_cpu_transfer_s_per_gib"]
+                                                  / res["off_cpu_transfer_s_per_gib"] - 1)
+        st = runs["on"][0]["stored"]
+        res["stored_over_raw"] = (st["sealed_bytes"]) / st["output_bytes"]
+        out[wl] = res
+    for p in files.values():
+        p.unlink()
+    return out
+
+
+TEXT_SESSION = ("find /usr /etc /var/lib -ls 2>/dev/null; "
+                "ls -laR --color=always /usr 2>/dev/null; echo GH_DONE")
+
+
+def rec_stored(env):
+    """A terminal session (pty) printing tens of MiB of directory listings;
+    once sealed, the sealed .cast.zst bytes vs the raw bytes the client got."""
+    known = {s["session_id"] for s in sessions_index(env)}
+    c = Client(env.ssh("gatehouse", tty=True) + [TEXT_SESSION])
+    null = os.open("/dev/null", os.O_WRONLY)
+    try:
+        got, deadline = 0, time.monotonic() + 300
+        while True:
+            r, _, _ = select.select([c.out], [], [], max(0, deadline - time.monotonic()))
+            if not r:
+                raise BenchError(f"text session timed out after {got} bytes; {c.stderr()}")
+            n = os.splice(c.out, null, MiB)
+            if n == 0:
+                break
+            got += n
+        if c.p.wait(timeout=15) != 0:
+            raise BenchError(f"text session failed; {c.stderr()}")
+    finally:
+        os.close(null)
+        c.close()
+    s = wait_sealed(env, known)[0]
+    if s["status"] != "sealed":
+        raise BenchError(f"recording {s['session_id']} is {s['status']}: {s.get('reason')}")
+    st = stored_sizes(env, s)
+    return {"command": TEXT_SESSION, "client_bytes": got, **st,
+            "sealed_over_raw": st["sealed_bytes"] / st["output_bytes"],
+            "cast_over_raw": st["cast_bytes"] / st["output_bytes"],
+            "segments_over_raw": st["segment_bytes"] / st["output_bytes"],
+            "at_rest_over_raw": (st["sealed_bytes"] + st["segment_bytes"] + st["meta_bytes"])
+            / st["output_bytes"]}
+
+
+class S3Server:
+    """SeaweedFS `weed mini` on loopback (as sshd-test/src/s3.rs): every
+    port free, its own data dir, one identity; stopped by its Popen handle."""
+    AK, SK, REGION = "gatehouse-bench", "gatehouse-bench-secret-key", "us-east-1"
+    FLAGS = ["s3.port", "s3.port.grpc", "master.port", "master.port.grpc", "volume.port",
+             "volume.port.grpc", "filer.port", "filer.port.grpc", "admin.port", "admin.port.grpc"]
+
+    def __init__(self, tmp, bucket="bench"):
+        self.dir, self.bucket, self.p, self.err = Path(tmp) / "s3", bucket, None, None
+        (self.dir / "data").mkdir(parents=True)
+        (self.dir / "s3.json").write_text(json.dumps({"identities": [{
+            "name": "gatehouse", "credentials": [{"accessKey": self.AK, "secretKey": self.SK}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        self.credentials = self.dir / "credentials"
+        self.credentials.write_text(f"[default]\naws_access_key_id = {self.AK}\n"
+                                    f"aws_secret_access_key = {self.SK}\n")
+
+    def start(self):
+        if not shutil.which("weed"):
+            raise BenchError("weed (SeaweedFS) not on PATH: run dev/install-deps")
+        fails = []
+        for attempt in range(3):
+            ports = set()
+            while len(ports) < len(self.FLAGS):
+                ports.add(free_port())
+            ports = dict(zip(self.FLAGS, ports))
+            self.port = ports["s3.port"]
+            self.err = open(self.dir / f"weed.{attempt}.log", "wb")
+            argv = ["weed", "mini", f"-dir={self.dir / 'data'}", f"-s3.config={self.dir / 's3.json'}",
+                    "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                    *[f"-{k}={v}" for k, v in ports.items()],
+                    "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0",
+                    "-s3.port.lance=0", "-master.telemetry=false"]
+            self.p = subprocess.Popen(argv, cwd=self.dir, stdin=subprocess.DEVNULL,
+                                      stdout=self.err, stderr=self.err, start_new_session=True)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and self.p.poll() is None:
+                # Creating the bucket needs S3, the filer and a good signature.
+                if self.request("PUT", f"/{self.bucket}")[0] in (200, 409):
+                    return
+                time.sleep(0.1)
+            fails.append(f"attempt {attempt + 1}:\n{tail(self.dir / f'weed.{attempt}.log')}")
+            self.stop()
+        raise BenchError("weed mini did not become ready:\n" + "\n".join(fails))
+
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(self, method, path):
+        """(HTTP status, body bytes) of a SigV4-signed request made by curl."""
+        r = subprocess.run(["curl", "-s", "-X", method, "--max-time", "5",
+                            "--aws-sigv4", f"aws:amz:{self.REGION}:s3",
+                            "--user", f"{self.AK}:{self.SK}", "-w", "\n%{http_code}",
+                            self.endpoint() + path], capture_output=True)
+        body, _, code = r.stdout.rpartition(b"\n")
+        try:
+            return int(code), body
+        except ValueError:
+            return 0, body
+
+    def list_keys(self, prefix):
+        import urllib.parse
+        keys, token = [], None
+        while True:
+            q = f"list-type=2&prefix={urllib.parse.quote(prefix, safe='')}"
+            if token:
+                q += f"&continuation-token={urllib.parse.quote(token, safe='')}"
+            code, body = self.request("GET", f"/{self.bucket}?{q}")
+            if code != 200:
+                raise BenchError(f"S3 list gave {code}: {body[:300]!r}")
+            text = body.decode()
+            keys += [html_unescape(k) for k in re.findall(r"<Key>(.*?)</Key>", text)]
+            m = re.search(r"<NextContinuationToken>(.*?)</NextContinuationToken>", text)
+            if "<IsTruncated>true</IsTruncated>" not in text or not m:
+                return keys
+            token = html_unescape(m.group(1))
+
+    def get(self, key):
+        import urllib.parse
+        code, body = self.request("GET", f"/{self.bucket}/{urllib.parse.quote(key)}")
+        if code != 200:
+            raise BenchError(f"S3 get {key} gave {code}")
+        return body
+
+    def stop(self):
+        if self.p is not None:
+            kill_tree(self.p, grace=5)
+            self.p = None
+        if self.err:
+            self.err.close()
+            self.err = None
+
+
+def html_unescape(s):
+    import html
+    return html.unescape(s)
+
+
+def lag_run(env, s3, prefix, interval, seconds, period=0.2, poll=0.1):
+    """One session printing a numbered marker every `period` s for `seconds`
+    s through a gateway that records to s3://bucket/prefix. A poller lists
+    the prefix every `poll` s; each new .part segment is fetched and the time
+    of the listing that first showed it is when its markers became durable.
+    Returns the lags (durable - received by the client) in seconds."""
+    env.gw_state = env.tmp / "gw" / f"state-{prefix}"
+    env.recording_yaml = (f"recording:\n  storage: s3://{s3.bucket}/{prefix}\n"
+                          f"  s3_endpoint: {s3.endpoint()}\n  s3_region: {s3.REGION}\n"
+                          f"  s3_credentials_file: {json.dumps(str(s3.credentials))}\n"
+                          f"  segment_interval: {interval}\n")
+    env.restart_gateway()
+    n = int(seconds / period)
+    received, durable, seen, stop = {}, {}, set(), threading.Event()
+    errors = []
+
+    def poller():
+        try:
+            while not stop.is_set():
+                t0 = time.monotonic()
+                keys = s3.list_keys(prefix + "/")
+                t_seen = time.monotonic()
+                for k in keys:
+                    if k.endswith(".part") and k not in seen:
+                        seen.add(k)
+                        for m in re.findall(rb"GHMARK(\d{5})", s3.get(k)):
+                            durable.setdefault(int(m), t_seen)
+                stop.wait(max(0, poll - (time.monotonic() - t0)))
+        except Exception as e:  # reported by the caller
+            errors.append(e)
+
+    th = threading.Thread(target=poller, daemon=True)
+    th.start()
+    cmd = f"for i in $(seq 1 {n}); do printf 'GHMARK%05d\\n' $i; sleep {period}; done"
+    c = Client(env.ssh("gatehouse") + [cmd])
+    try:
+        deadline = time.monotonic() + seconds * 3 + 30
+        while len(received) < n:
+            line = c.read_until(b"\n", deadline)
+            m = re.search(rb"GHMARK(\d{5})", line)
+            if m:
+                received.setdefault(int(m.group(1)), time.monotonic())
+        c.p.wait(timeout=15)
+    finally:
+        c.close()
+    deadline = time.monotonic() + 90  # the last markers arrive with the seal
+    while len(durable) < n and time.monotonic() < deadline and not errors and th.is_alive():
+        time.sleep(0.1)
+    stop.set()
+    th.join(timeout=15)
+    if errors:
+        raise BenchError(f"S3 poller failed: {errors[0]}")
+    missing = [i for i in received if i not in durable]
+    if missing:
+        raise BenchError(f"{len(missing)} of {n} markers never appeared in S3 "
+                         f"({len(seen)} segments seen)")
+    lags = sorted(durable[i] - received[i] for i in received)
+    return {"segment_interval": interval, "markers": n, "segments_seen": len(seen),
+            "poll_s": poll, "p50_s": pct(lags, 0.5), "p99_s": pct(lags, 0.99),
+            "max_s": lags[-1], "min_s": lags[0]}
+
+
+def rec_lag(env, intervals, seconds):
+    s3 = S3Server(env.tmp)
+    saved = env.gw_state, env.recording_yaml
+    try:
+        s3.start()
+        return {iv: lag_run(env, s3, f"lag-{iv}", iv, seconds) for iv in intervals}
+    finally:
+        env.gw_state, env.recording_yaml = saved
+        try:
+            if env.gw is not None:
+                env.restart_gateway()
+        finally:
+            s3.stop()
+
+
+def recording(env, cell, mib, reps, idle, lag_seconds):
+    """Issue 4: recording on (route `target`) vs off (route `norec`)."""
+    res = {"throughput": cell("recording throughput", rec_throughput, env, mib, reps),
+           "stored": cell("recording stored bytes", rec_stored, env), "memory": {}}
+    for mode, route in (("on", ROUTE), ("off", NOREC_ROUTE)):
+        known = {s["session_id"] for s in sessions_index(env)}
+        res["memory"][mode] = m = cell(f"recording memory {mode}", memory, env, "gatehouse",
+                                       idle, route)
+        if "error" not in m:  # were the idle sessions really recorded (or not)?
+            time.sleep(2)
+            m["recordings"] = len([s for s in sessions_index(env) if s["session_id"] not in known])
+    res.update({
+           "lag": cell("recording lag to S3", rec_lag, env, ["5s", "1s"], lag_seconds)})
     return res
 
 
@@ -770,6 +1139,62 @@ def render(info, res, errors, args):
     return text, "\n".join(md) + "\n"
 
 
+def recording_rows(rec):
+    """(metric, unit, on, off, note) rows for the recording table."""
+    rows = []
+    ok = lambda c: isinstance(c, dict) and "error" not in c
+    tp = rec.get("throughput")
+    for wl, r in (tp.items() if ok(tp) else []):
+        rows.append((f"download {wl} {r['mib']} MiB", "MiB/s", r["on_mibps"], r["off_mibps"],
+                     f"ratio {r['ratio']:.2f}x"))
+        rows.append((f"gateway CPU incl. seal, {wl}", "CPU s/GiB", r["on_cpu_s_per_gib"],
+                     r["off_cpu_s_per_gib"], f"overhead {r['cpu_overhead_pct']:+.0f} %"))
+        rows.append((f"gateway CPU during transfer, {wl}", "CPU s/GiB",
+                     r["on_cpu_transfer_s_per_gib"], r["off_cpu_transfer_s_per_gib"],
+                     f"overhead {r['cpu_transfer_overhead_pct']:+.0f} %"))
+        rows.append((f"sealed .cast.zst / raw, {wl}", "x", r["stored_over_raw"], None, ""))
+    st = rec.get("stored")
+    if ok(st):
+        rows.append((f"text session raw output", "MiB", st["output_bytes"] / MiB, None,
+                     "pty, directory listings"))
+        rows.append(("sealed .cast.zst / raw", "x", st["sealed_over_raw"], None,
+                     f"{st['sealed_bytes'] / MiB:.2f} MiB"))
+        rows.append(("segments (.part) / raw", "x", st["segments_over_raw"], None,
+                     f"{st['segments']} segments, uncompressed"))
+        rows.append(("everything stored / raw", "x", st["at_rest_over_raw"], None,
+                     "sealed + segments + meta.json"))
+    mem = rec.get("memory", {})
+    if mem:
+        v = lambda m: mem[m]["front_pss_kib"] if ok(mem.get(m)) else "ERR"
+        n = lambda m: mem[m].get("recordings", "?") if ok(mem.get(m)) else "?"
+        rows.append(("memory/idle session (gateway)", "KiB PSS", v("on"), v("off"),
+                     f"recordings opened: on {n('on')}, off {n('off')}"))
+    lag = rec.get("lag")
+    for iv, r in (lag.items() if ok(lag) else []):
+        rows.append((f"output -> S3 segment p50, interval {iv}", "s", r["p50_s"], None,
+                     f"{r['markers']} markers"))
+        rows.append((f"output -> S3 segment p99, interval {iv}", "s", r["p99_s"], None,
+                     f"max {r['max_s']:.2f} s"))
+    for name, c in [("throughput", tp), ("stored bytes", st), ("lag", lag)] + \
+            [(f"memory {m}", c) for m, c in mem.items()]:
+        if isinstance(c, dict) and "error" in c:
+            rows.append((f"{name}", "", "ERR", None, c["error"][:80]))
+    return rows
+
+
+def render_recording(rec):
+    head = ["recording (issue 4)", "unit", "on", "off", "note"]
+    nd = lambda v: fmt(v, 2) if isinstance(v, float) and abs(v) < 10 else fmt(v)
+    table = [head] + [[m, u, nd(a), nd(b), n] for m, u, a, b, n in recording_rows(rec)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table)
+    md = ["", "## Recording (issue 4)", "",
+          "`on` is route `target` (record: best_effort), `off` is route `norec` (record: off).",
+          "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(r) + " |" for r in table[1:]]
+    return text, "\n".join(md) + "\n"
+
+
 # ---------------------------------------------------------------- main
 
 def find_gatehouse(arg):
@@ -800,6 +1225,7 @@ def main():
         sys.exit("run as root: it starts sshd and creates the ghbench user")
     q = args.quick
     mib, reps, keys, conns, idle = (256, 1, 100, 10, 20) if q else (1024, 3, 300, 20, 50)
+    rec_mib, lag_s = (64, 15) if q else (256, 30)
 
     # SIGTERM/SIGHUP must unwind through the finally blocks that stop children.
     for s in (signal.SIGTERM, signal.SIGHUP):
@@ -853,6 +1279,11 @@ def main():
                                                "bound", conns)
         if "memory" in steps:
             res["memory"] = {p: cell(f"memory {p}", memory, env, p, idle) for p in paths}
+        if "recording" in steps:
+            if env.gw:
+                res["recording"] = recording(env, cell, rec_mib, reps, idle, lag_s)
+            else:
+                errors.append({"where": "recording", "error": "needs the gateway"})
     except BenchError as e:
         sys.exit(f"setup failed: {e}")
     finally:
@@ -860,15 +1291,20 @@ def main():
         shutil.rmtree(tmp, ignore_errors=True)
     info["runtime_s"] = round(time.monotonic() - started)
     text, md = render(info, res, errors, args)
+    if "recording" in res:
+        rtext, rmd = render_recording(res["recording"])
+        text += "\n\n" + rtext
+        md = md.replace("\n## Raw results", rmd + "\n## Raw results", 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(md)
     (out / "report.json").write_text(json.dumps(
         {"machine": info, "params": {"mib": mib, "reps": reps, "keystrokes": keys,
                                      "connects": conns, "idle_sessions": idle,
+                                     "recording_mib": rec_mib, "lag_seconds": lag_s,
                                      "ciphers": args.ciphers, "kex": args.kex or "default"},
          "results": res, "errors": errors}, indent=2) + "\n")
-    print(text)
+    print(text.lstrip("\n") if summary_rows(res) else text.split("\n\n", 1)[-1])
     print(f"\n{len(errors)} error(s); report: {out / 'report.md'}")
     # A missing gateway binary is reported, but is not a failure of the run.
     return 1 if any(e["where"] != "gatehouse setup" or gatehouse for e in errors) else 0

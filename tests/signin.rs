@@ -411,6 +411,7 @@ fn a_client_that_leaves_mid_sign_in_stops_the_polling() {
     drop(waiting);
     gw.wait_for_log("sign-in cancelled");
     let noticed = left.elapsed();
+    eprintln!("sign-in cancelled {noticed:?} after the client left");
     assert!(
         noticed < Duration::from_secs(5),
         "noticed after {noticed:?}"
