@@ -1170,7 +1170,8 @@ fn compress_file(src: &Path, len: u64, dst: &Path) -> Result<(String, u64, Strin
         ctx: ring::digest::Context::new(&ring::digest::SHA256),
         len: 0,
     };
-    zstd::stream::copy_encode(&mut reader, &mut writer, SEAL_ZSTD_LEVEL).map_err(Error::spool(dst))?;
+    zstd::stream::copy_encode(&mut reader, &mut writer, SEAL_ZSTD_LEVEL)
+        .map_err(Error::spool(dst))?;
     writer.inner.sync_data().map_err(Error::spool(dst))?;
     Ok((
         hex(reader.ctx.finish().as_ref()),
