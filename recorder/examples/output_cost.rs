@@ -4,6 +4,9 @@
 //!
 //! `cargo run --release -p recorder --example output_cost [MIB]`
 
+// A measurement tool: failing loudly is fine.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Instant;
 
