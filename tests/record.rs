@@ -206,7 +206,10 @@ fn sftp_is_recorded_as_file_operations_and_input_only_when_enabled() {
     assert!(input_of("keys").contains("typed-secret"));
     // Recorded or not, keystrokes and output never reach the gateway's log.
     let log = gw.log();
-    assert!(!log.contains("typed-secret") && !log.contains("got-typed"), "{log}");
+    assert!(
+        !log.contains("typed-secret") && !log.contains("got-typed"),
+        "{log}"
+    );
 }
 
 #[test]
