@@ -119,14 +119,14 @@ fn record(config: &Path) {
     });
 }
 
-/// The `.part` segment objects of a session under a file storage root.
+/// The segment objects (`.part.zst`) of a session under a file storage root.
 fn segment_files(root: &Path, session_id: &str) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "part") {
+            } else if path.to_string_lossy().ends_with(".part.zst") {
                 out.push(path);
             }
         }
@@ -447,8 +447,8 @@ fn sessions_list_show_verify_export_and_reindex() {
     std::fs::write(shell_part, bytes).unwrap();
     let (code, out, err) = gatehouse(&["recordings", "verify", "sess-alice"], &config);
     assert_eq!(code, 1, "{out}{err}");
-    let seq = shell_part.file_stem().unwrap().to_string_lossy();
-    let seq: u64 = seq.parse().unwrap();
+    let name = shell_part.file_name().unwrap().to_string_lossy();
+    let seq: u64 = name.trim_end_matches(".part.zst").parse().unwrap();
     assert!(
         out.contains(&format!(
             "sess-alice: channel 0 segment {seq}: content does not match its sha256"

@@ -163,12 +163,28 @@ impl Catalog {
                         seg.seq, seg.offset
                     ));
                 }
-                let data = match self.storage.get(&seg.key).await {
+                let stored = match self.storage.get(&seg.key).await {
                     Ok(d) => d,
                     Err(e) => {
                         report.problems.push(format!("{at}: {e}"));
                         continue;
                     }
+                };
+                // Segments are stored as zstd frames (`.part.zst`); older
+                // recordings stored them plain (`.part`).
+                let data = if seg.key.ends_with(".zst") {
+                    match decompress(&stored, &seg.key) {
+                        Ok(raw) => bytes::Bytes::from(raw),
+                        Err(e) => {
+                            report.problems.push(format!(
+                                "{at}: content does not match its sha256 ({}: {e})",
+                                seg.key
+                            ));
+                            continue;
+                        }
+                    }
+                } else {
+                    stored
                 };
                 let digest = sha256(&data);
                 if hex(&digest) != seg.sha256 || data.len() as u64 != seg.bytes {

@@ -1,7 +1,7 @@
 //! Live recording: the spool, segment upload, seal and recovery.
 //!
 //! ```text
-//! ChannelRecorder::output ──write(2)──▶ spool file ──every segment_interval──▶ NNNNNNNN.part
+//! ChannelRecorder::output ──write(2)──▶ spool file ──every segment_interval──▶ NNNNNNNN.part.zst
 //!        (caller's task)                  (fsync ≤ 1 s)        (uploader task)      (hash chained)
 //! Session::seal ──▶ last segments ──▶ <channel>.cast.zst ──▶ meta.json (signed) ──▶ index
 //! Recorder::recover (startup) ──▶ same seal path for spools left behind, status `interrupted`
@@ -383,6 +383,12 @@ struct ChannelShared {
 struct UploadState {
     next_seq: u64,
     chain: [u8; 32],
+    /// Live channels: a local file holding each uploaded segment's zstd
+    /// frame, in order. zstd frames concatenate, so at seal this file *is*
+    /// the sealed recording and nothing is compressed twice. `None` after
+    /// recovery (a crash may have cut it short) or a failed append; the
+    /// seal then compresses the spool instead.
+    frames: Option<PathBuf>,
 }
 
 /// State of one live session, shared by its handles and its uploader task.
@@ -481,6 +487,7 @@ impl Session {
             upload: tokio::sync::Mutex::new(UploadState {
                 next_seq: 0,
                 chain: chain_seed(&info.session_id, &spec.channel),
+                frames: Some(self.shared.dir.join(format!("{}.frames.zst", spec.channel))),
             }),
             spec,
         });
@@ -936,13 +943,26 @@ async fn upload_pending(
         let digest = sha256(&data);
         let chain = chain_next(&state.chain, &digest);
         let seq = state.next_seq;
-        let key = format!("{prefix}/{}/{seq:08}.part", ch.spec.channel);
+        // Segments are stored compressed, each one zstd frame of its lines;
+        // the hash and the chain are over the uncompressed lines.
+        let key = format!("{prefix}/{}/{seq:08}.part.zst", ch.spec.channel);
         let len = data.len() as u64;
-        recorder
-            .catalog
-            .storage
-            .put(&key, Bytes::from(data))
-            .await?;
+        let frame =
+            tokio::task::spawn_blocking(move || zstd::bulk::compress(&data, SEAL_ZSTD_LEVEL))
+                .await
+                .map_err(|e| Error::Spool {
+                    path: ch.spool_path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                })?
+                .map_err(Error::spool(&ch.spool_path))?;
+        let frame = Bytes::from(frame);
+        recorder.catalog.storage.put(&key, frame.clone()).await?;
+        if let Some(frames) = &state.frames
+            && let Err(e) = append_frame(frames, &frame)
+        {
+            tracing::warn!(session_id, error = %e, "keeping the sealed frames failed; the seal will compress the spool");
+            state.frames = None;
+        }
         let segment = SegmentMeta {
             seq,
             key,
@@ -1119,16 +1139,27 @@ async fn upload_sealed(
     key: &str,
 ) -> Result<(u64, String, u64, String)> {
     let spool = ch.spool_path.clone();
-    let tmp = spool.with_extension("cast.zst");
     let committed = ch.committed.load(Ordering::SeqCst);
+    // Every byte is uploaded by now, so the frames kept while uploading
+    // are the whole recording; otherwise compress the spool once.
+    let frames = ch.upload.lock().await.frames.clone();
+    let (tmp, keep_tmp) = match frames {
+        Some(frames) => (frames, true),
+        None => (spool.with_extension("cast.zst"), false),
+    };
     let tmp2 = tmp.clone();
-    let (raw_sha, stored_len, stored_sha) =
-        tokio::task::spawn_blocking(move || compress_file(&spool, committed, &tmp2))
-            .await
-            .map_err(|e| Error::Spool {
-                path: tmp.clone(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
+    let (raw_sha, stored_len, stored_sha) = tokio::task::spawn_blocking(move || {
+        if keep_tmp {
+            hash_frames(&spool, committed, &tmp2)
+        } else {
+            compress_file(&spool, committed, &tmp2)
+        }
+    })
+    .await
+    .map_err(|e| Error::Spool {
+        path: tmp.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })??;
     let path = recorder.catalog.storage.path(key);
     let mut writer = object_store::buffered::BufWriter::with_capacity(
         Arc::clone(recorder.catalog.storage.store()),
@@ -1146,7 +1177,9 @@ async fn upload_sealed(
             Err(e)
         }
     };
-    let _ = std::fs::remove_file(&tmp);
+    if !keep_tmp {
+        let _ = std::fs::remove_file(&tmp);
+    }
     done.map_err(|e| Error::Storage {
         key: key.to_owned(),
         source: object_store::Error::Generic {
@@ -1155,6 +1188,33 @@ async fn upload_sealed(
         },
     })?;
     Ok((committed, raw_sha, stored_len, stored_sha))
+}
+
+/// Appends one segment's zstd frame to the channel's local frames file.
+fn append_frame(path: &Path, frame: &[u8]) -> std::io::Result<()> {
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    file.write_all(frame)
+}
+
+/// Hashes the first `len` bytes of `src` (the raw cast) and all of
+/// `frames` (the sealed object made of the segments' frames).
+fn hash_frames(src: &Path, len: u64, frames: &Path) -> Result<(String, u64, String)> {
+    let mut raw = HashingReader {
+        inner: File::open(src).map_err(Error::spool(src))?.take(len),
+        ctx: ring::digest::Context::new(&ring::digest::SHA256),
+    };
+    std::io::copy(&mut raw, &mut std::io::sink()).map_err(Error::spool(src))?;
+    let mut stored = HashingReader {
+        inner: File::open(frames).map_err(Error::spool(frames))?,
+        ctx: ring::digest::Context::new(&ring::digest::SHA256),
+    };
+    let stored_len =
+        std::io::copy(&mut stored, &mut std::io::sink()).map_err(Error::spool(frames))?;
+    Ok((
+        hex(raw.ctx.finish().as_ref()),
+        stored_len,
+        hex(stored.ctx.finish().as_ref()),
+    ))
 }
 
 /// zstd-compresses the first `len` bytes of `src` into `dst`, hashing both sides.
@@ -1273,6 +1333,7 @@ async fn recover_session(recorder: &Arc<RecorderInner>, dir: &Path) -> Result<Se
             upload: tokio::sync::Mutex::new(UploadState {
                 next_seq: segments.last().map_or(0, |s| s.seq + 1),
                 chain,
+                frames: None,
             }),
             spec,
         }));

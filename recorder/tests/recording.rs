@@ -336,7 +336,7 @@ async fn s3_outage_then_recovery_is_complete() {
         .await
         .unwrap()
         .into_iter()
-        .filter(|k| k.ends_with(".part"))
+        .filter(|k| k.ends_with(".part.zst"))
         .collect();
     assert_eq!(
         listed.len(),
