@@ -717,13 +717,14 @@ def wait_sealed(env, known, n=1, timeout=180):
 
 def stored_sizes(env, session):
     """Bytes in file storage for one sealed session: the sealed .cast.zst
-    objects, the .part segments, meta.json, and meta's own byte counts."""
+    objects, the segments (.part.zst, or .part before segments were
+    compressed), meta.json, and meta's own byte counts."""
     root = env.gw_state / "recordings" / session["prefix"]
     sizes = {"sealed_bytes": 0, "segment_bytes": 0, "meta_bytes": 0, "segments": 0}
     for f in root.rglob("*"):
         if f.name.endswith(".cast.zst"):
             sizes["sealed_bytes"] += f.stat().st_size
-        elif f.name.endswith(".part"):
+        elif f.name.endswith(".part") or f.name.endswith(".part.zst"):
             sizes["segment_bytes"] += f.stat().st_size
             sizes["segments"] += 1
         elif f.name == "meta.json":
@@ -966,9 +967,14 @@ def lag_run(env, s3, prefix, interval, seconds, period=0.2, poll=0.1):
                 keys = s3.list_keys(prefix + "/")
                 t_seen = time.monotonic()
                 for k in keys:
-                    if k.endswith(".part") and k not in seen:
+                    if (k.endswith(".part") or k.endswith(".part.zst")) and k not in seen:
                         seen.add(k)
-                        for m in re.findall(rb"GHMARK(\d{5})", s3.get(k)):
+                        body = s3.get(k)
+                        if k.endswith(".zst"):
+                            # One zstd frame; the zstd CLI ships with Debian.
+                            body = subprocess.run(["zstd", "-dc"], input=body,
+                                                  capture_output=True, check=True).stdout
+                        for m in re.findall(rb"GHMARK(\d{5})", body):
                             durable.setdefault(int(m), t_seen)
                 stop.wait(max(0, poll - (time.monotonic() - t0)))
         except Exception as e:  # reported by the caller
@@ -1159,8 +1165,8 @@ def recording_rows(rec):
                      "pty, directory listings"))
         rows.append(("sealed .cast.zst / raw", "x", st["sealed_over_raw"], None,
                      f"{st['sealed_bytes'] / MiB:.2f} MiB"))
-        rows.append(("segments (.part) / raw", "x", st["segments_over_raw"], None,
-                     f"{st['segments']} segments, uncompressed"))
+        rows.append(("segments / raw", "x", st["segments_over_raw"], None,
+                     f"{st['segments']} segments, one zstd frame each"))
         rows.append(("everything stored / raw", "x", st["at_rest_over_raw"], None,
                      "sealed + segments + meta.json"))
     mem = rec.get("memory", {})
