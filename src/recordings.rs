@@ -194,6 +194,7 @@ pub(crate) fn run_recordings(command: RecordingsCommand) -> Result<ExitCode> {
 /// with. `verify` trusts this key and no other, so a recording re-signed by
 /// someone who can write to storage but not read the host key fails.
 pub fn recording_signer_public_key(config: &Config) -> Result<[u8; 32]> {
+    let mut keys = Vec::new();
     for path in &config.host_keys {
         if !path.exists() {
             bail!(
@@ -203,13 +204,14 @@ pub fn recording_signer_public_key(config: &Config) -> Result<[u8; 32]> {
         }
         let key = gateway::keys::read_private_key(path)
             .with_context(|| format!("cannot read the gateway's host key {}", path.display()))?;
-        if let Some(ed25519) = key.public_key().key_data().ed25519() {
-            return Ok(ed25519.0);
+        let ed25519 = key.key_data().ed25519().is_some();
+        keys.push(key);
+        if ed25519 {
+            break;
         }
     }
-    bail!(
-        "no ed25519 key in host_keys; recordings are signed with the first ed25519 host key, so add one"
-    )
+    let signer = gateway::keys::recording_signer(&keys)?;
+    Ok(recorder::Signer::public_key(&signer))
 }
 
 /// How the index is opened.

@@ -20,6 +20,23 @@ use russh::keys::{Certificate, HashAlg, PrivateKey};
 
 use crate::Error;
 
+/// The key recordings are signed with: the first ed25519 key among the
+/// gateway's host keys, in the configured order. `serve` signs with it and
+/// `gatehouse recordings verify` trusts only its public half, so both take
+/// it from here and cannot drift apart.
+pub fn recording_signer(host_keys: &[PrivateKey]) -> Result<recorder::Ed25519Signer, Error> {
+    let seed = host_keys
+        .iter()
+        .find_map(|k| k.key_data().ed25519().map(|kp| kp.private.to_bytes()))
+        .ok_or_else(|| {
+            Error::Recording(
+                "recordings are signed with an ed25519 host key; add one to host_keys".to_owned(),
+            )
+        })?;
+    recorder::Ed25519Signer::from_seed(&seed)
+        .map_err(|e| Error::Recording(format!("cannot use the host key to sign recordings: {e}")))
+}
+
 /// Reads an OpenSSH private key file (unencrypted).
 pub fn read_private_key(path: &Path) -> Result<PrivateKey, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::KeyFile {

@@ -213,24 +213,14 @@ pub async fn run(
     Ok(())
 }
 
-/// Opens the recorder, signing with the first ed25519 host key: the key
-/// users already trust as the gateway's, so `recordings verify` needs no
-/// new key distribution.
+/// Opens the recorder, signing with the first ed25519 host key
+/// ([`keys::recording_signer`]): the key users already trust as the
+/// gateway's, so `recordings verify` needs no new key distribution.
 fn open_recorder(
     config: &Config,
     host_keys: &[russh::keys::PrivateKey],
 ) -> Result<recorder::Recorder, Error> {
-    let seed = host_keys
-        .iter()
-        .find_map(|k| k.key_data().ed25519().map(|kp| kp.private.to_bytes()))
-        .ok_or_else(|| {
-            Error::Recording(
-                "recordings are signed with an ed25519 host key; add one to host_keys".to_owned(),
-            )
-        })?;
-    let signer = recorder::Ed25519Signer::from_seed(&seed).map_err(|e| {
-        Error::Recording(format!("cannot use the host key to sign recordings: {e}"))
-    })?;
+    let signer = keys::recording_signer(host_keys)?;
     recorder::Recorder::open(config.recording.recorder.clone(), Arc::new(signer))
         .map_err(|e| Error::Recording(format!("cannot open the recorder: {e}")))
 }
