@@ -172,22 +172,7 @@ fn table(bindings: &[Binding], now: SystemTime) -> String {
             ]
         }))
         .collect();
-    let mut widths = [0usize; 5];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (cell, w) in row.iter().zip(widths) {
-            line.push_str(&format!("{cell:<w$}  "));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    crate::text::columns(&rows, "")
 }
 
 /// `later - earlier`, zero when the clock says otherwise.
@@ -197,22 +182,7 @@ fn since(earlier: SystemTime, later: SystemTime) -> Duration {
 
 /// A duration in its two largest units: `45s`, `12m5s`, `3h12m`, `2d4h`.
 fn human(d: Duration) -> String {
-    let s = d.as_secs();
-    let (days, hours, mins, secs) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    let (big, small) = if days > 0 {
-        ((days, 'd'), (hours, 'h'))
-    } else if hours > 0 {
-        ((hours, 'h'), (mins, 'm'))
-    } else if mins > 0 {
-        ((mins, 'm'), (secs, 's'))
-    } else {
-        return format!("{secs}s");
-    };
-    if small.0 == 0 {
-        format!("{}{}", big.0, big.1)
-    } else {
-        format!("{}{}{}{}", big.0, big.1, small.0, small.1)
-    }
+    crate::text::duration(d)
 }
 
 #[cfg(test)]

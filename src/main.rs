@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 mod logins;
 mod recordings;
+mod text;
 
 /// Where `ca init` and `ca show` look when given neither --key nor --config.
 const DEFAULT_CA_PATH: &str = "/var/lib/gatehouse/user_ca";

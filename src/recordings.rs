@@ -588,22 +588,7 @@ fn table(sessions: &[SessionRecord]) -> String {
             ]
         }))
         .collect();
-    let mut widths = [0usize; 8];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (cell, w) in row.iter().zip(widths) {
-            line.push_str(&format!("{cell:<w$}  "));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    crate::text::columns(&rows, "")
 }
 
 /// The `sessions show` text: one field per line, then the channels and
@@ -665,20 +650,7 @@ fn details(s: &SessionRecord, channels: &[ChannelRecord]) -> String {
             ]
         }))
         .collect();
-    let mut widths = [0usize; 7];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    for row in &rows {
-        let mut line = "  ".to_owned();
-        for (cell, w) in row.iter().zip(widths) {
-            line.push_str(&format!("{cell:<w$}  "));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    out.push_str(&crate::text::columns(&rows, "  "));
 
     out.push_str("\nobjects:\n");
     out.push_str(&format!("  prefix     {}\n", s.prefix));
@@ -702,22 +674,7 @@ fn human(d: Duration) -> String {
     if !d.is_zero() && d < Duration::from_secs(1) {
         return "<1s".to_owned();
     }
-    let s = d.as_secs();
-    let (days, hours, mins, secs) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    let (big, small) = if days > 0 {
-        ((days, 'd'), (hours, 'h'))
-    } else if hours > 0 {
-        ((hours, 'h'), (mins, 'm'))
-    } else if mins > 0 {
-        ((mins, 'm'), (secs, 's'))
-    } else {
-        return format!("{secs}s");
-    };
-    if small.0 == 0 {
-        format!("{}{}", big.0, big.1)
-    } else {
-        format!("{}{}{}{}", big.0, big.1, small.0, small.1)
-    }
+    crate::text::duration(d)
 }
 
 /// Bytes for people: `512B`, `1.5KiB`, `12.0MiB`.
