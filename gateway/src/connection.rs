@@ -596,7 +596,7 @@ impl Connection {
         let Some(auth) = &self.authorized else {
             return Ok(RecordMode::Off);
         };
-        let mut slot = recording::lock(&self.recording);
+        let mut slot = crate::lock(&self.recording);
         if slot.is_some() {
             return Ok(mode);
         }
@@ -696,7 +696,7 @@ impl Connection {
             record_input,
             cert_serial: Some(cert_serial),
         };
-        let opened = match recording::lock(&self.recording).as_ref() {
+        let opened = match crate::lock(&self.recording).as_ref() {
             Some(session) => session.open_channel(spec).map_err(|e| e.to_string()),
             None => Err("the session's recording did not start".to_owned()),
         };

@@ -23,4 +23,11 @@ mod sign_in;
 pub mod upstream;
 
 pub use error::{Error, Side};
+
+/// Locks a mutex whose data stays meaningful after a panic elsewhere (counts,
+/// slots, a channel's recording state), instead of poisoning every later
+/// caller: the gateway must not panic on a lock.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 pub use server::run;

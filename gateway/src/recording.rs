@@ -16,7 +16,7 @@
 //! - **Input** is passed on, and the recorder drops it unless the route
 //!   sets `record_input`.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use recorder::{ChannelKind, ChannelRecorder, FileOp, Recorder, ScpTransfer, SftpTracker};
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RecordMode;
+use crate::lock;
 
 /// The line a strict route's user sees when the session's recording can no
 /// longer be stored.
@@ -36,10 +37,6 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A connection's recorder session, shared by its channels; sealed when the
 /// connection ends (see `server::serve_connection`).
 pub type SessionSlot = Arc<Mutex<Option<recorder::Session>>>;
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 /// Whether storage answers, for a strict route about to start a session.
 pub(crate) async fn probe(recorder: &Recorder) -> Result<(), String> {

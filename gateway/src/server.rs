@@ -346,7 +346,7 @@ async fn serve_connection(
         }
         // Channels stop with the connection; then the recording is sealed.
         drop(_closed_guard);
-        let session = crate::recording::lock(&recording).take();
+        let session = crate::lock(&recording).take();
         if let Some(session) = session {
             let report = session.seal().await;
             tracing::debug!(status = ?report.status, "recording sealed");

@@ -7,16 +7,16 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use policy::{Identity, IdentityKind};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::Error;
 use crate::bindings::{Binding, BindingStore, NewBinding};
 use crate::config::{Limits, SignInConfig};
 use crate::oidc::{Idp, SignedIn};
+use crate::{Error, lock};
 
 /// After a failed discovery, connections within this long are told the
 /// IdP is unavailable at once instead of each waiting for its own attempt.
@@ -93,12 +93,6 @@ impl Drop for SignInPermit {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic elsewhere while holding the map leaves counts that are
-    // still meaningful; keep going.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl SignIn {
