@@ -378,10 +378,7 @@ impl ToClient<'_> {
         match self.tap.output(data) {
             Ok(()) => true,
             Err(line) => {
-                let _ = self
-                    .client
-                    .extended_data_bytes(1, format!("\r\n{line}\r\n").into_bytes())
-                    .await;
+                tell_and_end(self.client, format!("\r\n{line}\r\n")).await;
                 false
             }
         }
@@ -759,11 +756,7 @@ async fn run(
         // The gateway ends the session (a strict route lost its recording).
         line = ended(&mut ender) => {
             tap.marker(&format!("gatehouse.ended {line}"));
-            let _ = client_tx
-                .extended_data_bytes(1, format!("\r\n{line}\r\n").into_bytes())
-                .await;
-            let _ = client_tx.exit_status(255).await;
-            let _ = client_tx.eof().await;
+            tell_and_end(&client_tx, format!("\r\n{line}\r\n")).await;
             "gateway"
         }
     };
@@ -837,12 +830,16 @@ async fn dial(ctx: &DialContext) -> Result<(Upstream, Channel<client::Msg>), cra
 /// Tells the client why its channel cannot be served: one line on stderr,
 /// exit status 255 like OpenSSH's own connection failures, then close.
 async fn refuse_channel(client: &ChannelWriteHalf<server::Msg>, line: &str) {
-    let _ = client
-        .extended_data_bytes(1, format!("{line}\r\n").into_bytes())
-        .await;
+    tell_and_end(client, format!("{line}\r\n")).await;
+    let _ = client.close().await;
+}
+
+/// Shows `text` on the client's stderr, then exit status 255 (as OpenSSH's
+/// own failures) and EOF; the caller closes the channel.
+async fn tell_and_end(client: &ChannelWriteHalf<server::Msg>, text: String) {
+    let _ = client.extended_data_bytes(1, text.into_bytes()).await;
     let _ = client.exit_status(255).await;
     let _ = client.eof().await;
-    let _ = client.close().await;
 }
 
 async fn control(mut c: Control, up: Arc<UpstreamChannel>) {
