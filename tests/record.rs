@@ -384,10 +384,12 @@ fn a_killed_gateway_leaves_an_interrupted_recording_that_the_next_start_seals() 
     let w = World::new();
     let config = w.write_config(&[w.route("t", "")], &s3_section(&w, &s3, ""));
     let gw = Gateway::start(&config);
-    let mut cmd = std::process::Command::new(sshd_test::require_program("ssh"));
-    cmd.args(w.ssh_args(&w.client_key, gw.port))
-        .arg(format!("{LOGIN}@t@127.0.0.1"))
-        .arg("for i in $(seq 1 1000); do echo tick-$i; sleep 0.1; done");
+    let cmd = w.ssh_command(
+        &w.client_key,
+        &gw,
+        &format!("{LOGIN}@t"),
+        &["for i in $(seq 1 1000); do echo tick-$i; sleep 0.1; done"],
+    );
     let client = ChildGuard::spawn(cmd).unwrap();
     client
         .wait_for_output("tick-20", Duration::from_secs(30))
@@ -435,10 +437,12 @@ fn strict_routes_refuse_without_storage_and_end_when_it_goes_away() {
 
     // Storage up: a strict session runs, and is ended once storage has been
     // gone for longer than strict_grace.
-    let mut cmd = std::process::Command::new(sshd_test::require_program("ssh"));
-    cmd.args(w.ssh_args(&w.client_key, gw.port))
-        .arg(format!("{LOGIN}@strict@127.0.0.1"))
-        .arg("for i in $(seq 1 600); do echo beat-$i; sleep 0.1; done");
+    let cmd = w.ssh_command(
+        &w.client_key,
+        &gw,
+        &format!("{LOGIN}@strict"),
+        &["for i in $(seq 1 600); do echo beat-$i; sleep 0.1; done"],
+    );
     let mut client = ChildGuard::spawn(cmd).unwrap();
     client
         .wait_for_output("beat-5", Duration::from_secs(30))
@@ -477,10 +481,7 @@ fn a_storage_outage_mid_session_loses_nothing() {
     let w = World::new();
     let config = w.write_config(&[w.route("t", "")], &s3_section(&w, &s3, ""));
     let gw = Gateway::start(&config);
-    let mut cmd = std::process::Command::new(sshd_test::require_program("ssh"));
-    cmd.args(w.ssh_args(&w.client_key, gw.port))
-        .arg(format!("{LOGIN}@t@127.0.0.1"))
-        .arg("for i in $(seq 1 700); do echo line-$i-$(head -c 30 /dev/urandom | base64); sleep 0.05; done; echo end-of-output");
+    let cmd = w.ssh_command(&w.client_key, &gw, &format!("{LOGIN}@t"), &["for i in $(seq 1 700); do echo line-$i-$(head -c 30 /dev/urandom | base64); sleep 0.05; done; echo end-of-output"]);
     let mut client = ChildGuard::spawn(cmd).unwrap();
     client
         .wait_for_output("line-10-", Duration::from_secs(30))

@@ -29,18 +29,13 @@ fn sre_route(w: &World) -> String {
 
 /// `ssh` options for `key`, or for a client that offers no key at all.
 fn ssh_command(w: &World, gw: &Gateway, key: Option<&Path>, user: &str, cmd: &[&str]) -> Command {
-    let mut args = w.ssh_args(&w.client_key, gw.port);
-    match key {
-        Some(key) => {
-            let i = args.iter().position(|a| a == "-i").unwrap();
-            args[i + 1] = key.display().to_string();
-        }
-        None => {
-            let i = args.iter().position(|a| a == "-i").unwrap();
-            args.drain(i..i + 2);
-            args.extend(["-o".into(), "PubkeyAuthentication=no".into()]);
-        }
+    if let Some(key) = key {
+        return w.ssh_command(key, gw, user, cmd);
     }
+    let mut args = w.ssh_args(&w.client_key, gw.port);
+    let i = args.iter().position(|a| a == "-i").unwrap();
+    args.drain(i..i + 2);
+    args.extend(["-o".into(), "PubkeyAuthentication=no".into()]);
     let mut c = Command::new(require_program("ssh"));
     c.args(args).arg(format!("{user}@127.0.0.1")).args(cmd);
     c

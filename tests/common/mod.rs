@@ -213,11 +213,20 @@ impl World {
         user: &str,
         cmd: &[&str],
     ) -> (i32, String, String) {
+        run(
+            self.ssh_command(key, gw, user, cmd),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// The `ssh` command through the gateway as `user` with `key`, not yet
+    /// started: for tests that watch a session while it runs.
+    pub fn ssh_command(&self, key: &Path, gw: &Gateway, user: &str, cmd: &[&str]) -> Command {
         let mut c = Command::new(require_program("ssh"));
         c.args(self.ssh_args(key, gw.port))
             .arg(format!("{user}@127.0.0.1"))
             .args(cmd);
-        run(c, Duration::from_secs(60))
+        c
     }
 
     /// Runs a bash script in which `$SSH` is the full ssh command (client
