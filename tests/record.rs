@@ -97,7 +97,7 @@ fn exec_output_and_exit_code_are_recorded_and_sealed() {
         .header
         .gatehouse
         .as_ref()
-        .and_then(|g| g.cert_serial)
+        .and_then(|g| g.session.cert_serial)
         .unwrap();
     assert!(
         gw.log().contains(&format!("cert_serial={serial}")),

@@ -452,14 +452,10 @@ impl Session {
             command: spec.command.clone(),
             title: Some(format!("{}@{} ({})", info.login, info.route, info.identity)),
             gatehouse: Some(GatehouseHeader {
-                session_id: info.session_id.clone(),
-                identity: info.identity.clone(),
-                login: info.login.clone(),
-                route: info.route.clone(),
-                target: info.target.clone(),
-                client_addr: info.client_addr.clone(),
-                client_key_fingerprint: info.client_key_fingerprint.clone(),
-                cert_serial: spec.cert_serial.or(info.cert_serial),
+                session: SessionInfo {
+                    cert_serial: spec.cert_serial.or(info.cert_serial),
+                    ..info.clone()
+                },
                 gateway_id: inner.config.gateway_id.clone(),
                 channel: spec.channel.clone(),
                 kind: spec.kind.as_str().into(),

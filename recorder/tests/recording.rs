@@ -173,7 +173,11 @@ async fn file_backend_record_seal_verify_tamper_export() {
     assert_eq!(cast.exit_status(), Some(3));
     let gh = cast.header.gatehouse.as_ref().unwrap();
     assert_eq!(
-        (gh.identity.as_str(), gh.route.as_str(), gh.cert_serial),
+        (
+            gh.session.identity.as_str(),
+            gh.session.route.as_str(),
+            gh.session.cert_serial
+        ),
         ("alice@example.com", "prod-db", Some(7))
     );
     assert!(cast.events.iter().any(|e| e.event

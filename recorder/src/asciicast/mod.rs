@@ -49,6 +49,7 @@ pub use v3::{encode_event, encode_header, format_interval};
 use serde::{Deserialize, Serialize};
 
 use crate::FileOp;
+use crate::meta::SessionInfo;
 
 /// The prefix of a marker label that carries a JSON [`FileOp`].
 pub const FILE_OP_MARKER_PREFIX: &str = "gatehouse.file ";
@@ -71,24 +72,11 @@ pub struct Term {
 /// every copy of the recording.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatehouseHeader {
-    /// The session id (the same id as in the certificate's key id).
-    pub session_id: String,
-    /// The signed-in identity, usually an email address.
-    pub identity: String,
-    /// The login (Unix user) on the target.
-    pub login: String,
-    /// The route name from the config.
-    pub route: String,
-    /// The target `host:port`.
-    pub target: String,
-    /// The client's address as `ip:port`.
-    pub client_addr: String,
-    /// Fingerprint of the client's public key (`SHA256:...`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_key_fingerprint: Option<String>,
-    /// Serial of the certificate minted for the target login.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert_serial: Option<u64>,
+    /// Who and what the session is, as in `meta.json` (flattened: the same
+    /// keys at the same level). `cert_serial` is this channel's
+    /// certificate, since the gateway mints one per channel.
+    #[serde(flatten)]
+    pub session: SessionInfo,
     /// Which gateway recorded the session.
     pub gateway_id: String,
     /// The channel name within the session (e.g. `0`).
