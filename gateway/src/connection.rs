@@ -627,23 +627,9 @@ impl Connection {
                 }
                 Ok(mode)
             }
-            Err(e) => {
-                tracing::warn!(
-                    target: "audit",
-                    event = "recording.unavailable",
-                    session_id = %self.id,
-                    route = %auth.route.name,
-                    mode = mode.as_str(),
-                    reason = %e,
-                );
-                match mode {
-                    RecordMode::Strict => Err(format!(
-                        "gatehouse: recording is unavailable and route {} requires recording",
-                        auth.route.name
-                    )),
-                    _ => Ok(RecordMode::Off),
-                }
-            }
+            Err(e) => self
+                .recording_unavailable(mode, &e.to_string())
+                .map(|()| RecordMode::Off),
         }
     }
 
@@ -705,23 +691,27 @@ impl Connection {
                 ch.tap.start(rec, kind, command.as_deref());
                 Ok(())
             }
-            Err(reason) => {
-                tracing::warn!(
-                    target: "audit",
-                    event = "recording.unavailable",
-                    session_id = %self.id,
-                    route = %self.route_name(),
-                    mode = ch.tap.mode().as_str(),
-                    reason = %reason,
-                );
-                match ch.tap.mode() {
-                    RecordMode::Strict => Err(format!(
-                        "gatehouse: recording is unavailable and route {} requires recording",
-                        self.route_name()
-                    )),
-                    _ => Ok(()),
-                }
-            }
+            Err(reason) => self.recording_unavailable(ch.tap.mode(), &reason),
+        }
+    }
+
+    /// A recording could not start: audited; a strict route gets the line
+    /// that refuses it, a best-effort one runs on unrecorded.
+    fn recording_unavailable(&self, mode: RecordMode, reason: &str) -> Result<(), String> {
+        let route = self.route_name();
+        tracing::warn!(
+            target: "audit",
+            event = "recording.unavailable",
+            session_id = %self.id,
+            route = %route,
+            mode = mode.as_str(),
+            reason = %reason,
+        );
+        match mode {
+            RecordMode::Strict => Err(format!(
+                "gatehouse: recording is unavailable and route {route} requires recording"
+            )),
+            _ => Ok(()),
         }
     }
 
