@@ -295,22 +295,24 @@ state_dir: {q(str(self.gw_state))}
     groups: [bench]
     keys:
       - {q(client_key)}
+policies:
+  bench:
+    rules:
+      - allow: bench
+        when: {{groups: [bench, sre]}}
 routes:
   - name: {ROUTE}
     target: 127.0.0.1:{self.target_port}
     logins: [{USER}]
     host_key: {q(host_key)}
-    allow:
-      groups: [bench, sre]
-    permit: [pty]
+    policy: bench
   - name: {NOREC_ROUTE}
     target: 127.0.0.1:{self.target_port}
     logins: [{USER}]
     host_key: {q(host_key)}
-    allow:
-      groups: [bench, sre]
-    permit: [pty]
-    record: "off"
+    policy:
+      include: [bench]
+      obligations: {{record: "off"}}
 """)
         self.gw_stderr = gw / "stderr"
         err = open(self.gw_stderr, "wb")

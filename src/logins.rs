@@ -219,6 +219,8 @@ mod tests {
             expires_at: t0 + 12 * hour,
             last_used_at: Some(t0 + hour),
             revoked_at: revoked.then_some(t0 + hour),
+            claims_json: "{}".to_owned(),
+            authenticated_at: t0,
         };
         let now = t0 + 3 * hour + Duration::from_secs(12 * 60);
         let out = table(

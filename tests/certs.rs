@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use common::{LOGIN, World, keygen};
+use common::{LOGIN, World, keygen, policy};
 use gateway::keys::{CertRequest, UserCa};
 use sshd_test::{Sshd, require_program};
 
@@ -22,6 +22,7 @@ fn write_minted(w: &World, at: SystemTime, name: &str) -> std::path::PathBuf {
                 key_id: "test/expired",
                 ttl: Duration::from_secs(300),
                 extensions: &["permit-pty"],
+                force_command: None,
                 source_address: None,
             },
             at,
@@ -71,7 +72,10 @@ fn the_target_accepts_a_fresh_certificate_and_refuses_an_expired_one() {
 #[test]
 fn a_pty_is_granted_only_when_the_route_permits_it() {
     let w = World::new();
-    let gw = w.start(&[w.route("with-pty", ""), w.route("no-pty", "permit: []")]);
+    let gw = w.start(&[
+        w.route("with-pty", ""),
+        w.route("no-pty", &policy("capabilities: {pty: false}")),
+    ]);
     let (code, out, err) = w.ssh(&gw, &format!("{LOGIN}@with-pty"), &["-tt", "tty"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.trim().starts_with("/dev/pts/"), "{out}");
@@ -100,7 +104,8 @@ fn host_ca_verification_accepts_certified_targets_and_refuses_plain_keys() {
     let host_ca_pub = common::public_key(&host_ca);
     let route = |name: &str, target: &str| {
         format!(
-            "  - name: {name}\n    target: {target}\n    logins: [{LOGIN}]\n    host_ca: \"{host_ca_pub}\"\n    allow: {{groups: [ops]}}\n"
+            "  - name: {name}\n    target: {target}\n    logins: [{LOGIN}]\n    host_ca: \"{host_ca_pub}\"\n    {}\n",
+            policy("")
         )
     };
     let gw = w.start(&[

@@ -59,13 +59,12 @@ routes:
     target: nowhere
     logins: [{LOGIN}]
     host_key: \"{key}\"
-    allow: {{groups: [x]}}
-    cert_ttl: 5 fortnights
+    policy: {{obligations: {{cert_ttl: 5 fortnights}}, rules: []}}
   - name: a
     target: h:22
     logins: [{LOGIN}]
     host_key: \"{key}\"
-    allow: {{groups: [x]}}
+    policy: {{rules: []}}
 ",
             key = w.sshd.host_public_key()
         ),
@@ -76,8 +75,8 @@ routes:
     assert_eq!(code, 1);
     for want in [
         format!("{path}:4:13: bad target \"nowhere\""),
-        format!("{path}:8:15: bad duration \"5 fortnights\""),
-        format!("{path}:9:11: duplicate route \"a\""),
+        format!("{path}:7:38: `cert_ttl`: `5 fortnights` is not a duration"),
+        format!("{path}:8:11: duplicate route \"a\""),
         "3 problems in".to_owned(),
     ] {
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");

@@ -21,7 +21,10 @@ fn unknown_route_login_group_and_missing_route_each_get_their_line() {
     let w = World::new();
     let gw = w.start(&[
         w.route("t", ""),
-        w.route("sre-only", "allow: {groups: [sre]}"),
+        w.route(
+            "sre-only",
+            "policy: {rules: [{allow: sre, when: {groups: sre}}]}",
+        ),
     ]);
 
     let (code, _, err) = w.ssh(&gw, &format!("{LOGIN}@nope"), &["true"]);
@@ -41,7 +44,7 @@ fn unknown_route_login_group_and_missing_route_each_get_their_line() {
     assert_eq!(code, 255);
     assert_line(
         &err,
-        "gatehouse: access denied: route sre-only requires group sre",
+        "gatehouse: access denied: route sre-only: requires group sre",
     );
 
     let (code, _, err) = w.ssh(&gw, LOGIN, &["true"]);

@@ -34,6 +34,7 @@ fn bind(store: &BindingStore, c: char, sub: &str, email: Option<&str>, at: Syste
                 groups: &groups,
                 issuer: "https://idp.example.com",
                 refresh_token: Some("rt-e2e-secret"),
+                claims_json: "{}",
                 ttl: 12 * HOUR,
             },
             at,

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, LOGIN, World};
+use common::{Gateway, LOGIN, World, policy};
 use recorder::asciicast::Event;
 use recorder::{Catalog, FileOpKind, SessionFilter, SessionRecord, Status, StorageConfig};
 use sshd_test::ChildGuard;
@@ -120,7 +120,10 @@ fn exec_output_and_exit_code_are_recorded_and_sealed() {
 #[test]
 fn sftp_is_recorded_as_file_operations_and_input_only_when_enabled() {
     let w = World::new();
-    let gw = w.start(&[w.route("plain", ""), w.route("keys", "record_input: true")]);
+    let gw = w.start(&[
+        w.route("plain", ""),
+        w.route("keys", &policy("obligations: {record_input: true}")),
+    ]);
     let payload = w.path("payload.bin");
     std::fs::write(&payload, vec![7u8; 300_000]).unwrap();
     let script = format!(
@@ -430,7 +433,10 @@ fn strict_routes_refuse_without_storage_and_end_when_it_goes_away() {
     let mut s3 = S3Server::start();
     let w = World::new();
     let config = w.write_config(
-        &[w.route("strict", "record: strict"), w.route("easy", "")],
+        &[
+            w.route("strict", &policy("obligations: {record: strict}")),
+            w.route("easy", ""),
+        ],
         &s3_section(&w, &s3, "  strict_grace: 2s\n"),
     );
     let gw = Gateway::start(&config);

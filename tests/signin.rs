@@ -24,7 +24,10 @@ fn idp_section(issuer: &str, extra: &str) -> String {
 
 /// A route that people in group `sre` may use (alice is in it, bob not).
 fn sre_route(w: &World) -> String {
-    w.route("prod", "allow: {groups: [sre]}")
+    w.route(
+        "prod",
+        "policy: {rules: [{allow: sre, when: {groups: sre}}]}",
+    )
 }
 
 /// `ssh` options for `key`, or for a client that offers no key at all.
@@ -251,7 +254,7 @@ fn groups_from_the_token_reach_the_route_check() {
     assert_eq!(bob.code, 255);
     assert!(
         bob.stderr
-            .contains("gatehouse: access denied: route prod requires group sre"),
+            .contains("gatehouse: access denied: route prod: requires group sre"),
         "{}",
         bob.stderr
     );

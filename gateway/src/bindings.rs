@@ -59,7 +59,8 @@ const AAD_CONTEXT: &[u8] = b"gatehouse refresh token v1\0";
 
 /// The columns that make a [`Binding`], in [`RawBinding::read`]'s order.
 const BINDING_COLUMNS: &str = "fingerprint, sub, email, groups_json, issuer, \
-     created_at, expires_at, last_used_at, revoked_at";
+     created_at, expires_at, last_used_at, revoked_at, claims_json, \
+     COALESCE(authenticated_at, created_at)";
 
 /// Schema migrations. Entry `i` takes the schema from version `i` to
 /// `i + 1` (`PRAGMA user_version`). Append new entries (sessions, audit);
@@ -92,6 +93,19 @@ const MIGRATIONS: &[&str] = &[
          revoked_at  INTEGER NOT NULL
      ) STRICT;
      CREATE INDEX revocations_by_revision ON revocations (revision);",
+    // 2: every ID-token claim for the policy, when the identity was last
+    // confirmed with the IdP (sign-in or refresh), and requests from
+    // `gatehouse sessions kill` to the running gateway.
+    "ALTER TABLE bindings ADD COLUMN claims_json TEXT NOT NULL DEFAULT '{}';
+     ALTER TABLE bindings ADD COLUMN authenticated_at INTEGER;
+     CREATE TABLE session_kills (
+         id           INTEGER PRIMARY KEY AUTOINCREMENT,
+         session_id   TEXT NOT NULL,
+         reason       TEXT NOT NULL,
+         requested_at INTEGER NOT NULL,
+         handled_at   INTEGER,
+         outcome      TEXT                       -- ended | not_found
+     ) STRICT;",
 ];
 
 /// What [`BindingStore::bind`] stores.
@@ -109,6 +123,8 @@ pub struct NewBinding<'a> {
     pub issuer: &'a str,
     /// The refresh token, if the IdP issued one; stored sealed.
     pub refresh_token: Option<&'a str>,
+    /// Every claim of the ID token, as a JSON object, for the policy.
+    pub claims_json: &'a str,
     /// How long the binding authenticates the key ([`DEFAULT_LOGIN_TTL`]
     /// unless configured).
     pub ttl: Duration,
@@ -153,6 +169,11 @@ pub struct Binding {
     pub last_used_at: Option<SystemTime>,
     /// When it was revoked; a revoked binding never authenticates.
     pub revoked_at: Option<SystemTime>,
+    /// Every claim of the ID token, as a JSON object.
+    pub claims_json: String,
+    /// When the identity was last confirmed with the IdP: the sign-in, or
+    /// the latest refresh. A route's `reauth_every` counts from here.
+    pub authenticated_at: SystemTime,
 }
 
 /// Whether a binding authenticates its key at a given moment.
@@ -244,6 +265,55 @@ impl fmt::Display for Revoke<'_> {
             Revoke::Key(fp) => write!(f, "key {fp}"),
             Revoke::User(u) => write!(f, "user {u}"),
             Revoke::All => f.write_str("all"),
+        }
+    }
+}
+
+/// The identity a refresh brought back, for [`BindingStore::renew`].
+#[derive(Debug, Clone, Copy)]
+pub struct RenewedIdentity<'a> {
+    /// The email in the new ID token, if any.
+    pub email: Option<&'a str>,
+    /// The groups in the new ID token.
+    pub groups: &'a [String],
+    /// Every claim of the new ID token, as a JSON object.
+    pub claims_json: &'a str,
+}
+
+/// A request from `gatehouse sessions kill` to end a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KillRequest {
+    /// The request's id.
+    pub id: i64,
+    /// The session to end.
+    pub session_id: String,
+    /// Why, as the administrator said it.
+    pub reason: String,
+}
+
+/// What the gateway did about a [`KillRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillOutcome {
+    /// The session was live here and has been ended.
+    Ended,
+    /// No live session has that id.
+    NotFound,
+}
+
+impl KillOutcome {
+    /// The word stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillOutcome::Ended => "ended",
+            KillOutcome::NotFound => "not_found",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ended" => Some(KillOutcome::Ended),
+            "not_found" => Some(KillOutcome::NotFound),
+            _ => None,
         }
     }
 }
@@ -371,14 +441,17 @@ impl BindingStore {
             .query_row(
                 &format!(
                     "INSERT INTO bindings (fingerprint, sub, email, groups_json, issuer,
-                         refresh_token, created_at, expires_at, last_used_at, revoked_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL)
+                         refresh_token, created_at, expires_at, last_used_at, revoked_at,
+                         claims_json, authenticated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL, ?9, ?7)
                      ON CONFLICT (fingerprint) DO UPDATE SET
                          sub = excluded.sub, email = excluded.email,
                          groups_json = excluded.groups_json, issuer = excluded.issuer,
                          refresh_token = excluded.refresh_token,
                          created_at = excluded.created_at, expires_at = excluded.expires_at,
-                         last_used_at = NULL, revoked_at = NULL
+                         last_used_at = NULL, revoked_at = NULL,
+                         claims_json = excluded.claims_json,
+                         authenticated_at = excluded.authenticated_at
                      RETURNING {BINDING_COLUMNS}"
                 ),
                 params![
@@ -389,7 +462,8 @@ impl BindingStore {
                     b.issuer,
                     sealed,
                     created,
-                    expires
+                    expires,
+                    b.claims_json
                 ],
                 RawBinding::read,
             )
@@ -501,6 +575,155 @@ impl BindingStore {
         Ok(victims.len())
     }
 
+    /// Records that the IdP confirmed the key's identity again (a refresh
+    /// for `reauth_every`) at `now`: moves `authenticated_at`, takes the
+    /// refreshed groups, email and claims when the IdP sent a new ID token,
+    /// and stores a rotated refresh token. A revoked binding is left alone
+    /// and `None` returned.
+    pub fn renew(
+        &self,
+        fingerprint: &str,
+        identity: Option<RenewedIdentity<'_>>,
+        refresh_token: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Option<Binding>, Error> {
+        let at = to_millis(now).map_err(|e| self.fail("cannot renew", e))?;
+        let mut inner = self.lock();
+        let sealed = match refresh_token {
+            Some(token) => Some(self.seal(&mut inner, fingerprint, token)?),
+            None => None,
+        };
+        let (email, groups, claims) = match identity {
+            Some(i) => (
+                Some(i.email),
+                Some(serde_json::to_string(i.groups).map_err(|e| self.fail("cannot renew", e))?),
+                Some(i.claims_json),
+            ),
+            None => (None, None, None),
+        };
+        let raw = inner
+            .conn
+            .query_row(
+                &format!(
+                    "UPDATE bindings SET authenticated_at = ?2,
+                         email = CASE WHEN ?3 THEN ?4 ELSE email END,
+                         groups_json = COALESCE(?5, groups_json),
+                         claims_json = COALESCE(?6, claims_json),
+                         refresh_token = COALESCE(?7, refresh_token)
+                     WHERE fingerprint = ?1 AND revoked_at IS NULL
+                     RETURNING {BINDING_COLUMNS}"
+                ),
+                params![
+                    fingerprint,
+                    at,
+                    email.is_some(),
+                    email.flatten(),
+                    groups,
+                    claims,
+                    sealed
+                ],
+                RawBinding::read,
+            )
+            .optional()
+            .map_err(|e| self.fail("cannot renew", e))?;
+        raw.map(RawBinding::into_binding)
+            .transpose()
+            .map_err(|e| self.fail("cannot renew", e))
+    }
+
+    /// Asks the gateway running on this state directory to end a live
+    /// session (`gatehouse sessions kill`). Returns the request's id, to
+    /// wait on with [`BindingStore::kill_outcome`].
+    pub fn request_kill(
+        &self,
+        session_id: &str,
+        reason: &str,
+        now: SystemTime,
+    ) -> Result<i64, Error> {
+        let at = to_millis(now).map_err(|e| self.fail("cannot request kill", e))?;
+        let inner = self.lock();
+        inner
+            .conn
+            .query_row(
+                "INSERT INTO session_kills (session_id, reason, requested_at)
+                 VALUES (?1, ?2, ?3) RETURNING id",
+                params![session_id, reason, at],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.fail("cannot request kill", e))
+    }
+
+    /// Kill requests after `after` (an id), oldest first, and the newest id
+    /// seen. Pass 0, or [`BindingStore::last_kill_id`] at start so that
+    /// requests from before a restart are not replayed.
+    pub fn kill_requests_after(&self, after: i64) -> Result<Vec<KillRequest>, Error> {
+        let inner = self.lock();
+        let mut stmt = inner
+            .conn
+            .prepare_cached(
+                "SELECT id, session_id, reason FROM session_kills
+                 WHERE id > ?1 AND handled_at IS NULL ORDER BY id",
+            )
+            .map_err(|e| self.fail("cannot read kill requests", e))?;
+        let rows = stmt
+            .query_map(params![after], |r| {
+                Ok(KillRequest {
+                    id: r.get(0)?,
+                    session_id: r.get(1)?,
+                    reason: r.get(2)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.fail("cannot read kill requests", e))?;
+        Ok(rows)
+    }
+
+    /// The newest kill request's id (0 when there is none).
+    pub fn last_kill_id(&self) -> Result<i64, Error> {
+        let inner = self.lock();
+        inner
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM session_kills", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.fail("cannot read kill requests", e))
+    }
+
+    /// Records what the gateway did about a kill request.
+    pub fn kill_handled(
+        &self,
+        id: i64,
+        outcome: KillOutcome,
+        now: SystemTime,
+    ) -> Result<(), Error> {
+        let at = to_millis(now).map_err(|e| self.fail("cannot record kill", e))?;
+        let inner = self.lock();
+        inner
+            .conn
+            .execute(
+                "UPDATE session_kills SET handled_at = ?2, outcome = ?3 WHERE id = ?1",
+                params![id, at, outcome.as_str()],
+            )
+            .map_err(|e| self.fail("cannot record kill", e))?;
+        Ok(())
+    }
+
+    /// What the gateway did about a kill request, once it has.
+    pub fn kill_outcome(&self, id: i64) -> Result<Option<KillOutcome>, Error> {
+        let inner = self.lock();
+        let outcome: Option<String> = inner
+            .conn
+            .query_row(
+                "SELECT outcome FROM session_kills WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.fail("cannot read kill request", e))?
+            .flatten();
+        Ok(outcome.as_deref().and_then(KillOutcome::parse))
+    }
+
     /// Deletes bindings that expired or were revoked at or before
     /// `older_than`, and the revocation log up to then; returns how many
     /// bindings went. Pass a time well in the past (e.g. 30 days ago) to
@@ -515,7 +738,8 @@ impl BindingStore {
     /// [`BindingStore::revoke`] that revoked something (in any process
     /// sharing the database). The live-session registry polls it and, when
     /// it moved, asks [`BindingStore::revoked_since`] which keys to cut off.
-    /// Expiry does not bump it; sessions outlive their sign-in's expiry.
+    /// Expiry does not bump it: a session's policy decision carries the
+    /// binding's expiry as a next-check time instead.
     pub fn revision(&self) -> Result<u64, Error> {
         let inner = self.lock();
         read_revision(&inner.conn).map_err(|e| self.fail("cannot read revision", e))
@@ -591,6 +815,8 @@ struct RawBinding {
     expires_at: i64,
     last_used_at: Option<i64>,
     revoked_at: Option<i64>,
+    claims_json: String,
+    authenticated_at: i64,
 }
 
 impl RawBinding {
@@ -606,6 +832,8 @@ impl RawBinding {
             expires_at: r.get(6)?,
             last_used_at: r.get(7)?,
             revoked_at: r.get(8)?,
+            claims_json: r.get(9)?,
+            authenticated_at: r.get(10)?,
         })
     }
 
@@ -618,6 +846,8 @@ impl RawBinding {
             expires_at: from_millis(self.expires_at)?,
             last_used_at: self.last_used_at.map(from_millis).transpose()?,
             revoked_at: self.revoked_at.map(from_millis).transpose()?,
+            authenticated_at: from_millis(self.authenticated_at)?,
+            claims_json: self.claims_json,
             fingerprint: self.fingerprint,
             sub: self.sub,
             email: self.email,
@@ -959,6 +1189,7 @@ mod tests {
             groups: &[],
             issuer: "https://idp.example.com",
             refresh_token: None,
+            claims_json: "{}",
             ttl: HOUR,
         }
     }
@@ -970,6 +1201,7 @@ mod tests {
                 &NewBinding {
                     groups: &groups,
                     refresh_token: Some("rt-for-tests"),
+                    claims_json: "{}",
                     ..new(fingerprint, &format!("sub-{email}"), Some(email))
                 },
                 t(at),
@@ -1156,6 +1388,7 @@ mod tests {
                 &NewBinding {
                     groups: &groups,
                     refresh_token: Some("rt-new"),
+                    claims_json: "{}",
                     ..new(&fp('a'), "new-sub", Some("new@example.com"))
                 },
                 t(T0 + 100),
@@ -1214,6 +1447,7 @@ mod tests {
             .bind(
                 &NewBinding {
                     refresh_token: Some(token),
+                    claims_json: "{}",
                     ..new(&fp('a'), "sub-visible-on-disk", None)
                 },
                 t(T0),
@@ -1253,6 +1487,7 @@ mod tests {
             f.store,
             NewBinding {
                 refresh_token: Some(token),
+                claims_json: "{}",
                 ..new(&fp('a'), "s", None)
             }
         );

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use policy::{Capabilities, Identity, IdentityKind, RoutePolicy};
+use policy::lang::{CompiledRoutePolicy, Identity, IdentityKind, raw as policy_raw};
 
 use crate::oidc::IdpSettings;
 use russh::keys::{HashAlg, PublicKey};
@@ -91,6 +91,10 @@ struct RawConfig {
     recording: RawRecording,
     #[serde(default)]
     identities: Vec<RawIdentity>,
+    /// Shared policies, referenced by name from routes.
+    #[serde(default)]
+    policies: policy_raw::Named<policy_raw::PolicyDoc>,
+    reevaluate_interval: Option<S<String>>,
     #[serde(default)]
     routes: Vec<RawRoute>,
 }
@@ -158,24 +162,9 @@ struct RawRoute {
     logins: Vec<S<String>>,
     host_key: Option<S<String>>,
     host_ca: Option<S<String>>,
-    #[serde(default)]
-    allow: RawAllow,
-    permit: Option<Vec<S<String>>>,
-    cert_ttl: Option<S<String>>,
+    policy: Option<S<policy_raw::RoutePolicy>>,
     source_address: Option<Vec<S<String>>>,
     connect_timeout: Option<S<String>>,
-    record: Option<S<String>>,
-    #[serde(default)]
-    record_input: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAllow {
-    #[serde(default)]
-    identities: Vec<S<String>>,
-    #[serde(default)]
-    groups: Vec<S<String>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -208,7 +197,16 @@ pub struct Config {
     pub keys: HashMap<String, Arc<Identity>>,
     /// Routes by name.
     pub routes: HashMap<String, Arc<Route>>,
+    /// How often every live session is checked against the policy, on top
+    /// of its decision's own next-check time.
+    pub reevaluate_interval: Duration,
 }
+
+/// Default for `reevaluate_interval`.
+pub const DEFAULT_REEVALUATE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How a route records sessions: an obligation of its policy.
+pub use policy::lang::RecordMode;
 
 /// Limits that protect the gateway from misbehaving or idle clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,29 +243,6 @@ pub struct RecordingConfig {
     /// How long a `strict` route's session may run while storage keeps
     /// failing before it is ended (the spool still has everything).
     pub strict_grace: Duration,
-}
-
-/// What a route does about recording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordMode {
-    /// Record; if storage is down, keep running and upload later.
-    BestEffort,
-    /// Record, or do not run: refuse sessions while storage is down, and
-    /// end sessions whose recording can no longer be stored.
-    Strict,
-    /// Do not record.
-    Off,
-}
-
-impl RecordMode {
-    /// The name used in the configuration and audit events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordMode::BestEffort => "best_effort",
-            RecordMode::Strict => "strict",
-            RecordMode::Off => "off",
-        }
-    }
 }
 
 /// How users sign in through the identity provider (issue 3).
@@ -320,20 +295,16 @@ pub struct Route {
     pub target_port: u16,
     /// How the target's host key is verified.
     pub host_key: HostKeyCheck,
-    /// Who may use the route and with which capabilities.
-    pub policy: RoutePolicy,
+    /// The logins the target offers; empty means any login the policy
+    /// allows (for example with `login_matches`).
+    pub logins: Vec<String>,
+    /// Who may use the route, when, and with which capabilities.
+    pub policy: Arc<CompiledRoutePolicy>,
     /// `source-address` critical option for minted certificates, when set.
     pub source_address: Option<String>,
     /// Time to dial and handshake with this target.
     pub connect_timeout: Duration,
-    /// Whether sessions on this route are recorded, and how strictly.
-    pub record: RecordMode,
-    /// Record keystrokes too (off by default: they hold passwords).
-    pub record_input: bool,
 }
-
-/// Default certificate lifetime (design §4).
-pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(300);
 
 /// Reads and validates a configuration file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -369,6 +340,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         problems: Vec::new(),
     };
     let config = v.config(raw);
+    // In file order; problems without a position (line 0) come first.
+    v.problems.sort_by_key(|p| (p.line, p.column));
     if v.problems.is_empty() {
         Ok(config)
     } else {
@@ -542,7 +515,14 @@ impl Validator {
         let sign_in = self.sign_in(&raw);
         let recording = self.recording(&raw.recording, &state_dir, &gateway_id);
         let keys = self.identities(&raw.identities);
-        let routes = self.routes(&raw.routes, &limits);
+        let routes = self.routes(&raw, &limits);
+        let reevaluate_interval =
+            self.duration(&raw.reevaluate_interval, DEFAULT_REEVALUATE_INTERVAL);
+        if let Some(s) = &raw.reevaluate_interval
+            && !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&reevaluate_interval)
+        {
+            self.problem(s, "reevaluate_interval must be between 1s and 1h");
+        }
         Config {
             source: self.file.clone(),
             listen,
@@ -555,6 +535,7 @@ impl Validator {
             recording,
             keys,
             routes,
+            reevaluate_interval,
         }
     }
 
@@ -815,12 +796,10 @@ impl Validator {
                     format!("identity {:?} has no keys", ri.name.value),
                 );
             }
-            let identity = Arc::new(Identity {
-                name: ri.name.value.clone(),
-                email: ri.email.as_ref().map(|e| e.value.clone()),
-                groups: ri.groups.iter().map(|g| g.value.clone()).collect(),
-                kind: IdentityKind::ServiceKey,
-            });
+            let mut identity = Identity::new(IdentityKind::Service, ri.name.value.clone());
+            identity.email = ri.email.as_ref().map(|e| e.value.clone());
+            identity.groups = ri.groups.iter().map(|g| g.value.clone()).collect();
+            let identity = Arc::new(identity);
             for k in &ri.keys {
                 let Some(key) = self.public_key(k, "client key") else {
                     continue;
@@ -840,21 +819,49 @@ impl Validator {
         keys
     }
 
-    fn routes(&mut self, raw: &[RawRoute], limits: &Limits) -> HashMap<String, Arc<Route>> {
-        let mut routes = HashMap::new();
+    fn routes(&mut self, raw: &RawConfig, limits: &Limits) -> HashMap<String, Arc<Route>> {
         // Names are checked before validity, so a duplicate is reported
         // even when the first route of that name has problems of its own.
         let mut names = HashSet::new();
-        for rr in raw {
-            let duplicate = !names.insert(rr.name.value.trim());
+        let mut duplicates = Vec::new();
+        let mut policies = Vec::new();
+        for rr in &raw.routes {
+            let name = rr.name.value.trim();
+            let duplicate = !names.insert(name);
+            duplicates.push(duplicate);
             if duplicate {
-                self.problem(
-                    &rr.name,
-                    format!("duplicate route {:?}", rr.name.value.trim()),
-                );
+                self.problem(&rr.name, format!("duplicate route {name:?}"));
             }
+            match &rr.policy {
+                Some(policy) if !duplicate => policies.push((name, policy)),
+                Some(_) => {}
+                None => self.problem(
+                    &rr.name,
+                    format!(
+                        "route {name:?} has no policy: add policy: NAME (one of policies:) or policy: {{rules: [...]}}"
+                    ),
+                ),
+            }
+        }
+        let compiled = match policy::lang::compile(&raw.policies, policies) {
+            Ok(set) => set,
+            Err(errors) => {
+                for e in errors {
+                    self.problems.push(ConfigProblem {
+                        file: self.file.clone(),
+                        line: e.line,
+                        column: e.column,
+                        message: e.message,
+                    });
+                }
+                policy::lang::PolicySet::default()
+            }
+        };
+        let mut routes = HashMap::new();
+        for (rr, duplicate) in raw.routes.iter().zip(duplicates) {
             // A duplicate is still validated, so its own problems show too.
-            if let Some(route) = self.route(rr, limits)
+            let policy = compiled.route(rr.name.value.trim()).cloned();
+            if let Some(route) = self.route(rr, limits, policy)
                 && !duplicate
             {
                 routes.insert(route.name.clone(), Arc::new(route));
@@ -863,7 +870,14 @@ impl Validator {
         routes
     }
 
-    fn route(&mut self, rr: &RawRoute, limits: &Limits) -> Option<Route> {
+    /// A route, given its compiled policy (`None` when it has none or the
+    /// policies did not compile, which is reported already).
+    fn route(
+        &mut self,
+        rr: &RawRoute,
+        limits: &Limits,
+        policy: Option<Arc<CompiledRoutePolicy>>,
+    ) -> Option<Route> {
         let name = rr.name.value.trim().to_owned();
         let mut ok = true;
         if name.is_empty() || name.contains(['@', ' ', '/']) {
@@ -892,13 +906,6 @@ impl Validator {
                 }
             },
         };
-        if rr.logins.is_empty() {
-            self.problem(
-                &rr.name,
-                format!("route {name:?} allows no logins: add logins: [...]"),
-            );
-            ok = false;
-        }
         for l in &rr.logins {
             if l.value.is_empty() || l.value.contains(['@', ' ', ',']) {
                 self.problem(l, format!("bad login {:?}", l.value));
@@ -922,44 +929,6 @@ impl Validator {
             (Some(k), None) => self.public_key(k, "host_key").map(HostKeyCheck::Pinned),
             (None, Some(ca)) => self.public_key(ca, "host_ca").map(HostKeyCheck::Ca),
         };
-        if rr.allow.identities.is_empty() && rr.allow.groups.is_empty() {
-            self.problem(
-                &rr.name,
-                format!("route {name:?} allows nobody: add allow: {{groups: [...]}} or allow: {{identities: [...]}}"),
-            );
-            ok = false;
-        }
-        let mut capabilities = Capabilities {
-            pty: true,
-            ..Capabilities::default()
-        };
-        if let Some(permit) = &rr.permit {
-            capabilities = Capabilities::default();
-            for p in permit {
-                match p.value.as_str() {
-                    "pty" => capabilities.pty = true,
-                    "port_forwarding" => capabilities.port_forwarding = true,
-                    "agent_forwarding" => capabilities.agent_forwarding = true,
-                    "x11_forwarding" => capabilities.x11_forwarding = true,
-                    "user_rc" => capabilities.user_rc = true,
-                    other => {
-                        self.problem(
-                            p,
-                            format!(
-                                "unknown permission {other:?}: use pty, port_forwarding, agent_forwarding, x11_forwarding or user_rc"
-                            ),
-                        );
-                        ok = false;
-                    }
-                }
-            }
-        }
-        let cert_ttl = self.duration(&rr.cert_ttl, DEFAULT_CERT_TTL);
-        if let Some(s) = &rr.cert_ttl
-            && (cert_ttl < Duration::from_secs(10) || cert_ttl > Duration::from_secs(24 * 3600))
-        {
-            self.problem(s, "cert_ttl must be between 10s and 24h");
-        }
         let source_address = match &rr.source_address {
             None => None,
             Some(list) => {
@@ -976,20 +945,9 @@ impl Validator {
             }
         };
         let connect_timeout = self.duration(&rr.connect_timeout, limits.connect_timeout);
-        let record = match rr.record.as_ref().map(|s| (s, s.value.as_str())) {
-            None | Some((_, "best_effort")) => RecordMode::BestEffort,
-            Some((_, "strict")) => RecordMode::Strict,
-            Some((_, "off")) => RecordMode::Off,
-            Some((s, other)) => {
-                self.problem(
-                    s,
-                    format!("bad record mode {other:?}: write best_effort, strict or off"),
-                );
-                RecordMode::BestEffort
-            }
-        };
         let (target_host, target_port) = target?;
         let host_key = host_key?;
+        let policy = policy?;
         if !ok {
             return None;
         }
@@ -998,24 +956,11 @@ impl Validator {
             target_host,
             target_port,
             host_key,
-            policy: RoutePolicy {
-                route: name.clone(),
-                logins: rr.logins.iter().map(|l| l.value.clone()).collect(),
-                allow_identities: rr
-                    .allow
-                    .identities
-                    .iter()
-                    .map(|s| s.value.clone())
-                    .collect(),
-                allow_groups: rr.allow.groups.iter().map(|s| s.value.clone()).collect(),
-                capabilities,
-                cert_ttl,
-            },
+            logins: rr.logins.iter().map(|l| l.value.clone()).collect(),
+            policy,
             name,
             source_address,
             connect_timeout,
-            record,
-            record_input: rr.record_input,
         })
     }
 }
@@ -1088,9 +1033,12 @@ routes:
     target: db.internal:22
     logins: [postgres]
     host_key: "{KEY}"
-    allow: {{groups: [deploy]}}
-    permit: [pty, agent_forwarding]
-    cert_ttl: 2m
+    policy:
+      capabilities: {{agent: true}}
+      obligations: {{cert_ttl: 2m}}
+      rules:
+        - allow: deployers
+          when: {{groups: deploy}}
     source_address: [10.0.0.0/8, 192.0.2.1]
 "#
         ));
@@ -1098,9 +1046,10 @@ routes:
         let r = &c.routes["prod-db"];
         assert_eq!(r.target_host, "db.internal");
         assert_eq!(r.target_port, 22);
-        assert_eq!(r.policy.cert_ttl, Duration::from_secs(120));
-        assert!(r.policy.capabilities.agent_forwarding && r.policy.capabilities.pty);
-        assert!(!r.policy.capabilities.port_forwarding);
+        assert_eq!(r.policy.obligations().cert_ttl, Duration::from_secs(120));
+        assert!(r.policy.capabilities().agent && r.policy.capabilities().pty);
+        assert!(!r.policy.capabilities().port_forward_local.is_allowed());
+        assert_eq!(c.reevaluate_interval, DEFAULT_REEVALUATE_INTERVAL);
         assert_eq!(r.source_address.as_deref(), Some("10.0.0.0/8,192.0.2.1"));
         assert_eq!(c.keys.len(), 1);
         assert_eq!(c.state_dir, dir.path().join("state"));
@@ -1114,25 +1063,28 @@ routes:
     target: nowhere
     logins: [root]
     host_key: "{KEY}"
-    allow: {{groups: [x]}}
-    cert_ttl: 5 parsecs
-  - name: a
+    policy: {{obligations: {{cert_ttl: 5 parsecs}}, rules: []}}
+  - name: a2
     target: h:22
     logins: [root]
     host_key: "{KEY}"
-    allow: {{groups: [x]}}
-    permit: [pty, teleport]
+    policy: on-call
   - name: b
     target: h:22
     logins: [root]
-    allow: {{groups: [x]}}
+    policy: {{rules: [{{allow: x, when: {{source_ip: 10.0.0.300/8}}}}]}}
+  - name: c
+    target: h:22
+    host_key: "{KEY}"
 "#
         ));
         let want_prefixes = [
             "3:13: bad target \"nowhere\"",
-            "7:15: bad duration \"5 parsecs\"",
-            "13:19: unknown permission \"teleport\"",
-            "14:11: route \"b\" has no host key check",
+            "6:38: `cert_ttl`: `5 parsecs` is not a duration",
+            "11:13: unknown policy `on-call`",
+            "12:11: route \"b\" has no host key check",
+            "15:51: `10.0.0.300/8` is not a CIDR",
+            "16:11: route \"c\" has no policy",
         ];
         for w in want_prefixes {
             assert!(
@@ -1155,12 +1107,12 @@ routes:
     target: h:22
     logins: [root]
     host_key: "{KEY}"
-    allow: {{identities: [one]}}
+    policy: {{rules: [{{allow: one, when: {{email: one@example.com}}}}]}}
   - name: r
     target: h:22
     logins: [root]
     host_key: "{KEY}"
-    allow: {{identities: [one]}}
+    policy: {{rules: [{{allow: one, when: {{email: one@example.com}}}}]}}
 "#
         ));
         assert!(
@@ -1184,7 +1136,7 @@ routes:
     #[test]
     fn unreadable_key_files_are_errors() {
         let got = errors(
-            "routes:\n  - name: r\n    target: h:22\n    logins: [root]\n    host_key: /nonexistent/key.pub\n    allow: {groups: [g]}\n",
+            "routes:\n  - name: r\n    target: h:22\n    logins: [root]\n    host_key: /nonexistent/key.pub\n    policy: {rules: []}\n",
         );
         assert!(
             got.iter()
@@ -1268,13 +1220,12 @@ routes:
     #[test]
     fn recording_problems_are_reported_with_positions() {
         let got = errors(
-            "recording:\n  storage: ftp://x\n  s3_region: eu\n  segment_bytes: 10\nroutes:\n  - name: r\n    target: h:22\n    logins: [root]\n    host_key: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGu0ixU5Zn1h2cCa5w9K8dXbK8VVZy6FTvJ/6Zp7pXiO\"\n    allow: {groups: [g]}\n    record: always\n",
+            "recording:\n  storage: ftp://x\n  s3_region: eu\n  segment_bytes: 10\nroutes:\n  - name: r\n    target: h:22\n    logins: [root]\n    host_key: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGu0ixU5Zn1h2cCa5w9K8dXbK8VVZy6FTvJ/6Zp7pXiO\"\n    policy: {rules: []}\n",
         );
         let expect = [
             "2:12: ",
             "3:14: s3_* settings need an s3://bucket/prefix storage",
             "4:18: segment_bytes must be at least 4096",
-            "11:13: bad record mode \"always\"",
         ];
         for e in expect {
             assert!(got.iter().any(|g| g.starts_with(e)), "{e}: {got:#?}");

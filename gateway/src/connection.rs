@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use policy::{Decision, Identity, IdentityKind, Request};
+use policy::lang::{Decision, Identity, IdentityKind, Request, Timestamp};
 use russh::keys::{HashAlg, PublicKey};
 use russh::server::{
     Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
@@ -211,16 +211,26 @@ impl Connection {
         let Some(route) = config.routes.get(route_name) else {
             return Err(format!("gatehouse: unknown route {route_name:?}"));
         };
-        let decision = policy::evaluate(
+        if !route.logins.is_empty() && !route.logins.iter().any(|l| l == login) {
+            return Err(format!(
+                "gatehouse: access denied: login {login} is not allowed on route {route_name}"
+            ));
+        }
+        let decision = policy::lang::evaluate(
             &route.policy,
             &Request {
                 identity,
                 login,
                 source: self.peer.ip(),
+                now: Timestamp::now(),
+                session_start: None,
             },
         );
         if !decision.allowed {
-            return Err(format!("gatehouse: access denied: {}", decision.reason));
+            return Err(format!(
+                "gatehouse: access denied: {}",
+                denial_reason(&route.name, &decision)
+            ));
         }
         Ok(Authorized {
             identity: Arc::clone(identity),
@@ -255,7 +265,12 @@ impl Connection {
             identity: Arc::clone(&auth.identity),
             session_id: self.id.clone(),
             extensions: auth.decision.capabilities.certificate_extensions(),
-            cert_ttl: auth.decision.cert_ttl,
+            force_command: auth
+                .decision
+                .capabilities
+                .force_command()
+                .map(str::to_owned),
+            cert_ttl: auth.decision.obligations.cert_ttl,
             ca: Arc::clone(&self.shared.ca),
         }
     }
@@ -365,8 +380,9 @@ impl Connection {
                     key_fingerprint = %fingerprint,
                     route = %auth.route.name,
                     login = %auth.login,
-                    rule = ?auth.decision.rule,
+                    rule = auth.decision.decided_by.rule_name().unwrap_or(""),
                     reason = %auth.decision.reason,
+                    next_check = %auth.decision.next_check.map(|t| t.to_string()).unwrap_or_default(),
                 );
                 self.authorized = Some(auth);
                 Ok(())
@@ -541,35 +557,40 @@ impl Connection {
                 return Err(e.user_line());
             }
         };
-        let identity = Arc::new(sign_in::identity_of(&signed_in));
+        let who = signed_in.email.as_deref().unwrap_or(&signed_in.sub);
         tracing::info!(
             target: "audit",
             event = "signin.completed",
             session_id = %self.id,
             peer = %self.peer,
-            identity = identity.label(),
+            identity = who,
             sub = %signed_in.sub,
             issuer = %signed_in.issuer,
             groups = ?signed_in.groups,
             key_fingerprint = %fingerprint,
             refresh_token = signed_in.refresh_token.is_some(),
         );
+        let mut binding = None;
         if let Some(fp) = &key {
             match sign_in.bind(fp, &signed_in).await {
-                Ok(binding) => tracing::info!(
-                    target: "audit",
-                    event = "binding.created",
-                    session_id = %self.id,
-                    identity = identity.label(),
-                    key_fingerprint = %fp,
-                    expires_at = %humantime::format_rfc3339_seconds(binding.expires_at),
-                ),
+                Ok(b) => {
+                    tracing::info!(
+                        target: "audit",
+                        event = "binding.created",
+                        session_id = %self.id,
+                        identity = who,
+                        key_fingerprint = %fp,
+                        expires_at = %humantime::format_rfc3339_seconds(b.expires_at),
+                    );
+                    binding = Some(b);
+                }
                 Err(e) => tracing::error!(
                     error = %e,
                     "cannot save the login binding; the next connection signs in again"
                 ),
             }
         }
+        let identity = Arc::new(sign_in::identity_of(&signed_in, binding.as_ref()));
         self.admit(user, identity, &fingerprint, "device_code")
     }
 
@@ -673,7 +694,7 @@ impl Connection {
         let record_input = self
             .authorized
             .as_ref()
-            .is_some_and(|a| a.route.record_input);
+            .is_some_and(|a| a.decision.obligations.record_input);
         let spec = recorder::ChannelSpec {
             channel: format!("{}", id),
             kind,
@@ -801,9 +822,15 @@ fn sign_in_instructions(complete: Option<&str>, uri: &str, code: &str, left: Dur
 
 fn kind_name(kind: IdentityKind) -> &'static str {
     match kind {
-        IdentityKind::ServiceKey => "service_key",
+        IdentityKind::Service => "service_key",
         IdentityKind::User => "user",
     }
+}
+
+/// Why a decision denies, as the user reads it: `route prod-db: outside
+/// 09:00–18:00 Europe/Berlin`.
+pub(crate) fn denial_reason(route: &str, decision: &Decision) -> String {
+    format!("route {route}: {}", decision.reason)
 }
 
 fn no_route_line(user: &str) -> String {
@@ -959,7 +986,7 @@ impl russh::server::Handler for Connection {
             return Ok(());
         }
         let ctx = self.dial_context(auth);
-        let mode = auth.route.record;
+        let mode = auth.decision.obligations.record;
         let id = channel.id();
         let mode = match self.ensure_recording(mode) {
             Ok(mode) => mode,

@@ -104,6 +104,10 @@ pub enum Error {
     /// expiry, or a required claim missing).
     #[error("ID token rejected: {0}")]
     TokenRejected(String),
+    /// The IdP refused to renew a sign-in (`invalid_grant`: the refresh
+    /// token was revoked or expired, or the user was disabled).
+    #[error("the identity provider refused to renew the sign-in: {0}")]
+    RefreshRejected(String),
     /// The signed-in email's domain is not in `idp.allowed_domains`.
     #[error("email domain of {email} is not allowed")]
     DomainNotAllowed {
@@ -139,6 +143,7 @@ impl Error {
             | Error::SignInExpired
             | Error::SignInCancelled
             | Error::TokenRejected(_)
+            | Error::RefreshRejected(_)
             | Error::DomainNotAllowed { .. } => Side::Client,
             Error::Config(_)
             | Error::KeyFile { .. }

@@ -133,6 +133,9 @@ pub struct CertRequest<'a> {
     pub ttl: Duration,
     /// The `permit-*` extensions to include.
     pub extensions: &'a [&'static str],
+    /// The `force-command` critical option: the one command the policy
+    /// allows, which sshd runs whatever the client asks for.
+    pub force_command: Option<&'a str>,
     /// The `source-address` critical option, when configured.
     pub source_address: Option<&'a str>,
 }
@@ -218,6 +221,9 @@ impl UserCa {
         for ext in req.extensions {
             b.extension(*ext, "").map_err(mint)?;
         }
+        if let Some(command) = req.force_command {
+            b.critical_option("force-command", command).map_err(mint)?;
+        }
         if let Some(addr) = req.source_address {
             b.critical_option("source-address", addr).map_err(mint)?;
         }
@@ -254,6 +260,7 @@ mod tests {
                 key_id: "ci@example.com/0123",
                 ttl: Duration::from_secs(300),
                 extensions: &["permit-pty"],
+                force_command: Some("/usr/local/bin/deploy"),
                 source_address: Some("10.0.0.1/32"),
             })
             .unwrap();
@@ -267,6 +274,12 @@ mod tests {
                 .get("source-address")
                 .map(String::as_str),
             Some("10.0.0.1/32")
+        );
+        assert_eq!(
+            c.critical_options()
+                .get("force-command")
+                .map(String::as_str),
+            Some("/usr/local/bin/deploy")
         );
         assert_eq!(c.valid_before() - c.valid_after(), 360);
         let ca_fp = ca.key.public_key().fingerprint(HashAlg::Sha256);

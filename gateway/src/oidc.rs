@@ -202,6 +202,21 @@ pub struct SignedIn {
     pub issuer: String,
     /// Present when `offline_access` (or the IdP's policy) granted one.
     pub refresh_token: Option<RefreshToken>,
+    /// Every claim of the ID token, for the policy's `claim.<name>`.
+    pub claims: policy::lang::Claims,
+    /// The same claims as a JSON object, as the binding stores them.
+    pub claims_json: String,
+}
+
+/// What a refresh ([`Idp::refresh`]) brought back.
+#[derive(Debug)]
+pub struct Refreshed {
+    /// The identity from the new ID token, when the IdP sent one (OIDC
+    /// Core §12.2 lets it leave the ID token out of a refresh).
+    pub signed_in: Option<SignedIn>,
+    /// The refresh token to use next time: a rotated one, or none when the
+    /// IdP did not rotate it (keep the old one then).
+    pub refresh_token: Option<RefreshToken>,
 }
 
 /// The device authorization endpoint from discovery; optional so that an
@@ -475,12 +490,74 @@ impl Idp {
                 "groups claim is neither a string nor an array of strings; ignoring it"
             );
         }
+        // All claims, standard ones included, as the policy sees them. The
+        // token's own serialization is the source, so nothing is renamed.
+        let claims_value = serde_json::to_value(&claims).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the ID token's claims for the policy");
+            Value::Object(serde_json::Map::new())
+        });
+        let all_claims = claims_from_json(&claims_value);
         Ok(SignedIn {
             sub: claims.subject().to_string(),
             email,
             groups,
             issuer: claims.issuer().to_string(),
             refresh_token: None,
+            claims: all_claims,
+            claims_json: claims_value.to_string(),
+        })
+    }
+
+    /// Renews a sign-in with its refresh token (RFC 6749 §6), for routes
+    /// with `reauth_every`. A new ID token is verified like the first one
+    /// and must name the same subject. Any failure means the sign-in no
+    /// longer holds: `invalid_grant` (revoked or expired) is
+    /// [`Error::RefreshRejected`], an unreachable IdP
+    /// [`Error::IdpUnavailable`].
+    pub async fn refresh(&self, token: &RefreshToken, sub: &str) -> Result<Refreshed, Error> {
+        let request = self.token_request(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", token.secret()),
+        ])?;
+        let response = self
+            .inner
+            .http
+            .send(request)
+            .await
+            .map_err(|reason| self.unavailable(reason))?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let error = serde_json::from_slice::<OAuthError>(response.body())
+                .map(|e| e.error)
+                .unwrap_or_else(|_| format!("HTTP {status}"));
+            return Err(if status.is_server_error() {
+                self.unavailable(format!("token endpoint: {error}"))
+            } else {
+                Error::RefreshRejected(error)
+            });
+        }
+        #[derive(Deserialize)]
+        struct RefreshAnswer {
+            id_token: Option<String>,
+            refresh_token: Option<String>,
+        }
+        let answer: RefreshAnswer = serde_json::from_slice(response.body())
+            .map_err(|e| self.unavailable(format!("token endpoint: unreadable response: {e}")))?;
+        let signed_in = match answer.id_token {
+            Some(raw) => {
+                let signed_in = self.verify_id_token(&raw).await?;
+                if signed_in.sub != sub {
+                    return Err(Error::TokenRejected(
+                        "the refreshed ID token names another subject".to_owned(),
+                    ));
+                }
+                Some(signed_in)
+            }
+            None => None,
+        };
+        Ok(Refreshed {
+            signed_in,
+            refresh_token: answer.refresh_token.map(RefreshToken),
         })
     }
 
@@ -526,7 +603,10 @@ impl Idp {
     /// One token request with the device code (RFC 8628 §3.4). Terminal
     /// answers are errors; what warrants another poll is a [`Poll`].
     async fn poll_once(&self, device_code: &DeviceCode) -> Result<Poll, Error> {
-        let request = self.token_request(device_code)?;
+        let request = self.token_request(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", &device_code.0),
+        ])?;
         let response = match self.inner.http.send(request).await {
             Ok(response) => response,
             Err(reason) => return Ok(Poll::Failed(reason)),
@@ -538,13 +618,12 @@ impl Idp {
         )
     }
 
-    /// The token request for one poll, with the client authentication
-    /// chosen at discovery. Not async: the form serializer is not `Send`.
-    fn token_request(&self, device_code: &DeviceCode) -> Result<reqwest::Request, Error> {
+    /// A token request with `pairs` and the client authentication chosen
+    /// at discovery. Not async: the form serializer is not `Send`.
+    fn token_request(&self, pairs: &[(&str, &str)]) -> Result<reqwest::Request, Error> {
         let settings = &self.inner.settings;
         let mut form = form_urlencoded::Serializer::new(String::new());
-        form.append_pair("grant_type", "urn:ietf:params:oauth:grant-type:device_code")
-            .append_pair("device_code", &device_code.0);
+        form.extend_pairs(pairs);
         let mut request = self
             .inner
             .http
@@ -780,6 +859,12 @@ fn domain_allowed(email: Option<&str>, allowed: &[String]) -> bool {
                 .trim_start_matches('@')
                 .eq_ignore_ascii_case(domain)
         })
+}
+
+/// ID-token claims (a JSON object) as the policy reads them; anything but
+/// an object is no claims.
+pub fn claims_from_json(value: &Value) -> policy::lang::Claims {
+    policy::lang::Claims::deserialize(value).unwrap_or_default()
 }
 
 /// The groups in a claim value: an array's strings (other items skipped),
@@ -1124,6 +1209,8 @@ mod tests {
             groups: Vec::new(),
             issuer: "https://idp.example".to_owned(),
             refresh_token: Some(token),
+            claims: policy::lang::Claims::new(),
+            claims_json: "{}".to_owned(),
         };
         assert!(!format!("{signed_in:?}").contains("rt-secret"));
     }

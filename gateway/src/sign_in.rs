@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use policy::{Identity, IdentityKind};
+use policy::lang::{Identity, IdentityKind, Timestamp};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::bindings::{Binding, BindingStore, NewBinding};
@@ -197,6 +197,7 @@ impl SignIn {
         let email = signed_in.email.clone();
         let groups = signed_in.groups.clone();
         let issuer = signed_in.issuer.clone();
+        let claims_json = signed_in.claims_json.clone();
         let refresh = signed_in
             .refresh_token
             .as_ref()
@@ -211,6 +212,7 @@ impl SignIn {
                     groups: &groups,
                     issuer: &issuer,
                     refresh_token: refresh.as_deref(),
+                    claims_json: &claims_json,
                     ttl,
                 },
                 SystemTime::now(),
@@ -233,24 +235,34 @@ async fn blocking<T: Send + 'static>(
         })?
 }
 
-/// The identity a sign-in established.
-pub(crate) fn identity_of(signed_in: &SignedIn) -> Identity {
-    Identity {
-        name: signed_in.sub.clone(),
-        email: signed_in.email.clone(),
-        groups: signed_in.groups.clone(),
-        kind: IdentityKind::User,
-    }
+/// The identity a sign-in established, just now; `binding_expires` when
+/// it was bound to the client key.
+pub(crate) fn identity_of(signed_in: &SignedIn, binding: Option<&Binding>) -> Identity {
+    let mut identity = Identity::new(IdentityKind::User, signed_in.sub.clone());
+    identity.email = signed_in.email.clone();
+    identity.groups = signed_in.groups.clone();
+    identity.claims = signed_in.claims.clone();
+    identity.authenticated_at = Some(Timestamp::now());
+    identity.binding_expires = binding.and_then(|b| timestamp(b.expires_at));
+    identity
 }
 
 /// The identity a login binding carries.
 pub(crate) fn identity_of_binding(binding: &Binding) -> Identity {
-    Identity {
-        name: binding.sub.clone(),
-        email: binding.email.clone(),
-        groups: binding.groups.clone(),
-        kind: IdentityKind::User,
-    }
+    let mut identity = Identity::new(IdentityKind::User, binding.sub.clone());
+    identity.email = binding.email.clone();
+    identity.groups = binding.groups.clone();
+    identity.claims = serde_json::from_str::<serde_json::Value>(&binding.claims_json)
+        .map(|v| crate::oidc::claims_from_json(&v))
+        .unwrap_or_default();
+    identity.authenticated_at = timestamp(binding.authenticated_at);
+    identity.binding_expires = timestamp(binding.expires_at);
+    identity
+}
+
+/// A `SystemTime` as the policy's timestamp (`None` if out of its range).
+pub(crate) fn timestamp(t: SystemTime) -> Option<Timestamp> {
+    Timestamp::try_from(t).ok()
 }
 
 /// How long until `at`, as the user reads it: "10 minutes", "45 seconds".

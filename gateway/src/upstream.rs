@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use policy::Identity;
+use policy::lang::Identity;
 use russh::Preferred;
 use russh::client;
 use russh::keys::ssh_key::certificate::CertType;
@@ -36,6 +36,8 @@ pub struct DialContext {
     pub session_id: String,
     /// The `permit-*` extensions the decision grants.
     pub extensions: Vec<&'static str>,
+    /// The one command the decision allows (`force-command`), if any.
+    pub force_command: Option<String>,
     /// The certificate lifetime the decision grants.
     pub cert_ttl: Duration,
     /// The CA that signs.
@@ -258,6 +260,7 @@ pub async fn connect_target(ctx: &DialContext) -> Result<Upstream, Error> {
             key_id: &key_id,
             ttl: ctx.cert_ttl,
             extensions: &ctx.extensions,
+            force_command: ctx.force_command.as_deref(),
             source_address: route.source_address.as_deref(),
         })?;
         let serial = minted.serial;

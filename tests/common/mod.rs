@@ -89,6 +89,19 @@ pub struct World {
     pub sshd: Sshd,
 }
 
+/// The rule most test routes use: group `ops` (alice) is allowed.
+pub const ALLOW_OPS: &str = "{allow: ops, when: {groups: ops}}";
+
+/// A route's `policy:` line allowing group `ops`, with `fields` (for
+/// example `capabilities: {sftp: false}`) before its rules.
+pub fn policy(fields: &str) -> String {
+    if fields.is_empty() {
+        format!("policy: {{rules: [{ALLOW_OPS}]}}")
+    } else {
+        format!("policy: {{{fields}, rules: [{ALLOW_OPS}]}}")
+    }
+}
+
 impl World {
     pub fn new() -> World {
         use std::os::unix::fs::PermissionsExt;
@@ -120,8 +133,9 @@ impl World {
     }
 
     /// A route named `name` to this world's target, pinned to its host key,
-    /// allowing group `ops` as login [`LOGIN`], plus `extra` YAML lines
-    /// (indented four spaces).
+    /// offering login [`LOGIN`], plus `extra` YAML lines (indented four
+    /// spaces). Without a `policy:` line in `extra`, the policy is
+    /// [`policy("")`](policy): group `ops` (alice) may use it.
     pub fn route(&self, name: &str, extra: &str) -> String {
         self.route_to(
             name,
@@ -136,8 +150,10 @@ impl World {
         let mut r = format!(
             "  - name: {name}\n    target: {target}\n    logins: [{LOGIN}]\n    host_key: \"{host_key}\"\n"
         );
-        if !extra.contains("allow:") {
-            r.push_str("    allow: {groups: [ops]}\n");
+        if !extra.contains("policy:") {
+            r.push_str("    ");
+            r.push_str(&policy(""));
+            r.push('\n');
         }
         for line in extra.lines().filter(|l| !l.trim().is_empty()) {
             r.push_str("    ");

@@ -400,6 +400,17 @@ pub enum RecordMode {
     Strict,
 }
 
+impl RecordMode {
+    /// The name used in policies and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordMode::Off => "off",
+            RecordMode::BestEffort => "best_effort",
+            RecordMode::Strict => "strict",
+        }
+    }
+}
+
 /// What the gateway must do for an allowed session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Obligations {

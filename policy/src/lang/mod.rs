@@ -178,6 +178,12 @@ impl Identity {
             binding_expires: None,
         }
     }
+
+    /// How people and certificates name the identity: the email when
+    /// there is one, else the name.
+    pub fn label(&self) -> &str {
+        self.email.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// One access question: may this identity use this route as this login,
