@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use policy::lang::{Decision, Identity, IdentityKind, Request, Timestamp};
+use policy::lang::{Capabilities, Decision, Identity, IdentityKind, Request, Timestamp};
 use russh::keys::{HashAlg, PublicKey};
 use russh::server::{
     Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
@@ -256,6 +256,20 @@ impl Connection {
             proceed_with_methods: Some(MethodSet::from(&[MethodKind::KeyboardInteractive][..])),
             partial_success: false,
         }
+    }
+
+    /// The capabilities in force for new channels and requests: the
+    /// session's current decision's. `None` before authentication.
+    fn capabilities(&self) -> Option<Capabilities> {
+        self.authorized
+            .as_ref()
+            .map(|a| a.decision.capabilities.clone())
+    }
+
+    /// How to dial the target for a new channel under the current decision.
+    /// `None` before authentication.
+    fn current_dial_context(&self) -> Option<DialContext> {
+        self.authorized.as_ref().map(|a| self.dial_context(a))
     }
 
     fn dial_context(&self, auth: &Authorized) -> DialContext {
@@ -985,8 +999,10 @@ impl russh::server::Handler for Connection {
                 .await;
             return Ok(());
         }
-        let ctx = self.dial_context(auth);
         let mode = auth.decision.obligations.record;
+        let Some(ctx) = self.current_dial_context() else {
+            return Ok(());
+        };
         let id = channel.id();
         let mode = match self.ensure_recording(mode) {
             Ok(mode) => mode,
@@ -1128,10 +1144,7 @@ impl russh::server::Handler for Connection {
         modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let allowed = self
-            .authorized
-            .as_ref()
-            .is_some_and(|a| a.decision.capabilities.pty);
+        let allowed = self.capabilities().is_some_and(|c| c.pty);
         if !allowed {
             return self.refuse_request(channel, "pty", session);
         }
