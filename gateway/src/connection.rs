@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use policy::lang::{Capabilities, Decision, Identity, IdentityKind, Request, Timestamp};
+use policy::lang::{Capabilities, Decision, Exec, Identity, IdentityKind, Request, Timestamp};
 use russh::keys::{HashAlg, PublicKey};
 use russh::server::{
     Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
@@ -30,6 +30,7 @@ use crate::oidc::SignedIn;
 use crate::proxy::{self, ChannelRecording, ProxiedChannel, UpstreamChannel, WindowSize};
 use crate::recording::{self, SessionSlot, Tap};
 use crate::server::Shared;
+use crate::sessions::LiveSession;
 use crate::sign_in::{self, SignIn};
 use crate::upstream::DialContext;
 
@@ -117,6 +118,9 @@ pub struct Connection {
     /// Ends every channel of the session with the line it carries.
     ender: watch::Sender<Option<String>>,
     authorized: Option<Authorized>,
+    /// The session in the live registry, once authenticated: its current
+    /// decision is what new channels follow.
+    live: Option<Arc<LiveSession>>,
     channels: HashMap<ChannelId, ProxiedChannel>,
 }
 
@@ -167,6 +171,7 @@ impl Connection {
             recording,
             ender: watch::Sender::new(None),
             authorized: None,
+            live: None,
             channels: HashMap::new(),
         }
     }
@@ -258,35 +263,41 @@ impl Connection {
         }
     }
 
+    /// The decision new channels and requests follow: the live session's,
+    /// which re-evaluation keeps current. `None` before authentication.
+    fn decision(&self) -> Option<Decision> {
+        match (&self.live, &self.authorized) {
+            (Some(live), _) => Some(live.decision()),
+            (None, Some(auth)) => Some(auth.decision.clone()),
+            (None, None) => None,
+        }
+    }
+
     /// The capabilities in force for new channels and requests: the
     /// session's current decision's. `None` before authentication.
     fn capabilities(&self) -> Option<Capabilities> {
-        self.authorized
-            .as_ref()
-            .map(|a| a.decision.capabilities.clone())
+        self.decision().map(|d| d.capabilities)
     }
 
     /// How to dial the target for a new channel under the current decision.
     /// `None` before authentication.
     fn current_dial_context(&self) -> Option<DialContext> {
-        self.authorized.as_ref().map(|a| self.dial_context(a))
-    }
-
-    fn dial_context(&self, auth: &Authorized) -> DialContext {
-        DialContext {
+        let auth = self.authorized.as_ref()?;
+        let decision = self.decision()?;
+        let identity = match &self.live {
+            Some(live) => live.identity(),
+            None => Arc::clone(&auth.identity),
+        };
+        Some(DialContext {
             route: Arc::clone(&auth.route),
             login: auth.login.clone(),
-            identity: Arc::clone(&auth.identity),
+            identity,
             session_id: self.id.clone(),
-            extensions: auth.decision.capabilities.certificate_extensions(),
-            force_command: auth
-                .decision
-                .capabilities
-                .force_command()
-                .map(str::to_owned),
-            cert_ttl: auth.decision.obligations.cert_ttl,
+            extensions: decision.capabilities.certificate_extensions(),
+            force_command: decision.capabilities.force_command().map(str::to_owned),
+            cert_ttl: decision.obligations.cert_ttl,
             ca: Arc::clone(&self.shared.ca),
-        }
+        })
     }
 
     /// Forwards a channel request to the target and relays the target's
@@ -328,6 +339,23 @@ impl Connection {
             session.channel_failure(id)?;
         }
         Ok(())
+    }
+
+    /// Refuses a request that starts a channel with a line on its stderr:
+    /// `gatehouse: WHAT is not allowed on route ROUTE`.
+    fn refuse_with_line(
+        &self,
+        id: ChannelId,
+        request: &str,
+        what: &str,
+        session: &mut Session,
+    ) -> Result<(), Error> {
+        let line = format!(
+            "gatehouse: {what} is not allowed on route {}\r\n",
+            self.route_name()
+        );
+        session.extended_data(id, 1, line.into_bytes())?;
+        self.refuse_request(id, request, session)
     }
 
     fn refuse_request(
@@ -705,10 +733,7 @@ impl Connection {
                 term_type: None,
             },
         };
-        let record_input = self
-            .authorized
-            .as_ref()
-            .is_some_and(|a| a.decision.obligations.record_input);
+        let record_input = self.decision().is_some_and(|d| d.obligations.record_input);
         let spec = recorder::ChannelSpec {
             channel: format!("{}", id),
             kind,
@@ -972,9 +997,24 @@ impl russh::server::Handler for Connection {
         Ok(self.show(line))
     }
 
-    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         self.unauthenticated = None;
         self.authenticated.cancel();
+        if let Some(auth) = &self.authorized {
+            let live = Arc::new(LiveSession::new(
+                self.id.clone(),
+                self.peer,
+                auth.route.name.clone(),
+                auth.login.clone(),
+                self.key_fingerprint.clone(),
+                Arc::clone(&auth.identity),
+                auth.decision.clone(),
+                self.ender.clone(),
+                session.handle(),
+            ));
+            self.shared.sessions().insert(Arc::clone(&live));
+            self.live = Some(live);
+        }
         Ok(())
     }
 
@@ -999,10 +1039,12 @@ impl russh::server::Handler for Connection {
                 .await;
             return Ok(());
         }
-        let mode = auth.decision.obligations.record;
         let Some(ctx) = self.current_dial_context() else {
             return Ok(());
         };
+        let mode = self
+            .decision()
+            .map_or(auth.decision.obligations.record, |d| d.obligations.record);
         let id = channel.id();
         let mode = match self.ensure_recording(mode) {
             Ok(mode) => mode,
@@ -1184,6 +1226,9 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if !self.capabilities().is_some_and(|c| c.shell) {
+            return self.refuse_with_line(channel, "shell", "a login shell", session);
+        }
         self.forward(channel, session, ChannelRequest::Shell).await
     }
 
@@ -1193,6 +1238,25 @@ impl russh::server::Handler for Connection {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        match self.capabilities().map(|c| c.exec) {
+            Some(Exec::Any) => {}
+            Some(Exec::Only(command)) => {
+                // The certificate's force-command makes sshd run the one
+                // allowed command whatever was asked (the request is in
+                // SSH_ORIGINAL_COMMAND there), so the request may go on.
+                tracing::info!(
+                    target: "audit",
+                    event = "exec.forced",
+                    session_id = %self.id,
+                    route = %self.route_name(),
+                    requested = %String::from_utf8_lossy(data),
+                    forced = %command,
+                );
+            }
+            Some(Exec::Denied) | None => {
+                return self.refuse_with_line(channel, "exec", "running commands", session);
+            }
+        }
         self.forward(channel, session, ChannelRequest::Exec(data.to_vec()))
             .await
     }
@@ -1203,6 +1267,16 @@ impl russh::server::Handler for Connection {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let allowed = match self.capabilities() {
+            Some(c) if name == "sftp" => c.sftp,
+            // Other subsystems run programs of the target's choosing.
+            Some(c) => c.exec == Exec::Any,
+            None => false,
+        };
+        if !allowed {
+            let what = format!("the {name} subsystem");
+            return self.refuse_with_line(channel, "subsystem", &what, session);
+        }
         self.forward(channel, session, ChannelRequest::Subsystem(name.to_owned()))
             .await
     }

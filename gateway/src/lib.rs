@@ -18,7 +18,9 @@ pub mod keys;
 pub mod oidc;
 mod proxy;
 mod recording;
+mod reload;
 mod server;
+mod sessions;
 mod sign_in;
 pub mod upstream;
 

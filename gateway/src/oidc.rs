@@ -144,6 +144,11 @@ impl fmt::Debug for IdpSettings {
 pub struct RefreshToken(String);
 
 impl RefreshToken {
+    /// A token read back from the binding store.
+    pub(crate) fn new(token: String) -> Self {
+        RefreshToken(token)
+    }
+
     /// The token itself, for the one place that sends it back to the IdP.
     pub fn secret(&self) -> &str {
         &self.0

@@ -18,11 +18,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use std::sync::{PoisonError, RwLock};
+
 use crate::Error;
+use crate::bindings::BindingStore;
 use crate::config::Config;
 use crate::connection::{Connection, Lifecycle};
 use crate::keys::{self, UserCa};
 use crate::recording::SessionSlot;
+use crate::sessions::{self, Registry};
 use crate::sign_in::SignIn;
 
 /// How long live sessions get to end after shutdown is requested.
@@ -30,7 +34,12 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// State shared by every connection.
 pub struct Shared {
-    config: Arc<Config>,
+    /// The configuration in force; a reload swaps it.
+    config: RwLock<Arc<Config>>,
+    /// The state database: login bindings, revocations, kill requests.
+    store: Arc<BindingStore>,
+    /// The live sessions, re-checked against the policy.
+    sessions: Arc<Registry>,
     /// The user CA that signs certificates for targets.
     pub ca: Arc<UserCa>,
     ssh: Arc<russh::server::Config>,
@@ -43,9 +52,26 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// Puts a new configuration in force for new connections and the next
+    /// sweep of live sessions.
+    pub(crate) fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
+        self.sessions.sweep_now();
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The state database.
+    pub(crate) fn store(&self) -> &Arc<BindingStore> {
+        &self.store
+    }
+
+    /// The live sessions.
+    pub(crate) fn sessions(&self) -> &Arc<Registry> {
+        &self.sessions
     }
 
     /// The SSH window each client channel is granted when not congested.
@@ -81,11 +107,12 @@ pub async fn run(
     let ca = Arc::new(UserCa::load(&config.user_ca)?);
     let limits = config.limits.clone();
     let recorder = open_recorder(&config, &host_keys)?;
+    let store = Arc::new(BindingStore::open(&config.state_dir)?);
     let sign_in = match &config.sign_in {
         Some(c) => Some(Arc::new(SignIn::open(
             c.clone(),
             &limits,
-            &config.state_dir,
+            Arc::clone(&store),
         )?)),
         None => None,
     };
@@ -119,7 +146,9 @@ pub async fn run(
         ..Default::default()
     };
     let shared = Arc::new(Shared {
-        config: Arc::new(config),
+        config: RwLock::new(Arc::new(config)),
+        store,
+        sessions: Arc::default(),
         ca,
         ssh: Arc::new(ssh),
         unauthenticated: Arc::new(Semaphore::new(limits.max_unauthenticated)),
@@ -150,9 +179,15 @@ pub async fn run(
             let _ = sign_in.idp().await;
         });
     }
+    tokio::spawn(sessions::watch(Arc::clone(&shared), shutdown.clone()));
+    tokio::spawn(sessions::follow_admin(
+        Arc::clone(&shared),
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::reload::follow(Arc::clone(&shared), shutdown.clone()));
     tracing::info!(
         addr = %listener.local_addr()?,
-        routes = shared.config.routes.len(),
+        routes = shared.config().routes.len(),
         user_ca = %shared.ca.fingerprint,
         "gatehouse listening"
     );
@@ -251,7 +286,7 @@ async fn serve_connection(
         login = tracing::field::Empty,
     );
     let started = Instant::now();
-    let auth_timeout = shared.config.limits.auth_timeout;
+    let auth_timeout = shared.config().limits.auth_timeout;
     async move {
         let authenticated = CancellationToken::new();
         // When an unauthenticated connection is cut off. A pending sign-in
@@ -345,6 +380,7 @@ async fn serve_connection(
             tracing::debug!(error = %e, "connection ended with an error");
         }
         // Channels stop with the connection; then the recording is sealed.
+        shared.sessions().remove(&id);
         drop(_closed_guard);
         let session = crate::lock(&recording).take();
         if let Some(session) = session {

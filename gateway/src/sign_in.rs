@@ -96,19 +96,14 @@ impl Drop for SignInPermit {
 }
 
 impl SignIn {
-    /// Opens the binding store in `state_dir`. The IdP is not contacted
+    /// Sign-in over the gateway's binding store. The IdP is not contacted
     /// here: the gateway starts (and serves registered keys) while the IdP
     /// is down.
     pub(crate) fn open(
         config: SignInConfig,
         limits: &Limits,
-        state_dir: &std::path::Path,
+        bindings: Arc<BindingStore>,
     ) -> Result<SignIn, Error> {
-        std::fs::create_dir_all(state_dir).map_err(|e| Error::Store {
-            path: state_dir.to_owned(),
-            reason: format!("cannot create the state directory: {e}"),
-        })?;
-        let bindings = Arc::new(BindingStore::open(state_dir)?);
         Ok(SignIn {
             config,
             idp: tokio::sync::Mutex::new(IdpState::default()),

@@ -1,0 +1,139 @@
+//! Configuration reload: on SIGHUP, or when the file's content changes.
+//!
+//! A reload takes effect for what is decided per connection and per
+//! session: identities, routes, policies and `reevaluate_interval`. Live
+//! sessions are re-checked against the new policy at once. Settings bound
+//! to resources opened at start (listen address, host keys, user CA, state
+//! directory, limits, IdP, recording) keep their running values; a change
+//! to them is logged as needing a restart.
+//!
+//! **Invariant:** a configuration with problems never replaces the one in
+//! force. Its problems are logged, with file:line:col, and the gateway goes
+//! on with the old one.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config};
+use crate::server::Shared;
+
+/// How often the file is read to see whether it changed.
+const FILE_POLL: Duration = Duration::from_secs(1);
+
+/// Reloads the configuration whenever SIGHUP arrives or its file changes,
+/// until `shutdown`.
+pub(crate) async fn follow(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let path = shared.config().source.clone();
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading on file changes only");
+            None
+        }
+    };
+    let mut seen = read(&path);
+    loop {
+        let hangup = async {
+            match hangups.as_mut() {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let trigger = tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = hangup => "sighup",
+            () = tokio::time::sleep(FILE_POLL) => {
+                let now = read(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "file_changed"
+            }
+        };
+        if trigger == "sighup" {
+            seen = read(&path);
+        }
+        reload(&shared, &path, trigger);
+    }
+}
+
+/// The file's bytes, or nothing when it cannot be read (a reload then
+/// reports why).
+fn read(path: &Path) -> Option<Vec<u8>> {
+    std::fs::read(path).ok()
+}
+
+fn reload(shared: &Shared, path: &Path, trigger: &str) {
+    let new = match config::load(path) {
+        Ok(new) => new,
+        Err(errors) => {
+            tracing::error!(
+                target: "audit",
+                event = "config.rejected",
+                trigger,
+                problems = errors.0.len(),
+                "the new configuration has problems; the old one stays in force:\n{errors}",
+            );
+            return;
+        }
+    };
+    let old = shared.config();
+    for setting in needs_restart(&old, &new) {
+        tracing::warn!(
+            setting,
+            "{setting} changed; restart the gateway to apply it (the running value stays)"
+        );
+    }
+    let applied = Config {
+        keys: new.keys,
+        routes: new.routes,
+        reevaluate_interval: new.reevaluate_interval,
+        ..(*old).clone()
+    };
+    tracing::info!(
+        target: "audit",
+        event = "config.reloaded",
+        trigger,
+        routes = applied.routes.len(),
+        keys = applied.keys.len(),
+        live_sessions = shared.sessions().len(),
+    );
+    shared.set_config(applied);
+}
+
+/// The settings that differ and only take effect at start.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.listen != new.listen {
+        changed.push("listen");
+    }
+    if old.host_keys != new.host_keys {
+        changed.push("host_keys");
+    }
+    if old.user_ca != new.user_ca {
+        changed.push("user_ca");
+    }
+    if old.state_dir != new.state_dir {
+        changed.push("state_dir");
+    }
+    if old.gateway_id != new.gateway_id {
+        changed.push("gateway_id");
+    }
+    if old.limits != new.limits {
+        changed.push("limits");
+    }
+    // These hold no secrets in their Debug form (the IdP's client secret is
+    // redacted), and comparing it avoids a PartialEq on foreign types.
+    if format!("{:?}", old.sign_in) != format!("{:?}", new.sign_in) {
+        changed.push("idp");
+    }
+    if format!("{:?}", old.recording) != format!("{:?}", new.recording) {
+        changed.push("recording");
+    }
+    changed
+}
