@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::{ArgGroup, Subcommand};
-use gateway::bindings::{Binding, BindingState, BindingStore, Revoke, is_fingerprint};
+use gateway::bindings::{Binding, BindingState, BindingStore, KillOutcome, Revoke, is_fingerprint};
 use gateway::config::Config;
 
 use crate::load_config;
@@ -144,10 +144,57 @@ fn revoke(config_path: &Path, which: Revoke<'_>) -> Result<ExitCode> {
             };
             println!("revoked 0 login bindings: {why}");
         }
-        1 => println!("revoked 1 login binding"),
-        n => println!("revoked {n} login bindings"),
+        1 => println!("revoked 1 login binding; its live sessions end within a second"),
+        n => println!("revoked {n} login bindings; their live sessions end within a second"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long `sessions kill` waits for the running gateway to answer.
+const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `gatehouse sessions kill`: asks the running gateway, through the state
+/// database, to end a session, and waits for its answer.
+pub(crate) fn kill(config_path: &Path, id: &str, reason: &str) -> Result<ExitCode> {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let Some(store) = open_store(&config)? else {
+        println!(
+            "no state database in {}: no gateway has run with this configuration",
+            config.state_dir.display()
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let request = store
+        .request_kill(id, reason, SystemTime::now())
+        .context("cannot ask the gateway to end the session")?;
+    let deadline = std::time::Instant::now() + KILL_WAIT;
+    loop {
+        match store
+            .kill_outcome(request)
+            .context("cannot read the gateway's answer")?
+        {
+            Some(KillOutcome::Ended) => {
+                println!("session {id} ended");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(KillOutcome::NotFound) => {
+                println!("no live session {id} on the running gateway");
+                return Ok(ExitCode::FAILURE);
+            }
+            None if std::time::Instant::now() >= deadline => {
+                println!(
+                    "no gateway answered within {}s; is one running with state_dir {}?",
+                    KILL_WAIT.as_secs(),
+                    config.state_dir.display()
+                );
+                return Ok(ExitCode::from(2));
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
 }
 
 /// The `logins list` table: aligned columns, one binding per line.

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 mod logins;
+mod policy;
 mod recordings;
 mod text;
 
@@ -77,7 +78,7 @@ enum Command {
         #[command(subcommand)]
         command: logins::LoginsCommand,
     },
-    /// List and show recorded sessions.
+    /// List, show and end sessions.
     Sessions {
         #[command(subcommand)]
         command: recordings::SessionsCommand,
@@ -86,6 +87,12 @@ enum Command {
     Recordings {
         #[command(subcommand)]
         command: recordings::RecordingsCommand,
+    },
+    /// Ask the policy a question, or test it against a table of expected
+    /// decisions.
+    Policy {
+        #[command(subcommand)]
+        command: policy::PolicyCommand,
     },
 }
 
@@ -177,6 +184,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Logins { command } => logins::run(command),
         Command::Sessions { command } => recordings::run_sessions(command),
         Command::Recordings { command } => recordings::run_recordings(command),
+        Command::Policy { command } => policy::run(command),
     }
 }
 

@@ -60,6 +60,24 @@ pub(crate) enum SessionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// End a live session: the running gateway shows the user a line,
+    /// marks the recording and closes the connection.
+    #[command(after_help = "Examples:\n  \
+        gatehouse sessions kill -c gatehouse.yaml 0193a1f27c4e7b1a9d2e5f6a7b8c9d0e\n  \
+        gatehouse sessions kill -c gatehouse.yaml ID --reason \"incident 4711\"\n\n\
+        The request goes to the gateway through the state database; this waits up to \
+        5 s for its answer. Exits 0 when the session was ended, 1 when no running \
+        gateway has it, 2 when no gateway answered.")]
+    Kill {
+        /// The configuration file; the request goes through its state_dir.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The session's id (as `sessions list` shows it).
+        id: String,
+        /// Why, shown to the user and kept in the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Show one session: who, where, when, its state and reason, its
     /// channels and the objects that hold its recording.
     #[command(after_help = "Examples:\n  \
@@ -171,6 +189,7 @@ pub(crate) fn run_sessions(command: SessionsCommand) -> Result<ExitCode> {
             list(&config, &filter, json)
         }
         SessionsCommand::Show { config, id, json } => show(&config, &id, json),
+        SessionsCommand::Kill { config, id, reason } => crate::logins::kill(&config, &id, &reason),
     }
 }
 

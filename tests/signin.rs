@@ -422,3 +422,70 @@ fn a_client_that_leaves_mid_sign_in_stops_the_polling() {
     assert_eq!(third.code, 0, "{}", third.stderr);
     assert_eq!(third.stdout.trim(), "third");
 }
+
+#[test]
+fn reauth_renews_a_live_sign_in_and_revoking_it_ends_the_session() {
+    let idp = DevIdp::start(0, &[]);
+    let w = World::new();
+    let route = w.route(
+        "prod",
+        "policy: {obligations: {reauth_every: 2s}, rules: [{allow: sre, when: {groups: sre}}]}",
+    );
+    let config = w.write_config(&[route], &idp_section(&idp.issuer, "  poll_interval: 1s\n"));
+    let gw = Gateway::start(&config);
+    let laptop = keygen(w.dir.path(), "laptop");
+    let cmd = ssh_command(
+        &w,
+        &gw,
+        Some(&laptop),
+        &format!("{LOGIN}@prod"),
+        &["echo running; exec sleep 60"],
+    );
+    let mut child = ChildGuard::spawn(cmd).expect("spawn ssh");
+    let line = child
+        .wait_for_output(" and enter ", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("no sign-in prompt: {e}"));
+    let code = line.split_whitespace().last().unwrap().to_owned();
+    idp.answer(&code, "alice@example.com", "alice-pw", false);
+    child
+        .wait_for_output("running", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("the session did not start: {e}"));
+
+    // Every 2 s the sign-in is renewed with the refresh token at the real
+    // IdP, and the session goes on.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.log().matches("event=\"signin.refreshed\"").count() < 2 {
+        assert!(Instant::now() < deadline, "no refreshes:\n{}", gw.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(child.is_running(), "{}", child.stderr_text());
+    assert!(!gw.log().contains("signin.refresh_failed"), "{}", gw.log());
+    // The refresh token in use never reaches the log.
+    let store = BindingStore::open(&w.path("state")).unwrap();
+    let token = store
+        .refresh_token(&fingerprint(&laptop))
+        .unwrap()
+        .expect("a refresh token");
+    assert!(!gw.log().contains(&token));
+
+    // Revoking the sign-in ends the live session within 2 s.
+    let asked = Instant::now();
+    logins(&config, &["revoke", "--user", "alice@example.com"]);
+    let status = child
+        .wait_exit(Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("not ended:\n{}", child.stderr_text()));
+    let took = asked.elapsed();
+    std::thread::sleep(Duration::from_millis(50));
+    let stderr = child.stderr_text();
+    assert_eq!(status.code(), Some(255), "{stderr}");
+    assert!(
+        stderr.contains(
+            "gatehouse: session ended: access revoked (your sign-in was revoked by an administrator)"
+        ),
+        "{stderr}"
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    let log = gw.wait_for_log("cause=\"revoked\"");
+    assert!(log.contains("event=\"session.ended\""), "{log}");
+    assert!(store.list().unwrap().iter().all(|b| b.revoked_at.is_some()));
+}

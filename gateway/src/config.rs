@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use policy::lang::{CompiledRoutePolicy, Identity, IdentityKind, raw as policy_raw};
+use policy::lang::{CompiledRoutePolicy, Identity, IdentityKind, PolicySet, raw as policy_raw};
 
 use crate::oidc::IdpSettings;
 use russh::keys::{HashAlg, PublicKey};
@@ -197,6 +197,8 @@ pub struct Config {
     pub keys: HashMap<String, Arc<Identity>>,
     /// Routes by name.
     pub routes: HashMap<String, Arc<Route>>,
+    /// Every route's compiled policy, for `gatehouse policy test`.
+    pub policies: Arc<PolicySet>,
     /// How often every live session is checked against the policy, on top
     /// of its decision's own next-check time.
     pub reevaluate_interval: Duration,
@@ -515,7 +517,7 @@ impl Validator {
         let sign_in = self.sign_in(&raw);
         let recording = self.recording(&raw.recording, &state_dir, &gateway_id);
         let keys = self.identities(&raw.identities);
-        let routes = self.routes(&raw, &limits);
+        let (routes, policies) = self.routes(&raw, &limits);
         let reevaluate_interval =
             self.duration(&raw.reevaluate_interval, DEFAULT_REEVALUATE_INTERVAL);
         if let Some(s) = &raw.reevaluate_interval
@@ -535,6 +537,7 @@ impl Validator {
             recording,
             keys,
             routes,
+            policies: Arc::new(policies),
             reevaluate_interval,
         }
     }
@@ -819,7 +822,11 @@ impl Validator {
         keys
     }
 
-    fn routes(&mut self, raw: &RawConfig, limits: &Limits) -> HashMap<String, Arc<Route>> {
+    fn routes(
+        &mut self,
+        raw: &RawConfig,
+        limits: &Limits,
+    ) -> (HashMap<String, Arc<Route>>, PolicySet) {
         // Names are checked before validity, so a duplicate is reported
         // even when the first route of that name has problems of its own.
         let mut names = HashSet::new();
@@ -867,7 +874,7 @@ impl Validator {
                 routes.insert(route.name.clone(), Arc::new(route));
             }
         }
-        routes
+        (routes, compiled)
     }
 
     /// A route, given its compiled policy (`None` when it has none or the

@@ -341,8 +341,11 @@ impl Connection {
         Ok(())
     }
 
-    /// Refuses a request that starts a channel with a line on its stderr:
-    /// `gatehouse: WHAT is not allowed on route ROUTE`.
+    /// Refuses a request that starts a channel (shell, exec, subsystem)
+    /// with a line on its stderr: `gatehouse: WHAT is not allowed on route
+    /// ROUTE`. The request is answered with success and the channel then
+    /// ends with exit status 1, because OpenSSH quits on a failed request
+    /// before it prints what the channel said.
     fn refuse_with_line(
         &self,
         id: ChannelId,
@@ -350,12 +353,21 @@ impl Connection {
         what: &str,
         session: &mut Session,
     ) -> Result<(), Error> {
-        let line = format!(
-            "gatehouse: {what} is not allowed on route {}\r\n",
-            self.route_name()
+        let route = self.route_name();
+        tracing::info!(
+            target: "audit",
+            event = "request.refused",
+            session_id = %self.id,
+            route = %route,
+            request,
         );
+        let line = format!("gatehouse: {what} is not allowed on route {route}\r\n");
+        session.channel_success(id)?;
         session.extended_data(id, 1, line.into_bytes())?;
-        self.refuse_request(id, request, session)
+        session.exit_status_request(id, 1)?;
+        session.eof(id)?;
+        session.close(id)?;
+        Ok(())
     }
 
     fn refuse_request(

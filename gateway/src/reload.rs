@@ -92,6 +92,7 @@ fn reload(shared: &Shared, path: &Path, trigger: &str) {
     let applied = Config {
         keys: new.keys,
         routes: new.routes,
+        policies: new.policies,
         reevaluate_interval: new.reevaluate_interval,
         ..(*old).clone()
     };

@@ -94,7 +94,7 @@ enum Verdict {
     Denied {
         line: String,
         cause: &'static str,
-        decision: Option<Decision>,
+        decision: Option<Box<Decision>>,
     },
     Refresh,
 }
@@ -186,7 +186,7 @@ impl LiveSession {
         let Some(route) = config.routes.get(&self.route) else {
             return revoked(format!("route {} no longer exists", self.route));
         };
-        if !route.logins.is_empty() && !route.logins.iter().any(|l| *l == self.login) {
+        if !route.logins.is_empty() && !route.logins.contains(&self.login) {
             return revoked(format!(
                 "login {} is no longer allowed on route {}",
                 self.login, self.route
@@ -247,7 +247,7 @@ impl LiveSession {
         Verdict::Denied {
             line,
             cause: "policy",
-            decision: Some(decision),
+            decision: Some(Box::new(decision)),
         }
     }
 }
@@ -326,7 +326,7 @@ async fn sweep(shared: &Arc<Shared>) {
                 line,
                 cause,
                 decision,
-            } => session.end(line, cause, decision.as_ref()),
+            } => session.end(line, cause, decision.as_deref()),
             Verdict::Refresh => {
                 tokio::spawn(refresh(Arc::clone(shared), session));
             }

@@ -1,0 +1,338 @@
+//! Policy and continuous authorization (issue 5), end to end: real `ssh`,
+//! `sftp` and `sshd`, the gateway re-checking live sessions and ending the
+//! ones the policy no longer allows.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{ALLOW_OPS, Gateway, LOGIN, World, bin, policy, run};
+use sshd_test::ChildGuard;
+
+/// An `ssh` that runs `sleep 60` on `route` in the background, once it is
+/// known to be running (its output says so).
+fn long_session(w: &World, gw: &Gateway, route: &str) -> ChildGuard {
+    let cmd = w.ssh_command(
+        &w.client_key,
+        gw,
+        &format!("{LOGIN}@{route}"),
+        &["echo running; exec sleep 60"],
+    );
+    let child = ChildGuard::spawn(cmd).expect("spawn ssh");
+    child
+        .wait_for_output("running", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("the session did not start: {e}\n{}", child.stderr_text()));
+    child
+}
+
+/// Waits for `child` to end; returns its exit code, stderr and when it ended.
+fn ended(child: &mut ChildGuard, within: Duration) -> (i32, String, Instant) {
+    let status = child
+        .wait_exit(within)
+        .unwrap_or_else(|| panic!("the session was not ended:\n{}", child.stderr_text()));
+    let at = Instant::now();
+    std::thread::sleep(Duration::from_millis(50));
+    (status.code().unwrap_or(-1), child.stderr_text(), at)
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn gatehouse(args: &[&str]) -> (i32, String, String) {
+    let mut c = Command::new(bin());
+    c.args(args);
+    run(c, Duration::from_secs(30))
+}
+
+/// The id of the only live session in the gateway's audit log.
+fn session_id(gw: &Gateway) -> String {
+    let line = gw.wait_for_log("event=\"auth.accepted\"");
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("event=\"auth.accepted\""))
+        .unwrap_or(&line);
+    line.split("session_id=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|id| id.trim_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("no session_id in {line:?}"))
+}
+
+#[test]
+fn a_session_ends_when_its_time_window_closes() {
+    let w = World::new();
+    // Allowed until a few seconds from now (whole seconds: RFC 3339).
+    let close = SystemTime::now() + Duration::from_secs(6);
+    let gw = w.start(&[w.route(
+        "window",
+        &format!(
+            "policy: {{rules: [{{allow: ops-for-now, when: {{all: [{{groups: ops}}, {{date: {{before: \"{}\"}}}}]}}}}]}}",
+            rfc3339(close)
+        ),
+    )]);
+    let mut child = long_session(&w, &gw, "window");
+    let (code, stderr, at) = ended(&mut child, Duration::from_secs(20));
+    assert_eq!(code, 255, "{stderr}");
+    assert!(
+        stderr.contains("gatehouse: session ended: access revoked (route window: only before "),
+        "{stderr}"
+    );
+    // Ended at the window's edge (next-check time), not at the 30 s sweep.
+    let late = SystemTime::now()
+        .duration_since(close)
+        .unwrap_or(Duration::ZERO)
+        .saturating_sub(at.elapsed());
+    assert!(
+        late < Duration::from_secs(2),
+        "ended {late:?} after the window closed"
+    );
+    let log = gw.wait_for_log("event=\"session.ended\"");
+    assert!(log.contains("cause=\"policy\""), "{log}");
+}
+
+#[test]
+fn a_config_change_that_excludes_the_user_ends_the_session_and_a_bad_one_is_rejected() {
+    let w = World::new();
+    let config = w.write_config(&[w.route("p", "")], "");
+    let gw = Gateway::start(&config);
+    let mut child = long_session(&w, &gw, "p");
+
+    // A broken file is rejected with its position; the session goes on.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        good.replace("groups: ops", "groups: {is: ops, bogus: 1}"),
+    )
+    .unwrap();
+    let log = gw.wait_for_log("event=\"config.rejected\"");
+    assert!(log.contains("gatehouse.yaml:"), "{log}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.is_running(),
+        "a rejected config must not end sessions"
+    );
+
+    // Now only group sre may use the route: alice (ops) is out.
+    let changed = Instant::now();
+    std::fs::write(
+        &config,
+        good.replace(ALLOW_OPS, "{allow: sre, when: {groups: sre}}"),
+    )
+    .unwrap();
+    let (code, stderr, at) = ended(&mut child, Duration::from_secs(10));
+    assert_eq!(code, 255, "{stderr}");
+    assert!(
+        stderr.contains("gatehouse: session ended: access revoked (route p: requires group sre)"),
+        "{stderr}"
+    );
+    let took = at - changed;
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    let log = gw.log();
+    assert!(log.contains("event=\"config.reloaded\""), "{log}");
+    // New connections follow the new policy too.
+    let (code, _, err) = w.ssh(&gw, &format!("{LOGIN}@p"), &["true"]);
+    assert_eq!(code, 255);
+    assert!(err.contains("route p: requires group sre"), "{err}");
+}
+
+#[test]
+fn sighup_reloads_the_config() {
+    let w = World::new();
+    let config = w.write_config(&[w.route("p", "")], "");
+    let gw = Gateway::start(&config);
+    let mut child = long_session(&w, &gw, "p");
+    // Same content: only the signal can make the gateway look again, so
+    // the file is rewritten first and the signal sent at once.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        good.replace(ALLOW_OPS, "{allow: sre, when: {groups: sre}}"),
+    )
+    .unwrap();
+    gw.child.signal("HUP").unwrap();
+    let (code, stderr, _) = ended(&mut child, Duration::from_secs(10));
+    assert_eq!(code, 255, "{stderr}");
+    assert!(stderr.contains("requires group sre"), "{stderr}");
+    let log = gw.wait_for_log("event=\"config.reloaded\"");
+    assert!(
+        log.contains("trigger=\"sighup\"") || log.contains("trigger=\"file_changed\""),
+        "{log}"
+    );
+}
+
+#[test]
+fn sessions_kill_ends_a_live_session_within_two_seconds_and_marks_its_recording() {
+    let w = World::new();
+    let config = w.write_config(&[w.route("p", "")], "");
+    let gw = Gateway::start(&config);
+    let mut child = long_session(&w, &gw, "p");
+    let id = session_id(&gw);
+    let config_s = config.to_str().unwrap();
+
+    let asked = Instant::now();
+    let (code, out, err) = gatehouse(&[
+        "sessions",
+        "kill",
+        "-c",
+        config_s,
+        &id,
+        "--reason",
+        "incident 4711",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("session {id} ended")), "{out}");
+    let (code, stderr, at) = ended(&mut child, Duration::from_secs(5));
+    let took = at - asked;
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(code, 255, "{stderr}");
+    assert!(
+        stderr.contains("gatehouse: session ended by an administrator: incident 4711"),
+        "{stderr}"
+    );
+    let log = gw.wait_for_log("cause=\"killed\"");
+    assert!(log.contains("event=\"session.ended\""), "{log}");
+
+    // The recording says why it ends where it does.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let cast = loop {
+        let (code, out, _) = gatehouse(&["recordings", "export", "-c", config_s, &id]);
+        if code == 0 {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "recording never sealed");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        cast.contains("gatehouse.ended gatehouse: session ended by an administrator"),
+        "{cast}"
+    );
+
+    // A session that is not live gets its own answer.
+    let (code, out, _) = gatehouse(&["sessions", "kill", "-c", config_s, "nope"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no live session nope"), "{out}");
+}
+
+#[test]
+fn capabilities_are_enforced_by_the_gateway_and_the_certificate() {
+    let w = World::new();
+    let gw = w.start(&[
+        w.route("nosftp", &policy("capabilities: {sftp: false}")),
+        w.route(
+            "noshell",
+            &policy("capabilities: {shell: false, exec: false}"),
+        ),
+        w.route(
+            "forced",
+            &policy("capabilities: {exec: {only: \"echo forced-command-ran\"}}"),
+        ),
+    ]);
+
+    // sftp refused, with its line.
+    std::fs::write(w.path("batch"), "ls\n").unwrap();
+    let (code, _, err) = w.sh(
+        &gw,
+        &format!("sftp $SCP_OPTS -b batch {LOGIN}@nosftp@$GW"),
+        Duration::from_secs(30),
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("gatehouse: the sftp subsystem is not allowed on route nosftp"),
+        "{err}"
+    );
+    // The same route still runs commands.
+    let (code, out, err) = w.ssh(&gw, &format!("{LOGIN}@nosftp"), &["echo", "ok"]);
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+
+    let (code, _, err) = w.ssh(&gw, &format!("{LOGIN}@noshell"), &["echo", "ok"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("gatehouse: running commands is not allowed on route noshell"),
+        "{err}"
+    );
+
+    // force-command: sshd runs the one allowed command whatever is asked.
+    let (code, out, err) = w.ssh(&gw, &format!("{LOGIN}@forced"), &["echo", "something-else"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "forced-command-ran");
+    let log = gw.wait_for_log("event=\"exec.forced\"");
+    assert!(log.contains("forced=echo forced-command-ran"), "{log}");
+}
+
+#[test]
+fn policy_check_and_policy_test_answer_from_the_config() {
+    let w = World::new();
+    let config = w.write_config(
+        &[w.route(
+            "prod",
+            "policy: {capabilities: {sftp: false}, rules: [{allow: ops, when: {groups: ops}}, {deny: night, reason: closed at night, when: {time_of_day: {from: \"22:00\", to: \"06:00\", timezone: Europe/Berlin}}}]}",
+        )],
+        "",
+    );
+    let c = config.to_str().unwrap();
+    let (code, out, err) = gatehouse(&[
+        "policy",
+        "check",
+        "-c",
+        c,
+        "--route",
+        "prod",
+        "--login",
+        LOGIN,
+        "--email",
+        "a@example.com",
+        "--groups",
+        "ops,dev",
+        "--at",
+        "2026-03-30T10:00:00+02:00",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("decision:     allow"), "{out}");
+    assert!(out.contains("rule:         ops"), "{out}");
+    assert!(!out.contains("sftp"), "{out}");
+    assert!(out.contains("certificate:  permit-pty"), "{out}");
+    assert!(out.contains("next check:   2026-03-30T20:00:00Z"), "{out}");
+
+    let (code, out, _) = gatehouse(&[
+        "policy",
+        "check",
+        "-c",
+        c,
+        "--route",
+        "prod",
+        "--login",
+        LOGIN,
+        "--groups",
+        "ops",
+        "--at",
+        "2026-03-30T23:30:00+02:00",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("decision:     deny"), "{out}");
+    assert!(out.contains("reason:       closed at night"), "{out}");
+
+    let table = w.path("policy-tests.yaml");
+    std::fs::write(
+        &table,
+        format!(
+            "config: gatehouse.yaml
+defaults: {{login: {LOGIN}, groups: [ops], at: \"2026-03-30T10:00:00+02:00\"}}
+cases:
+  - {{name: ops by day, route: prod, expect: allow, capabilities: {{sftp: false, shell: true}}}}
+  - {{name: ops at night, route: prod, at: \"2026-03-30T23:00:00+02:00\", expect: deny, rule: night}}
+  - {{name: wrong on purpose, route: prod, groups: [dev], expect: allow}}
+"
+        ),
+    )
+    .unwrap();
+    let (code, out, _) = gatehouse(&["policy", "test", table.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("wrong on purpose: expected allow, got deny"),
+        "{out}"
+    );
+    assert!(out.contains("2 passed, 1 failed"), "{out}");
+}
