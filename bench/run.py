@@ -2,8 +2,10 @@
 """Gatehouse benchmark: direct OpenSSH vs `ssh -J` vs the gatehouse gateway.
 
 Run as root: python3 bench/run.py [--gatehouse PATH] [--quick] [--out DIR]
-                 [--only throughput,echo,connect,memory,recording] [--kex ALG]
+                 [--only throughput,echo,connect,memory,recording,policy] [--kex ALG]
                  [--ciphers C1,C2]
+The `policy` step alone needs neither root nor sshd: it builds and runs the
+policy crate's decision benchmark (cargo, release mode).
 See bench/README.md for what each number means. Stdlib only.
 """
 import argparse
@@ -33,7 +35,12 @@ CIPHERS = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
 PATHS = ["direct", "jump", "gatehouse"]
 LABEL = {"direct": "direct", "jump": "ssh -J", "gatehouse": "gatehouse",
          "bound": "gatehouse, signed-in key"}
-STEPS = ["throughput", "echo", "connect", "memory", "recording"]
+STEPS = ["throughput", "echo", "connect", "memory", "recording", "policy"]
+# Steps that need the SSH environment (root, sshd, the ghbench user).
+SSH_STEPS = [s for s in STEPS if s != "policy"]
+# Issue 5's targets for the policy step.
+POLICY_MEDIAN_TARGET_US = 5.0
+POLICY_RECHECK_TARGET_MS = 50.0
 GiB = 1 << 30
 
 
@@ -1044,6 +1051,71 @@ def recording(env, cell, mib, reps, idle, lag_seconds):
     return res
 
 
+# ---------------------------------------------------------------- policy
+
+def policy_bench():
+    """Builds and runs `cargo run -p policy --release --example bench` and
+    returns its `key=value` figures. Pure CPU: no SSH, no root. Cargo's
+    usual CARGO_TARGET_DIR applies."""
+    cargo = shutil.which("cargo")
+    if not cargo:
+        raise BenchError("cargo not found: install Rust (https://rustup.rs) to run the policy step")
+    # Build first with its own (longer) budget, so the run is timed alone.
+    run([cargo, "build", "--quiet", "--release", "-p", "policy", "--example", "bench"],
+        timeout=1800, cwd=REPO)
+    out = run([cargo, "run", "--quiet", "--release", "-p", "policy", "--example", "bench"],
+              timeout=300, cwd=REPO)
+    figures = {}
+    for line in out.splitlines():
+        m = re.fullmatch(r"(policy_\w+)=(\S+)", line.strip())
+        if m:
+            v = m.group(2)
+            figures[m.group(1)[len("policy_"):]] = float(v) if "." in v else int(v)
+    need = ("decision_median_ns", "decision_p99_ns", "recheck_median_ms")
+    if missing := [k for k in need if k not in figures]:
+        raise BenchError(f"the policy bench printed no {', '.join(missing)}; output:\n{out}")
+    median_us = figures["decision_median_ns"] / 1e3
+    recheck_ms = figures["recheck_median_ms"]
+    figures.update({
+        "decision_median_us": median_us,
+        "decision_p99_us": figures["decision_p99_ns"] / 1e3,
+        "median_target_us": POLICY_MEDIAN_TARGET_US,
+        "recheck_target_ms": POLICY_RECHECK_TARGET_MS,
+        "median_ok": median_us <= POLICY_MEDIAN_TARGET_US,
+        "recheck_ok": recheck_ms <= POLICY_RECHECK_TARGET_MS,
+    })
+    return figures
+
+
+def render_policy(pol):
+    head = ["policy (issue 5)", "unit", "value", "target", "verdict"]
+    if "error" in pol:
+        table = [head, ["policy bench", "", "ERR", "", pol["error"][:80]]]
+    else:
+        verdict = lambda ok: "ok" if ok else "MISSED"
+        table = [head,
+                 ["decision median", "µs", f"{pol['decision_median_us']:.2f}",
+                  f"<= {pol['median_target_us']:g}", verdict(pol["median_ok"])],
+                 ["decision p99", "µs", f"{pol['decision_p99_us']:.2f}", "", ""],
+                 [f"re-check {pol.get('recheck_sessions', 10000):,} sessions, median of "
+                  f"{pol.get('recheck_sweeps', '?')} sweeps", "ms",
+                  f"{pol['recheck_median_ms']:.2f}", f"<= {pol['recheck_target_ms']:g}",
+                  verdict(pol["recheck_ok"])],
+                 ["re-check, worst sweep", "ms", fmt(pol.get("recheck_worst_ms"), 2), "", ""]]
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table)
+    md = ["", "## Policy decisions (issue 5)", ""]
+    if "error" not in pol:
+        md += [f"`cargo run -p policy --release --example bench`: {pol.get('routes')} routes, "
+               f"{pol.get('rules')} distinct rules ({pol.get('rule_applications')} rule "
+               f"applications), {pol.get('decision_samples'):,} single decisions on random "
+               f"routes, identities, sources and times of one week "
+               f"({pol.get('decision_allowed_pct')} % allowed).", ""]
+    md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(r) + " |" for r in table[1:]]
+    return text, "\n".join(md) + "\n"
+
+
 # ---------------------------------------------------------------- reporting
 
 def machine_info(gatehouse):
@@ -1229,8 +1301,10 @@ def main():
     steps = args.only.split(",") if args.only else STEPS
     if bad := [s for s in steps if s not in STEPS]:
         ap.error(f"unknown step(s) {bad}; choose from {STEPS}")
-    if os.geteuid() != 0:
-        sys.exit("run as root: it starts sshd and creates the ghbench user")
+    needs_ssh = any(s in SSH_STEPS for s in steps)
+    if needs_ssh and os.geteuid() != 0:
+        sys.exit("run as root: it starts sshd and creates the ghbench user "
+                 "(only `--only policy` runs without)")
     q = args.quick
     mib, reps, keys, conns, idle = (256, 1, 100, 10, 20) if q else (1024, 3, 300, 20, 50)
     rec_mib, lag_s = (64, 15) if q else (256, 30)
@@ -1245,13 +1319,15 @@ def main():
     env = Env(tmp, gatehouse, args.kex)
     started = time.monotonic()
     try:
-        env.setup()
-        if not gatehouse:
-            env.gw_error = ("no gatehouse binary (pass --gatehouse or build "
-                            "target/release/gatehouse); gateway rows skipped")
-        if env.gw_error:
-            errors.append({"where": "gatehouse setup", "error": env.gw_error})
-            print("gateway unavailable:", env.gw_error.splitlines()[0], file=sys.stderr)
+        # The policy step is pure CPU; the others need sshd and the user.
+        if needs_ssh:
+            env.setup()
+            if not gatehouse:
+                env.gw_error = ("no gatehouse binary (pass --gatehouse or build "
+                                "target/release/gatehouse); gateway rows skipped")
+            if env.gw_error:
+                errors.append({"where": "gatehouse setup", "error": env.gw_error})
+                print("gateway unavailable:", env.gw_error.splitlines()[0], file=sys.stderr)
         paths = PATHS if env.gw else PATHS[:2]
 
         def cell(where, fn, *a):
@@ -1292,6 +1368,8 @@ def main():
                 res["recording"] = recording(env, cell, rec_mib, reps, idle, lag_s)
             else:
                 errors.append({"where": "recording", "error": "needs the gateway"})
+        if "policy" in steps:
+            res["policy"] = cell("policy decisions", policy_bench)
     except BenchError as e:
         sys.exit(f"setup failed: {e}")
     finally:
@@ -1303,6 +1381,10 @@ def main():
         rtext, rmd = render_recording(res["recording"])
         text += "\n\n" + rtext
         md = md.replace("\n## Raw results", rmd + "\n## Raw results", 1)
+    if "policy" in res:
+        ptext, pmd = render_policy(res["policy"])
+        text += "\n\n" + ptext
+        md = md.replace("\n## Raw results", pmd + "\n## Raw results", 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(md)
