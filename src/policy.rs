@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use policy::lang::{
-    Capabilities, Decision, Exec, Forwarding, Identity, IdentityKind, Obligations, Request,
-    Timestamp, testing,
+    Capabilities, DecidedBy, Decision, Exec, Forwarding, Identity, IdentityKind, Obligations,
+    Request, Timestamp, testing,
 };
 
 use crate::load_config;
@@ -176,10 +176,13 @@ fn describe(d: &Decision) -> String {
         "decision:     {}",
         if d.allowed { "allow" } else { "deny" }
     );
-    let rule = d
-        .decided_by
-        .rule_name()
-        .map_or_else(|| format!("({:?})", d.decided_by), str::to_owned);
+    let rule = match &d.decided_by {
+        DecidedBy::Allow(name) | DecidedBy::Deny(name) => name.to_string(),
+        DecidedBy::NoRuleAllowed => "none (no allow rule matched)".to_owned(),
+        DecidedBy::SessionLimit => "none (max_session reached)".to_owned(),
+        DecidedBy::ReauthenticationDue => "none (reauth_every due)".to_owned(),
+        DecidedBy::BindingExpired => "none (the login binding expired)".to_owned(),
+    };
     let _ = writeln!(out, "rule:         {rule}");
     let _ = writeln!(out, "reason:       {}", d.reason);
     if d.allowed {
