@@ -129,7 +129,10 @@ fn logins_list_and_revoke_by_user_key_and_all() {
         &config,
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.trim(), "revoked 2 login bindings");
+    assert_eq!(
+        out.trim(),
+        "revoked 2 login bindings; their live sessions end within a second"
+    );
     assert!(err.contains("binding.revoked"), "audited: {err}");
     let now = SystemTime::now();
     assert!(store.live(&fp('a'), now).unwrap().is_none());
@@ -145,7 +148,10 @@ fn logins_list_and_revoke_by_user_key_and_all() {
     let key_c = fp('c');
     let (code, out, err) = gatehouse(&["logins", "revoke", "--key", &key_c], &config);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.trim(), "revoked 1 login binding");
+    assert_eq!(
+        out.trim(),
+        "revoked 1 login binding; its live sessions end within a second"
+    );
     assert!(store.live(&key_c, SystemTime::now()).unwrap().is_none());
 
     let (code, out, err) = gatehouse(&["logins", "revoke", "--key", &key_c], &config);
@@ -159,7 +165,10 @@ fn logins_list_and_revoke_by_user_key_and_all() {
     // nothing can renew it.
     let (code, out, err) = gatehouse(&["logins", "revoke", "--all"], &config);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out.trim(), "revoked 1 login binding");
+    assert_eq!(
+        out.trim(),
+        "revoked 1 login binding; its live sessions end within a second"
+    );
     let (code, out, _) = gatehouse(&["logins", "revoke", "--all"], &config);
     assert_eq!(code, 0);
     assert_eq!(
