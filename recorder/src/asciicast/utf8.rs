@@ -1,5 +1,7 @@
 //! Incremental UTF-8 decoding of terminal output; see the module docs of [`crate::asciicast`].
 
+use super::json;
+
 /// Decodes a byte stream that arrives in arbitrary chunks into text.
 ///
 /// A character split across chunks is carried (at most 3 bytes) to the next
@@ -89,12 +91,174 @@ impl Utf8Decoder {
         }
     }
 
+    /// Decodes `input` like [`Utf8Decoder::decode`], but appends the text
+    /// already escaped for the inside of a JSON string, in one pass.
+    ///
+    /// This is the recorder's hot path: every byte of output goes through it
+    /// before the client sees it. The result is byte-identical to
+    /// `serde_json` escaping the text [`Utf8Decoder::decode`] returns (the
+    /// tests compare the two). Printable ASCII is checked eight bytes at a
+    /// time and copied in runs; invalid bytes cost one branch each, where a
+    /// chunk iterator paid a call per invalid sequence.
+    pub fn decode_json(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+        if self.carry_len > 0 {
+            let Some(rest) = self.resume(input, out) else {
+                return;
+            };
+            input = rest;
+        }
+        // `run` is where the bytes not yet copied start: plain ASCII and
+        // valid multi-byte characters accumulate and are copied in one go.
+        let mut run = 0;
+        let mut i = 0;
+        while i < input.len() {
+            if let Some(word) = input
+                .get(i..i + 8)
+                .and_then(|w| <[u8; 8]>::try_from(w).ok())
+                && json::plain_word(u64::from_ne_bytes(word))
+            {
+                i += 8;
+                continue;
+            }
+            let Some(&byte) = input.get(i) else { break };
+            if byte.is_ascii() {
+                if json::needs_escape(byte) {
+                    out.extend_from_slice(input.get(run..i).unwrap_or_default());
+                    json::push_escape(byte, out);
+                    run = i + 1;
+                }
+                i += 1;
+                continue;
+            }
+            match scan(input.get(i..).unwrap_or_default()) {
+                Sequence::Valid(len) => i += len,
+                Sequence::Invalid(len) => {
+                    out.extend_from_slice(input.get(run..i).unwrap_or_default());
+                    out.extend_from_slice(REPLACEMENT);
+                    i += len;
+                    run = i;
+                }
+                Sequence::Incomplete => {
+                    // Only a character cut by the write boundary gets here
+                    // (at most 3 bytes): keep it for the next call.
+                    out.extend_from_slice(input.get(run..i).unwrap_or_default());
+                    let tail = input.get(i..).unwrap_or_default();
+                    self.keep(tail, out);
+                    return;
+                }
+            }
+        }
+        out.extend_from_slice(input.get(run..).unwrap_or_default());
+    }
+
+    /// Continues a carried sequence with the first bytes of `input`. Appends
+    /// the finished character (or U+FFFD) to `out` and returns the input
+    /// left to decode, or `None` when `input` ran out and the carry grew.
+    fn resume<'a>(&mut self, input: &'a [u8], out: &mut Vec<u8>) -> Option<&'a [u8]> {
+        let carried = self.carry_len.min(self.carry.len());
+        let mut joined = [0u8; 4];
+        let take = input.len().min(joined.len() - carried);
+        let (head, tail) = joined.split_at_mut(carried);
+        head.copy_from_slice(self.carry.get(..carried).unwrap_or_default());
+        if let (Some(dst), Some(src)) = (tail.get_mut(..take), input.get(..take)) {
+            dst.copy_from_slice(src);
+        }
+        let joined = joined.get(..carried + take).unwrap_or_default();
+        // The carried bytes are a valid prefix, so any verdict covers at
+        // least them; only the bytes past them are consumed from `input`.
+        let used = match scan(joined) {
+            Sequence::Valid(len) => {
+                out.extend_from_slice(joined.get(..len).unwrap_or_default());
+                len
+            }
+            Sequence::Invalid(len) => {
+                out.extend_from_slice(REPLACEMENT);
+                len
+            }
+            Sequence::Incomplete => {
+                self.keep(joined, out);
+                return None;
+            }
+        };
+        self.carry_len = 0;
+        Some(
+            input
+                .get(used.saturating_sub(carried)..)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Carries an incomplete (but so far valid) sequence to the next call.
+    fn keep(&mut self, tail: &[u8], out: &mut Vec<u8>) {
+        match self.carry.get_mut(..tail.len()) {
+            Some(dst) if tail.len() < 4 => {
+                dst.copy_from_slice(tail);
+                self.carry_len = tail.len();
+            }
+            // Cannot happen: an incomplete sequence is at most 3 bytes.
+            _ => {
+                out.extend_from_slice(REPLACEMENT);
+                self.carry_len = 0;
+            }
+        }
+    }
+
+    /// Ends the stream: a sequence still carried becomes one U+FFFD.
     pub fn finish(&mut self, out: &mut String) {
         if self.carry_len > 0 {
             out.push(char::REPLACEMENT_CHARACTER);
             self.carry_len = 0;
         }
     }
+}
+
+/// U+FFFD REPLACEMENT CHARACTER in UTF-8.
+const REPLACEMENT: &[u8] = "\u{fffd}".as_bytes();
+
+/// What the bytes at the start of a slice (beginning with a non-ASCII byte) are.
+#[derive(Debug, PartialEq, Eq)]
+enum Sequence {
+    /// A whole valid character of this many bytes.
+    Valid(usize),
+    /// A maximal invalid subsequence of this many bytes: one U+FFFD.
+    Invalid(usize),
+    /// A valid prefix cut off by the end of the slice.
+    Incomplete,
+}
+
+/// Classifies the sequence at the start of `bytes` with the rules of
+/// `core::str::Utf8Chunks` (Unicode's "maximal subpart" practice, which is
+/// what `String::from_utf8_lossy` does): a lead byte fixes the width and the
+/// range of the second byte (no overlongs, surrogates or values above
+/// U+10FFFF); the sequence ends at the first byte that does not fit.
+#[inline]
+fn scan(bytes: &[u8]) -> Sequence {
+    let Some(&lead) = bytes.first() else {
+        return Sequence::Incomplete;
+    };
+    let (width, second) = match lead {
+        0xc2..=0xdf => (2, 0x80..=0xbf),
+        0xe0 => (3, 0xa0..=0xbf),
+        0xe1..=0xec | 0xee..=0xef => (3, 0x80..=0xbf),
+        0xed => (3, 0x80..=0x9f),
+        0xf0 => (4, 0x90..=0xbf),
+        0xf1..=0xf3 => (4, 0x80..=0xbf),
+        0xf4 => (4, 0x80..=0x8f),
+        _ => return Sequence::Invalid(1),
+    };
+    match bytes.get(1) {
+        None => return Sequence::Incomplete,
+        Some(byte) if second.contains(byte) => {}
+        Some(_) => return Sequence::Invalid(1),
+    }
+    for i in 2..width {
+        match bytes.get(i) {
+            None => return Sequence::Incomplete,
+            Some(0x80..=0xbf) => {}
+            Some(_) => return Sequence::Invalid(i),
+        }
+    }
+    Sequence::Valid(width)
 }
 
 #[cfg(test)]
@@ -174,6 +338,149 @@ mod tests {
                 String::from_utf8_lossy(&stream),
                 "stream {stream:?} chunks {chunks:?}"
             );
+        }
+    }
+}
+
+/// `decode_json` (the fast path) against the path it replaced: `decode`
+/// (utf8_chunks) followed by `serde_json` escaping, compared call by call,
+/// so the event lines of both are byte-identical.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod json_tests {
+    use super::*;
+
+    /// Feeds `pieces` to both paths in lockstep and compares every call
+    /// (including which calls produce no text, hence no event) and the finish.
+    fn assert_same(pieces: &[&[u8]]) {
+        let mut old = Utf8Decoder::new();
+        let mut new = Utf8Decoder::new();
+        for (n, piece) in pieces.iter().enumerate() {
+            let mut text = String::new();
+            old.decode(piece, &mut text);
+            let want = serde_json::to_vec(&text).unwrap();
+            let mut got = vec![b'"'];
+            new.decode_json(piece, &mut got);
+            got.push(b'"');
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "call {n} of {pieces:?}"
+            );
+            assert_eq!(got, want, "call {n} of {pieces:?}");
+            assert_eq!(
+                new.has_pending(),
+                old.has_pending(),
+                "call {n} of {pieces:?}"
+            );
+        }
+        let (mut a, mut b) = (String::new(), String::new());
+        old.finish(&mut a);
+        new.finish(&mut b);
+        assert_eq!(a, b, "finish of {pieces:?}");
+    }
+
+    /// Every split of `stream` into two pieces, and the stream whole.
+    fn assert_same_all_splits(stream: &[u8]) {
+        assert_same(&[stream]);
+        for at in 0..=stream.len() {
+            let (a, b) = stream.split_at(at);
+            assert_same(&[a, b]);
+        }
+    }
+
+    #[test]
+    fn every_two_byte_sequence() {
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                assert_same_all_splits(&[a, b]);
+            }
+        }
+    }
+
+    #[test]
+    fn four_byte_sequences_of_boundary_values() {
+        // Lead bytes of each width, the edges of every second-byte range
+        // (overlongs, surrogates, above U+10FFFF), continuation edges,
+        // ASCII that needs escaping and ASCII that does not.
+        let values: &[u8] = &[
+            0x00, 0x0a, 0x22, 0x41, 0x5c, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xc1,
+            0xc2, 0xdf, 0xe0, 0xed, 0xee, 0xf0, 0xf4, 0xf5, 0xff,
+        ];
+        for &a in values {
+            for &b in values {
+                for &c in values {
+                    for &d in values {
+                        let stream = [a, b, c, d];
+                        assert_same(&[&stream]);
+                        assert_same(&[&stream[..1], &stream[1..]]);
+                        assert_same(&[&stream[..2], &stream[2..]]);
+                        assert_same(&[&stream[..1], &stream[1..2], &stream[2..3], &stream[3..]]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_mixed_streams_split_across_calls() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet: &[&[u8]] = &[
+            b"a",
+            b"plain ascii longer than one word ",
+            b"drwxr-xr-x  2 root root  4096 Nov 22 07:00 dir\r\n",
+            b"\n",
+            b"\r\n",
+            b"\t",
+            b"\x00",
+            b"\x08\x0c",
+            b"\x1b[31m",
+            b"\"",
+            b"\\",
+            b"\x7f",
+            "é".as_bytes(),
+            "€".as_bytes(),
+            "😀".as_bytes(),
+            "\u{7ff}\u{800}\u{ffff}\u{10000}\u{10ffff}".as_bytes(),
+            "\u{fffd}".as_bytes(),
+            b"\xff",
+            b"\x80",
+            b"\xc0\xaf",
+            b"\xe2",
+            b"\xe2\x82",
+            b"\xed\xa0\x80",
+            b"\xf0\x9f",
+            b"\xf0\x9f\x98",
+            b"\xf4\x90\x80\x80",
+            b"\xf5",
+            b"\xc3",
+        ];
+        for _ in 0..3000 {
+            let mut stream = Vec::new();
+            for _ in 0..(next() % 60) {
+                if next() % 8 == 0 {
+                    // Raw random bytes too.
+                    stream.extend((0..(next() % 24)).map(|_| next() as u8));
+                } else {
+                    stream.extend_from_slice(alphabet[(next() % alphabet.len() as u64) as usize]);
+                }
+            }
+            let mut pieces = Vec::new();
+            let mut rest = &stream[..];
+            while !rest.is_empty() {
+                let n = 1 + (next() as usize % rest.len().min(40));
+                let (a, b) = rest.split_at(n);
+                pieces.push(a);
+                rest = b;
+            }
+            assert_same(&pieces);
+            assert_same(&[&stream]);
         }
     }
 }
