@@ -59,12 +59,45 @@ pub(crate) fn push_escape(byte: u8, out: &mut Vec<u8>) {
 
 /// A lowercase hex digit for a value below 16.
 #[inline]
-fn hex(nibble: u8) -> u8 {
+const fn hex(nibble: u8) -> u8 {
     if nibble < 10 {
         b'0' + nibble
     } else {
         b'a' + (nibble - 10)
     }
+}
+
+/// What one byte becomes inside a JSON string when it is not part of a
+/// valid multi-byte character, as little-endian bytes and their count:
+/// itself, its escape, or U+FFFD for a non-ASCII byte. For tables built at
+/// compile time; [`push_escape`] is the same rule at run time.
+pub(crate) const fn alone(byte: u8) -> (u64, u8) {
+    let (bytes, len): ([u8; 8], u8) = match byte {
+        b'"' => ([b'\\', b'"', 0, 0, 0, 0, 0, 0], 2),
+        b'\\' => ([b'\\', b'\\', 0, 0, 0, 0, 0, 0], 2),
+        0x08 => ([b'\\', b'b', 0, 0, 0, 0, 0, 0], 2),
+        b'\t' => ([b'\\', b't', 0, 0, 0, 0, 0, 0], 2),
+        b'\n' => ([b'\\', b'n', 0, 0, 0, 0, 0, 0], 2),
+        0x0c => ([b'\\', b'f', 0, 0, 0, 0, 0, 0], 2),
+        b'\r' => ([b'\\', b'r', 0, 0, 0, 0, 0, 0], 2),
+        0x00..=0x1f => (
+            [
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                hex(byte >> 4),
+                hex(byte & 0xf),
+                0,
+                0,
+            ],
+            6,
+        ),
+        0x20..=0x7f => ([byte, 0, 0, 0, 0, 0, 0, 0], 1),
+        // U+FFFD REPLACEMENT CHARACTER.
+        0x80..=0xff => ([0xef, 0xbf, 0xbd, 0, 0, 0, 0, 0], 3),
+    };
+    (u64::from_le_bytes(bytes), len)
 }
 
 /// Appends `text` escaped, without quotes.

@@ -107,20 +107,14 @@ impl Utf8Decoder {
             };
             input = rest;
         }
-        // `run` is where the bytes not yet copied start: plain ASCII and
-        // valid multi-byte characters accumulate and are copied in one go.
+        let done = decode_bulk(input, out);
+        let input = input.get(done..).unwrap_or_default();
+        // The last few bytes, one sequence at a time. `run` is where the
+        // bytes not yet copied start: plain ASCII and valid multi-byte
+        // characters accumulate and are copied in one go.
         let mut run = 0;
         let mut i = 0;
-        while i < input.len() {
-            if let Some(word) = input
-                .get(i..i + 8)
-                .and_then(|w| <[u8; 8]>::try_from(w).ok())
-                && json::plain_word(u64::from_ne_bytes(word))
-            {
-                i += 8;
-                continue;
-            }
-            let Some(&byte) = input.get(i) else { break };
+        while let Some(&byte) = input.get(i) {
             if byte.is_ascii() {
                 if json::needs_escape(byte) {
                     out.extend_from_slice(input.get(run..i).unwrap_or_default());
@@ -214,6 +208,171 @@ impl Utf8Decoder {
 
 /// U+FFFD REPLACEMENT CHARACTER in UTF-8.
 const REPLACEMENT: &[u8] = "\u{fffd}".as_bytes();
+
+/// Decodes and escapes the bulk of `input` into `out`, stopping at a
+/// sequence boundary fewer than [`BULK_TAIL`] bytes before the end (the
+/// caller finishes those, carrying a cut character). Returns the number of
+/// input bytes consumed.
+///
+/// Eight bytes of printable ASCII are checked and stored as one word. Any
+/// other byte takes one branch-free step: a table says what the byte becomes
+/// on its own (itself, its escape, or U+FFFD) and, for a lead byte, its width
+/// and second-byte range; the next three bytes then give the length of the
+/// valid prefix, which is either the whole character (stored as is) or a
+/// maximal invalid subsequence (one U+FFFD). Random bytes made a branching
+/// decoder mispredict about once per byte, which cost most of its time.
+///
+/// Output is stored eight bytes at a time into zeroed room at the end of
+/// `out` (grown in steps, never more than [`BULK_ROOM`] plus 4 KiB ahead)
+/// and cut to length at the end.
+fn decode_bulk(input: &[u8], out: &mut Vec<u8>) -> usize {
+    let mut pos = out.len();
+    let mut i = 0;
+    if input.len() < BULK_TAIL {
+        return 0;
+    }
+    out.reserve(input.len() + BULK_ROOM);
+    while i + BULK_TAIL <= input.len() {
+        if out.len() < pos + BULK_ROOM {
+            let ahead = (input.len() - i).min(4096);
+            out.resize(pos + BULK_ROOM + ahead, 0);
+        }
+        let Some(word) = input
+            .get(i..i + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        else {
+            break;
+        };
+        let word = u64::from_le_bytes(word);
+        if json::plain_word(word) {
+            store(out, pos, word);
+            pos += 8;
+            i += 8;
+            continue;
+        }
+        if word & 0x8080_8080_8080_8080 == 0 {
+            // ASCII with something to escape (the line ends of text): every
+            // byte stands alone, so the eight stores do not wait on each
+            // other's lengths to know where the next byte is.
+            for byte in word.to_le_bytes() {
+                let class = CLASSES
+                    .get(usize::from(byte))
+                    .copied()
+                    .unwrap_or(Class::ALONE);
+                store(out, pos, class.alone);
+                pos += usize::from(class.alone_len);
+            }
+            i += 8;
+            continue;
+        }
+        // At most 8 steps of at most 6 bytes out (an escape) each, reading
+        // at most 3 bytes past the word: within BULK_ROOM and BULK_TAIL.
+        let end = i + 8;
+        while i < end {
+            let Some(quad) = input
+                .get(i..i + 4)
+                .and_then(|q| <[u8; 4]>::try_from(q).ok())
+            else {
+                break;
+            };
+            let [lead, b1, b2, b3] = quad;
+            let class = CLASSES
+                .get(usize::from(lead))
+                .copied()
+                .unwrap_or(Class::ALONE);
+            let c1 = b1 >= class.second_lo && b1 <= class.second_hi;
+            let c2 = c1 & (class.width >= 3) & (b2 & 0xc0 == 0x80);
+            let c3 = c2 & (class.width >= 4) & (b3 & 0xc0 == 0x80);
+            let valid = 1 + usize::from(c1) + usize::from(c2) + usize::from(c3);
+            let (bytes, len) = if valid == usize::from(class.width) {
+                (u64::from(u32::from_le_bytes(quad)), valid)
+            } else {
+                (class.alone, usize::from(class.alone_len))
+            };
+            store(out, pos, bytes);
+            pos += len;
+            i += valid;
+        }
+    }
+    out.truncate(pos);
+    i
+}
+
+/// The bulk loop stops this many bytes before the end of its input: a word
+/// plus the three bytes a character starting in its last byte may need.
+const BULK_TAIL: usize = 11;
+
+/// Zeroed room kept after the output position in the bulk loop: the most
+/// one word of input can produce (8 escapes of 6 bytes) plus a word of
+/// overhang from the last store, rounded up.
+const BULK_ROOM: usize = 128;
+
+/// Stores eight bytes at `pos`; the bulk loop keeps room for them.
+#[inline]
+fn store(out: &mut [u8], pos: usize, bytes: u64) {
+    if let Some(dst) = out.get_mut(pos..pos + 8) {
+        dst.copy_from_slice(&bytes.to_le_bytes());
+    }
+}
+
+/// What the bulk loop needs to know about a byte, from one table lookup.
+#[derive(Clone, Copy)]
+struct Class {
+    /// What the byte becomes when it does not start a valid multi-byte
+    /// character: itself, its JSON escape, or U+FFFD (little-endian).
+    alone: u64,
+    /// How many bytes of `alone` are used.
+    alone_len: u8,
+    /// The width of the character this byte leads (2 to 4), or 0.
+    width: u8,
+    /// The range of a valid second byte; empty (`0xff..=0`) unless a lead.
+    second_lo: u8,
+    second_hi: u8,
+}
+
+impl Class {
+    /// A byte that stands alone and is not escaped; only a fallback.
+    const ALONE: Class = Class {
+        alone: 0,
+        alone_len: 0,
+        width: 0,
+        second_lo: 0xff,
+        second_hi: 0,
+    };
+}
+
+/// [`Class`] of every byte value, built at compile time from the same rules
+/// as [`scan`] and [`json::push_escape`] (the tests compare the results).
+// Indexing here runs at compile time: an out-of-range index would fail the
+// build, never a session.
+#[allow(clippy::indexing_slicing)]
+static CLASSES: [Class; 256] = {
+    let mut table = [Class::ALONE; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        let (alone, alone_len) = json::alone(byte);
+        let (width, second_lo, second_hi) = match byte {
+            0xc2..=0xdf => (2, 0x80, 0xbf),
+            0xe0 => (3, 0xa0, 0xbf),
+            0xe1..=0xec | 0xee..=0xef => (3, 0x80, 0xbf),
+            0xed => (3, 0x80, 0x9f),
+            0xf0 => (4, 0x90, 0xbf),
+            0xf1..=0xf3 => (4, 0x80, 0xbf),
+            0xf4 => (4, 0x80, 0x8f),
+            _ => (0, 0xff, 0),
+        };
+        table[b] = Class {
+            alone,
+            alone_len,
+            width,
+            second_lo,
+            second_hi,
+        };
+        b += 1;
+    }
+    table
+};
 
 /// What the bytes at the start of a slice (beginning with a non-ASCII byte) are.
 #[derive(Debug, PartialEq, Eq)]
@@ -380,12 +539,26 @@ mod json_tests {
         assert_eq!(a, b, "finish of {pieces:?}");
     }
 
-    /// Every split of `stream` into two pieces, and the stream whole.
+    /// Every split of `stream` into two pieces, and the stream whole: alone
+    /// (the byte-at-a-time tail) and behind every offset of padding within
+    /// a word, so the bulk loop sees it at each position of its words.
     fn assert_same_all_splits(stream: &[u8]) {
         assert_same(&[stream]);
         for at in 0..=stream.len() {
             let (a, b) = stream.split_at(at);
             assert_same(&[a, b]);
+        }
+        assert_same_padded(stream);
+    }
+
+    /// `stream` behind 0 to 8 bytes of plain text and before 16 more, in
+    /// one piece, so that it goes through the bulk loop.
+    fn assert_same_padded(stream: &[u8]) {
+        for pad in 0..=8 {
+            let mut padded = b"abcdefgh"[..pad].to_vec();
+            padded.extend_from_slice(stream);
+            padded.extend_from_slice(b"ijklmnopqrstuvwx");
+            assert_same(&[&padded]);
         }
     }
 
@@ -413,6 +586,7 @@ mod json_tests {
                     for &d in values {
                         let stream = [a, b, c, d];
                         assert_same(&[&stream]);
+                        assert_same_padded(&stream);
                         assert_same(&[&stream[..1], &stream[1..]]);
                         assert_same(&[&stream[..2], &stream[2..]]);
                         assert_same(&[&stream[..1], &stream[1..2], &stream[2..3], &stream[3..]]);
