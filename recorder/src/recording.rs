@@ -12,9 +12,11 @@
 //! client only after it is in the spool (in the page cache; fsynced within
 //! `fsync_interval`). Nothing is queued in memory: uploads read the spool file,
 //! so a storage outage grows the spool on disk, up to `spool_max_bytes`, never
-//! memory. Per channel the recorder keeps one reusable line buffer and one text
-//! buffer, each bounded by the largest chunk the caller passes (64 KiB chunks
-//! are split), well under 64 KiB for interactive traffic.
+//! memory. Per channel the recorder keeps one reusable line buffer: output is
+//! decoded and escaped straight into it, one event of at most 16 KiB of input
+//! at a time (larger writes are split), so it holds about 16 KiB for text. A
+//! flood of control characters can make one line up to six times its input
+//! (`\u00xx`); a buffer that grew past 64 KiB is freed after its event.
 //!
 //! **Crash safety.** A process kill loses nothing that was written (the kernel
 //! keeps it); a machine crash loses at most `fsync_interval` (1 s). Uploaded
@@ -498,7 +500,6 @@ impl Session {
             session: Arc::clone(&self.shared),
             channel: Arc::clone(&shared),
             line: Vec::new(),
-            text: String::new(),
             output_decoder: Utf8Decoder::new(),
             input_decoder: Utf8Decoder::new(),
             start: Instant::now(),
@@ -614,10 +615,8 @@ impl Drop for Session {
 pub struct ChannelRecorder {
     session: Arc<SessionShared>,
     channel: Arc<ChannelShared>,
-    /// Reusable encode buffer.
+    /// Reusable encode buffer: one event line at a time.
     line: Vec<u8>,
-    /// Reusable decode buffer.
-    text: String,
     output_decoder: Utf8Decoder,
     input_decoder: Utf8Decoder,
     /// When the channel started; event times are measured from here.
@@ -643,16 +642,7 @@ impl ChannelRecorder {
             .output_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         for chunk in data.chunks(MAX_EVENT_BYTES) {
-            let mut text = std::mem::take(&mut self.text);
-            text.clear();
-            self.output_decoder.decode(chunk, &mut text);
-            let result = if text.is_empty() {
-                Ok(())
-            } else {
-                self.event("o", &text)
-            };
-            self.text = text;
-            result?;
+            self.text_event(Stream::Output, chunk)?;
         }
         Ok(())
     }
@@ -663,16 +653,7 @@ impl ChannelRecorder {
             return Ok(());
         }
         for chunk in data.chunks(MAX_EVENT_BYTES) {
-            let mut text = std::mem::take(&mut self.text);
-            text.clear();
-            self.input_decoder.decode(chunk, &mut text);
-            let result = if text.is_empty() {
-                Ok(())
-            } else {
-                self.event("i", &text)
-            };
-            self.text = text;
-            result?;
+            self.text_event(Stream::Input, chunk)?;
         }
         Ok(())
     }
@@ -751,12 +732,45 @@ impl ChannelRecorder {
     }
 
     fn event(&mut self, code: &str, data: &str) -> Result<()> {
-        let now_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let interval = now_us.saturating_sub(self.last_us);
+        let (now_us, interval) = self.clock();
         let mut line = std::mem::take(&mut self.line);
         line.clear();
         asciicast::encode_event(interval, code, data, &mut line);
         let result = self.append(&line);
+        self.done(line, now_us, &result);
+        result
+    }
+
+    /// Records a piece of output or input: decoded, escaped and framed as
+    /// an event line in one pass over the bytes, then written. Bytes that
+    /// only begin a character make no event (the next piece finishes it).
+    fn text_event(&mut self, stream: Stream, bytes: &[u8]) -> Result<()> {
+        let (now_us, interval) = self.clock();
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        let (code, decoder) = match stream {
+            Stream::Output => ("o", &mut self.output_decoder),
+            Stream::Input => ("i", &mut self.input_decoder),
+        };
+        if !asciicast::encode_text_event(interval, code, decoder, bytes, &mut line) {
+            self.line = line;
+            return Ok(());
+        }
+        let result = self.append(&line);
+        self.done(line, now_us, &result);
+        result
+    }
+
+    /// The time of an event now: microseconds since the start, and since
+    /// the previous event.
+    fn clock(&self) -> (u64, u64) {
+        let now_us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        (now_us, now_us.saturating_sub(self.last_us))
+    }
+
+    /// After an event line was appended (or not): advance the clock and
+    /// keep the line buffer for the next event.
+    fn done(&mut self, mut line: Vec<u8>, now_us: u64, result: &Result<()>) {
         if result.is_ok() {
             self.last_us = now_us;
         }
@@ -765,7 +779,6 @@ impl ChannelRecorder {
             line = Vec::new();
         }
         self.line = line;
-        result
     }
 
     /// Appends complete lines to the spool with one write.
@@ -819,6 +832,15 @@ impl ChannelRecorder {
         }
         Ok(())
     }
+}
+
+/// Which byte stream of a channel an event records.
+#[derive(Clone, Copy)]
+enum Stream {
+    /// What the target sent (`o`).
+    Output,
+    /// What the user typed (`i`).
+    Input,
 }
 
 impl Drop for ChannelRecorder {

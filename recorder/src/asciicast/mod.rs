@@ -36,6 +36,7 @@
 //! invalid byte values are not kept (they are not displayable anyway); byte
 //! counts in the metadata are of the raw stream.
 
+mod json;
 mod reader;
 mod utf8;
 mod v2;
@@ -44,7 +45,7 @@ mod v3;
 pub use reader::{Cast, read};
 pub use utf8::Utf8Decoder;
 pub use v2::to_v2;
-pub use v3::{encode_event, encode_header, format_interval};
+pub use v3::{encode_event, encode_header, encode_text_event, format_interval};
 
 use serde::{Deserialize, Serialize};
 
