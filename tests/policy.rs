@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,6 +35,16 @@ fn ended(child: &mut ChildGuard, within: Duration) -> (i32, String, Instant) {
     let at = Instant::now();
     std::thread::sleep(Duration::from_millis(50));
     (status.code().unwrap_or(-1), child.stderr_text(), at)
+}
+
+/// Rewrites the config `good` so that only group sre (not alice) may use
+/// its routes.
+fn only_sre(config: &Path, good: &str) {
+    std::fs::write(
+        config,
+        good.replace(ALLOW_OPS, "{allow: sre, when: {groups: sre}}"),
+    )
+    .unwrap();
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -117,11 +128,7 @@ fn a_config_change_that_excludes_the_user_ends_the_session_and_a_bad_one_is_reje
 
     // Now only group sre may use the route: alice (ops) is out.
     let changed = Instant::now();
-    std::fs::write(
-        &config,
-        good.replace(ALLOW_OPS, "{allow: sre, when: {groups: sre}}"),
-    )
-    .unwrap();
+    only_sre(&config, &good);
     let (code, stderr, at) = ended(&mut child, Duration::from_secs(10));
     assert_eq!(code, 255, "{stderr}");
     assert!(
@@ -144,14 +151,10 @@ fn sighup_reloads_the_config() {
     let config = w.write_config(&[w.route("p", "")], "");
     let gw = Gateway::start(&config);
     let mut child = long_session(&w, &gw, "p");
-    // Same content: only the signal can make the gateway look again, so
-    // the file is rewritten first and the signal sent at once.
+    // The file changes and the signal follows at once, before the file
+    // poll would notice: whichever comes first reloads.
     let good = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        good.replace(ALLOW_OPS, "{allow: sre, when: {groups: sre}}"),
-    )
-    .unwrap();
+    only_sre(&config, &good);
     gw.child.signal("HUP").unwrap();
     let (code, stderr, _) = ended(&mut child, Duration::from_secs(10));
     assert_eq!(code, 255, "{stderr}");

@@ -353,15 +353,11 @@ impl Connection {
         what: &str,
         session: &mut Session,
     ) -> Result<(), Error> {
-        let route = self.route_name();
-        tracing::info!(
-            target: "audit",
-            event = "request.refused",
-            session_id = %self.id,
-            route = %route,
-            request,
+        self.audit_refused(request);
+        let line = format!(
+            "gatehouse: {what} is not allowed on route {}\r\n",
+            self.route_name()
         );
-        let line = format!("gatehouse: {what} is not allowed on route {route}\r\n");
         session.channel_success(id)?;
         session.extended_data(id, 1, line.into_bytes())?;
         session.exit_status_request(id, 1)?;
@@ -376,16 +372,19 @@ impl Connection {
         what: &str,
         session: &mut Session,
     ) -> Result<(), Error> {
-        let route = self.route_name();
+        self.audit_refused(what);
+        session.channel_failure(id)?;
+        Ok(())
+    }
+
+    fn audit_refused(&self, request: &str) {
         tracing::info!(
             target: "audit",
             event = "request.refused",
             session_id = %self.id,
-            route = %route,
-            request = what,
+            route = %self.route_name(),
+            request,
         );
-        session.channel_failure(id)?;
-        Ok(())
     }
 
     /// Accepts `identity` if the policy lets it have what `user` asks
