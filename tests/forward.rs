@@ -342,3 +342,44 @@ fn certificate_carries_only_granted_extensions() {
     assert!(!plain.contains("port-forwarding"), "{plain}");
     assert!(plain.contains("pty"), "{plain}");
 }
+
+/// `ssh -X`: on a route granting `x11`, the request reaches the target,
+/// which sets DISPLAY for the session; on one that does not, it is refused
+/// and audited. (The X11 channels themselves are not exercised: that needs
+/// an X server on the client.)
+#[test]
+fn x11_request_only_when_granted() {
+    let w = World::with_sshd(|b| b.config_line("X11Forwarding yes"));
+    let gw = w.start(&[
+        w.route("x", &common::policy("capabilities: {x11: true}")),
+        w.route("plain", ""),
+    ]);
+    let display = |route: &str| {
+        let mut c = Command::new(require_program("ssh"));
+        c.args(w.ssh_args(&w.client_key, gw.port))
+            .arg("-X")
+            // Any display will do: ssh makes up a cookie if it cannot
+            // read one, and nothing connects to it here.
+            .env("DISPLAY", ":4242")
+            .arg(format!("{LOGIN}@{route}@127.0.0.1"))
+            .arg("echo display=$DISPLAY");
+        common::run(c, Duration::from_secs(60))
+    };
+    let (code, out, err) = display("x");
+    assert_eq!(code, 0, "{err}\n{}", gw.log());
+    assert!(
+        out.contains("display=localhost:"),
+        "{out}\n{err}\n{}",
+        w.sshd.log()
+    );
+    assert!(gw.log().contains("x11.forwarded"));
+
+    let (code, out, err) = display("plain");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("display=\n") || out.trim() == "display=",
+        "{out}"
+    );
+    let refused = gw.wait_for_log("x11-forwarding");
+    assert!(refused.contains("request.refused"), "{refused}");
+}
