@@ -106,9 +106,9 @@ impl ClientEnd {
             session_id = %self.session_id,
             route = %self.route,
             kind = kind.name(),
-            destination,
-            originator,
-            reason,
+            destination = %destination,
+            originator = %originator,
+            reason = %reason,
         );
     }
 
@@ -120,9 +120,9 @@ impl ClientEnd {
             session_id = %self.session_id,
             route = %self.route,
             kind = kind.name(),
-            destination,
-            originator,
-            reason,
+            destination = %destination,
+            originator = %originator,
+            reason = %reason,
         );
     }
 
@@ -142,8 +142,8 @@ impl ClientEnd {
             session_id = %self.session_id,
             route = %self.route,
             kind = kind.name(),
-            destination,
-            originator,
+            destination = %destination,
+            originator = %originator,
         );
         let started = Instant::now();
         let piped = proxy::pipe(client, target, self.closed.clone()).await;
@@ -153,8 +153,8 @@ impl ClientEnd {
             session_id = %self.session_id,
             route = %self.route,
             kind = kind.name(),
-            destination,
-            originator,
+            destination = %destination,
+            originator = %originator,
             bytes_to_target = piped.to_target,
             bytes_to_client = piped.to_client,
             duration_ms = started.elapsed().as_millis() as u64,
