@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use crate::Error;
 use crate::config::{RecordMode, Route};
+use crate::forward::{self, Kind};
 use crate::oidc::SignedIn;
 use crate::proxy::{self, ChannelRecording, ProxiedChannel, UpstreamChannel, WindowSize};
 use crate::recording::{self, SessionSlot, Tap};
@@ -122,6 +123,9 @@ pub struct Connection {
     /// decision is what new channels follow.
     live: Option<Arc<LiveSession>>,
     channels: HashMap<ChannelId, ProxiedChannel>,
+    /// Port, agent and X11 forwarding: the remote-forward connection and
+    /// the limit on forwarded channels.
+    forwards: forward::Forwards,
 }
 
 /// How a connection's handler and its accept-loop task talk about the
@@ -173,6 +177,7 @@ impl Connection {
             authorized: None,
             live: None,
             channels: HashMap::new(),
+            forwards: forward::Forwards::default(),
         }
     }
 
@@ -1110,29 +1115,51 @@ impl russh::server::Handler for Connection {
 
     async fn channel_open_direct_tcpip(
         &mut self,
-        _channel: Channel<Msg>,
+        channel: Channel<Msg>,
         host_to_connect: &str,
         port_to_connect: u32,
-        _originator_address: &str,
-        _originator_port: u32,
+        originator_address: &str,
+        originator_port: u32,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
         let route = self.route_name();
-        tracing::info!(
-            target: "audit",
-            event = "forward.refused",
-            session_id = %self.id,
-            route = %route,
-            kind = "local",
-            destination = %format!("{host_to_connect}:{port_to_connect}"),
-        );
-        reply
-            .reject(ChannelOpenFailure::Other {
-                code: 1,
-                reason: format!("gatehouse: port forwarding is not allowed on route {route}"),
-            })
-            .await;
+        let end =
+            self.forwards
+                .client_end(session.handle(), &self.id, &route, &self.closed, &self.span);
+        // The policy checks the name the client sent, and the target is
+        // asked to connect to exactly that name.
+        let allowed = match (self.capabilities(), forward::policy_port(port_to_connect)) {
+            (Some(caps), Some(port)) => caps
+                .port_forward_local
+                .destination_allowed(host_to_connect, port),
+            _ => false,
+        };
+        match self.current_dial_context() {
+            Some(ctx) if allowed => self.forwards.open_local(
+                end,
+                ctx,
+                channel,
+                reply,
+                host_to_connect.to_owned(),
+                port_to_connect,
+                (originator_address.to_owned(), originator_port),
+            ),
+            _ => {
+                end.refused(
+                    Kind::Local,
+                    &forward::destination(host_to_connect, port_to_connect),
+                    &forward::destination(originator_address, originator_port),
+                    "not allowed by policy",
+                );
+                reply
+                    .reject(ChannelOpenFailure::Other {
+                        code: forward::PROHIBITED,
+                        reason: forward::not_allowed_line(host_to_connect, port_to_connect, &route),
+                    })
+                    .await;
+            }
+        }
         Ok(())
     }
 
@@ -1140,17 +1167,69 @@ impl russh::server::Handler for Connection {
         &mut self,
         address: &str,
         port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let route = self.route_name();
+        let end =
+            self.forwards
+                .client_end(session.handle(), &self.id, &route, &self.closed, &self.span);
+        let requested = forward::destination(address, *port);
+        // Destinations of a remote forward are where the target listens.
+        let allowed = match (self.capabilities(), forward::policy_port(*port)) {
+            (Some(caps), Some(p)) => caps.port_forward_remote.destination_allowed(address, p),
+            _ => false,
+        };
+        let ctx = match self.current_dial_context() {
+            Some(ctx) if allowed => ctx,
+            // OpenSSH prints "Warning: remote port forwarding failed for
+            // listen port N"; a global request's failure carries no text.
+            _ => {
+                end.refused(Kind::Remote, &requested, "", "not allowed by policy");
+                return Ok(false);
+            }
+        };
+        match self
+            .forwards
+            .listen_remote(&end, &ctx, address, *port)
+            .await
+        {
+            Ok(assigned) => {
+                *port = assigned;
+                tracing::info!(
+                    target: "audit",
+                    event = "forward.listening",
+                    session_id = %self.id,
+                    route = %route,
+                    kind = "remote",
+                    destination = %forward::destination(address, assigned),
+                    requested = %requested,
+                );
+                Ok(true)
+            }
+            Err(reason) => {
+                end.failed(Kind::Remote, &requested, "", &reason);
+                Ok(false)
+            }
+        }
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
+        let cancelled = self.forwards.cancel_remote(address, port).await;
         tracing::info!(
             target: "audit",
-            event = "forward.refused",
+            event = "forward.cancelled",
             session_id = %self.id,
             route = %self.route_name(),
             kind = "remote",
-            destination = %format!("{address}:{port}"),
+            destination = %forward::destination(address, port),
+            ok = cancelled,
         );
-        Ok(false)
+        Ok(cancelled)
     }
 
     async fn agent_request(
@@ -1159,6 +1238,35 @@ impl russh::server::Handler for Connection {
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
         let route = self.route_name();
+        if self.capabilities().is_some_and(|c| c.agent) {
+            let Some(ready) = self.channels.get(&channel).map(|c| c.upstream.clone()) else {
+                return Ok(false);
+            };
+            // Dialing failed: the channel task has told the client.
+            let Some(up) = ready.await else {
+                return Ok(false);
+            };
+            let end = self.forwards.client_end(
+                session.handle(),
+                &self.id,
+                &route,
+                &self.closed,
+                &self.span,
+            );
+            // Waiting for the target's answer keeps the request ahead of the
+            // shell or exec that follows it, so the target's session sees
+            // SSH_AUTH_SOCK.
+            let ok = forward::forward_agent(end, &up).await;
+            tracing::info!(
+                target: "audit",
+                event = "agent.forwarded",
+                session_id = %self.id,
+                route = %route,
+                cert_serial = up.cert_serial,
+                ok,
+            );
+            return Ok(ok);
+        }
         tracing::info!(
             target: "audit",
             event = "request.refused",
@@ -1176,13 +1284,47 @@ impl russh::server::Handler for Connection {
     async fn x11_request(
         &mut self,
         channel: ChannelId,
-        _single_connection: bool,
-        _x11_auth_protocol: &str,
-        _x11_auth_cookie: &str,
-        _x11_screen_number: u32,
+        single_connection: bool,
+        x11_auth_protocol: &str,
+        x11_auth_cookie: &str,
+        x11_screen_number: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse_request(channel, "x11-forwarding", session)
+        if !self.capabilities().is_some_and(|c| c.x11) {
+            return self.refuse_request(channel, "x11-forwarding", session);
+        }
+        let Some(ready) = self.channels.get(&channel).map(|c| c.upstream.clone()) else {
+            session.channel_failure(channel)?;
+            return Ok(());
+        };
+        let Some(up) = ready.await else {
+            return Ok(());
+        };
+        let route = self.route_name();
+        let end =
+            self.forwards
+                .client_end(session.handle(), &self.id, &route, &self.closed, &self.span);
+        let request = forward::X11Request {
+            single_connection,
+            protocol: x11_auth_protocol.to_owned(),
+            cookie: x11_auth_cookie.to_owned(),
+            screen: x11_screen_number,
+        };
+        let ok = forward::forward_x11(end, &up, request).await;
+        tracing::info!(
+            target: "audit",
+            event = "x11.forwarded",
+            session_id = %self.id,
+            route = %route,
+            cert_serial = up.cert_serial,
+            ok,
+        );
+        if ok {
+            session.channel_success(channel)?;
+        } else {
+            session.channel_failure(channel)?;
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -14,6 +14,7 @@ pub mod bindings;
 pub mod config;
 mod connection;
 mod error;
+mod forward;
 pub mod keys;
 pub mod oidc;
 mod proxy;

@@ -94,6 +94,9 @@ pub struct UpstreamChannel {
     replies: Mutex<VecDeque<oneshot::Sender<bool>>>,
     /// The serial of the certificate this channel's upstream login used.
     pub cert_serial: u64,
+    /// What the target may open back on this channel's connection (agent
+    /// and X11 channels, once granted).
+    pub(crate) inbound: Arc<crate::forward::Inbound>,
 }
 
 impl UpstreamChannel {
@@ -675,6 +678,7 @@ async fn run(
         write: up_tx,
         replies: Mutex::new(VecDeque::new()),
         cert_serial,
+        inbound: Arc::clone(&upstream.inbound),
     });
     let _ = ready.send(Some(Arc::clone(&up)));
 
@@ -863,5 +867,112 @@ async fn control(mut c: Control, up: Arc<UpstreamChannel>) {
                 }
             }
         }
+    }
+}
+
+/// What a piped channel carried, for its audit event.
+pub(crate) struct Piped {
+    /// Bytes from the client to the target.
+    pub to_target: u64,
+    /// Bytes from the target to the client.
+    pub to_client: u64,
+    /// Who ended it: `client`, `target`, `overrun` or `connection`.
+    pub ended_by: &'static str,
+}
+
+/// Delivers bytes and EOF to one end of a piped channel, counting them.
+struct ToChannel<'a, S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> {
+    write: &'a ChannelWriteHalf<S>,
+    bytes: &'a AtomicU64,
+}
+
+impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Deliver for ToChannel<'_, S> {
+    async fn deliver(&self, item: Item) -> bool {
+        let sent = match item {
+            Item::Data(data, _charge) => {
+                self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.write.data_bytes(data).await
+            }
+            Item::ExtendedData(ext, data, _charge) => {
+                self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.write.extended_data_bytes(ext, data).await
+            }
+            Item::Eof => self.write.eof().await,
+            // Forwarded connections have no exit status or flow control.
+            Item::ExitStatus(_) | Item::ExitSignal { .. } | Item::XonXoff(_) => Ok(()),
+        };
+        sent.is_ok()
+    }
+}
+
+/// Joins a forwarded channel (port forward, agent, X11) to its target
+/// channel byte for byte, with the same pumps and budgets as session
+/// channels, so bidirectional load cannot deadlock the client connection
+/// and memory stays bounded. Nothing is recorded: forwards are audited,
+/// not recorded (ARCHITECTURE.md).
+///
+/// Each side's close is honoured after its queued bytes are delivered (a
+/// TCP peer's last bytes and EOF must arrive), then both channels close.
+pub(crate) async fn pipe(
+    client: Channel<server::Msg>,
+    target: Channel<client::Msg>,
+    connection: CancellationToken,
+) -> Piped {
+    let (client_rx, client_tx) = client.split();
+    let (target_rx, target_tx) = target.split();
+    let to_target_bytes = AtomicU64::new(0);
+    let to_client_bytes = AtomicU64::new(0);
+    let to_target_buffered = Arc::new(Buffered::default());
+    let to_client_buffered = Arc::new(Buffered::default());
+    let to_target = ToChannel {
+        write: &target_tx,
+        bytes: &to_target_bytes,
+    };
+    let to_client = ToChannel {
+        write: &client_tx,
+        bytes: &to_client_bytes,
+    };
+    let upward = pump(
+        client_rx,
+        &to_target,
+        to_target_buffered,
+        PumpRules {
+            admission: Admission::Leaky {
+                output: Arc::clone(&to_client_buffered),
+            },
+            replies: None,
+            hold_eof: false,
+            drain_on_close: true,
+        },
+    );
+    let downward = pump(
+        target_rx,
+        &to_client,
+        to_client_buffered,
+        PumpRules {
+            admission: Admission::Wait,
+            replies: None,
+            hold_eof: false,
+            drain_on_close: true,
+        },
+    );
+    let ended_by = tokio::select! {
+        end = upward => match end {
+            PumpEnd::Closed => "client",
+            PumpEnd::ReceiverGone => "target",
+            PumpEnd::Overrun => "overrun",
+        },
+        end = downward => match end {
+            PumpEnd::ReceiverGone => "client",
+            _ => "target",
+        },
+        () = connection.cancelled() => "connection",
+    };
+    let _ = target_tx.close().await;
+    let _ = client_tx.close().await;
+    Piped {
+        to_target: to_target_bytes.load(Ordering::Relaxed),
+        to_client: to_client_bytes.load(Ordering::Relaxed),
+        ended_by,
     }
 }

@@ -13,14 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use policy::lang::Identity;
-use russh::Preferred;
 use russh::client;
 use russh::keys::ssh_key::certificate::CertType;
 use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PublicKeyOrCertificate};
+use russh::{Channel, ChannelOpenFailure, Preferred};
 use tokio::net::TcpStream;
 
 use crate::Error;
 use crate::config::{HostKeyCheck, Route};
+use crate::forward::Inbound;
 use crate::keys::{CertRequest, UserCa};
 
 /// Everything needed to dial one route on behalf of one session.
@@ -50,14 +51,24 @@ pub struct Upstream {
     pub handle: client::Handle<TargetHandler>,
     /// The serial of the certificate used, for audit.
     pub cert_serial: u64,
+    /// Where the channels the target opens on this connection go
+    /// (forwarded-tcpip, agent, X11). It refuses everything until a granted
+    /// request enables a kind.
+    pub(crate) inbound: Arc<Inbound>,
 }
 
 /// Verifies the target's host key as the route says. It records why it
 /// refused, because russh only reports that the key was not accepted.
+///
+/// It also answers the channels the target opens to us. russh's defaults
+/// accept them all (and then drop them); a target may only open what the
+/// client asked for and the policy granted on this connection, which
+/// [`Inbound`] knows. Everything else is refused.
 pub struct TargetHandler {
     check: HostKeyCheck,
     host: String,
     refusal: Arc<Mutex<Option<String>>>,
+    inbound: Arc<Inbound>,
 }
 
 impl TargetHandler {
@@ -134,6 +145,106 @@ impl client::Handler for TargetHandler {
                 Ok(false)
             }
         }
+    }
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: Channel<client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.inbound.forwarded_tcpip(
+            channel,
+            reply,
+            connected_address,
+            connected_port,
+            originator_address,
+            originator_port,
+        );
+        Ok(())
+    }
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.inbound.agent(channel, reply);
+        Ok(())
+    }
+
+    async fn server_channel_open_x11(
+        &mut self,
+        channel: Channel<client::Msg>,
+        originator_address: &str,
+        originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.inbound
+            .x11(channel, reply, originator_address, originator_port);
+        Ok(())
+    }
+
+    // A target has no business opening these to a client; russh would
+    // accept them.
+    async fn server_channel_open_session(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_tcpip(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _host_to_connect: &str,
+        _port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn server_channel_open_forwarded_streamlocal(
+        &mut self,
+        _channel: Channel<client::Msg>,
+        _socket_path: &str,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
     }
 }
 
@@ -230,10 +341,12 @@ pub async fn connect_target(ctx: &DialContext) -> Result<Upstream, Error> {
             .map_err(|e| unreachable(e.to_string()))?;
 
         let refusal = Arc::new(Mutex::new(None));
+        let inbound = Arc::new(Inbound::default());
         let handler = TargetHandler {
             check: route.host_key.clone(),
             host: route.target_host.clone(),
             refusal: Arc::clone(&refusal),
+            inbound: Arc::clone(&inbound),
         };
         let config = Arc::new(client_config(&route.host_key));
         let mut handle = client::connect_stream(config, tcp, handler)
@@ -293,6 +406,7 @@ pub async fn connect_target(ctx: &DialContext) -> Result<Upstream, Error> {
         Ok(Upstream {
             handle,
             cert_serial: serial,
+            inbound,
         })
     };
     match tokio::time::timeout(route.connect_timeout, attempt).await {
@@ -328,6 +442,7 @@ mod tests {
             check: HostKeyCheck::Pinned(pinned.public_key().clone()),
             host: "h".into(),
             refusal: Arc::default(),
+            inbound: Arc::default(),
         };
         let presented = PublicKeyOrCertificate::PublicKey {
             key: other.public_key().clone(),

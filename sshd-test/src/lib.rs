@@ -358,6 +358,7 @@ pub struct SshdBuilder {
     trusted_user_ca: Option<String>,
     host_ca: Option<PathBuf>,
     extra_lines: Vec<String>,
+    log_level: Option<String>,
 }
 
 impl SshdBuilder {
@@ -388,6 +389,14 @@ impl SshdBuilder {
     /// cannot override a setting the builder already wrote.
     pub fn config_line(mut self, line: impl Into<String>) -> Self {
         self.extra_lines.push(line.into());
+        self
+    }
+
+    /// Sets sshd's `LogLevel` (default `VERBOSE`). `DEBUG1` adds, among much
+    /// else, a `key options:` line per login listing what the user
+    /// certificate permits (`agent-forwarding port-forwarding pty ...`).
+    pub fn log_level(mut self, level: impl Into<String>) -> Self {
+        self.log_level = Some(level.into());
         self
     }
 
@@ -443,10 +452,11 @@ impl SshdBuilder {
         config += &format!(
             "PidFile {}\nListenAddress 127.0.0.1\nUsePAM no\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nAuthorizedKeysFile none\n\
-             Subsystem sftp /usr/lib/openssh/sftp-server\nLogLevel VERBOSE\nStrictModes no\n\
+             Subsystem sftp /usr/lib/openssh/sftp-server\nLogLevel {}\nStrictModes no\n\
              AcceptEnv LANG LC_* GH_TEST_*\nPermitUserEnvironment no\nMaxStartups 100:30:200\n\
              MaxSessions 50\nPrintMotd no\nPrintLastLog no\nUseDNS no\n",
-            dir.path().join("sshd.pid").display()
+            dir.path().join("sshd.pid").display(),
+            self.log_level.as_deref().unwrap_or("VERBOSE"),
         );
         for line in &self.extra_lines {
             config += line;

@@ -316,3 +316,44 @@ impl Gateway {
             .expect("VmRSS")
     }
 }
+
+impl World {
+    /// Like [`World::new`], with the target sshd configured further by
+    /// `configure` (for example `|b| b.log_level("DEBUG1")`).
+    pub fn with_sshd(
+        configure: impl FnOnce(sshd_test::SshdBuilder) -> sshd_test::SshdBuilder,
+    ) -> World {
+        let mut w = World::new();
+        w.sshd = configure(Sshd::builder().trusted_user_ca(w.ca_pub.clone())).start();
+        w
+    }
+}
+
+/// A TCP echo server on `127.0.0.1:0` for forwarding tests: every
+/// connection gets back what it sends, and is closed after the peer's EOF.
+/// Its threads end with the test process.
+pub fn echo_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind echo server");
+    let port = listener.local_addr().expect("echo addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                loop {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    port
+}
