@@ -625,3 +625,39 @@ fn input_flood_into_a_target_that_never_reads_keeps_memory_bounded() {
     assert!(growth < 65_536, "gateway memory grew by {growth} KiB");
     flood.kill();
 }
+
+/// A policy change that narrows a session's capabilities without denying
+/// it: the running channel goes on, and new channels on the same client
+/// connection (through the ControlMaster) follow the new decision.
+#[test]
+fn a_narrowed_policy_applies_to_new_channels_of_a_running_session() {
+    let w = World::new();
+    let gw = w.start(&[w.route("t", "")]);
+    let (_master, ctl) = control_master(&w, &gw);
+    let dest = format!("{LOGIN}@t@127.0.0.1");
+    let mut first = mux_client(&w, &gw, &ctl);
+    first.args([dest.as_str(), "echo running; exec sleep 60"]);
+    let mut first = ChildGuard::spawn(first).expect("spawn first client");
+    first
+        .wait_for_output("running", Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("the first channel did not start: {e}"));
+
+    // Commands are no longer allowed on the route; the session still is.
+    w.write_config(
+        &[w.route("t", &common::policy("capabilities: {exec: false}"))],
+        "",
+    );
+    let log = gw.wait_for_log("event=\"session.narrowed\"");
+    assert!(!log.contains("event=\"session.ended\""), "{log}");
+    assert!(first.is_running(), "{}", first.stderr_text());
+
+    let mut second = mux_client(&w, &gw, &ctl);
+    second.args([dest.as_str(), "echo two"]);
+    let (code, out, err) = common::run(second, Duration::from_secs(30));
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("gatehouse: running commands is not allowed on route t"),
+        "{err}"
+    );
+    assert!(first.is_running(), "{}", first.stderr_text());
+}

@@ -71,7 +71,22 @@ async fn main() {
         .cycle()
         .take(32 * 1024)
         .collect();
-    for (name, chunk) in [("random", &random), ("text", &text)] {
+    // Base64 text in 100-column lines, 8 MiB of it before it repeats: more
+    // than zstd's window, so it compresses like real base64 output (about
+    // 0.75), where the repeated line above compresses to almost nothing.
+    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut base64 = Vec::with_capacity(8 << 20);
+    while base64.len() < 8 << 20 {
+        for _ in 0..100 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            base64.extend(B64.get((state % 64) as usize));
+        }
+        base64.push(b'\n');
+    }
+    base64.truncate(8 << 20);
+    for (name, data) in [("random", &random), ("text", &text), ("base64", &base64)] {
         if only.as_deref().is_some_and(|o| o != name) {
             continue;
         }
@@ -105,7 +120,7 @@ async fn main() {
         let cpu = cpu_seconds();
         let caller = thread_cpu_seconds();
         let wall = Instant::now();
-        for _ in 0..n {
+        for chunk in data.chunks(32 * 1024).cycle().take(n) {
             ch.output(chunk).unwrap();
         }
         let out_cpu = cpu_seconds() - cpu;

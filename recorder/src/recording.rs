@@ -1184,10 +1184,14 @@ async fn upload_sealed(
         path,
         8 * 1024 * 1024,
     );
-    let mut file = tokio::fs::File::open(&tmp)
+    let file = tokio::fs::File::open(&tmp)
         .await
         .map_err(Error::spool(&tmp))?;
-    let copied = tokio::io::copy(&mut file, &mut writer).await;
+    // Each read of a tokio file is a trip to the blocking pool: read a
+    // mebibyte at a time, not tokio::io::copy's 8 KiB, or the thread
+    // hand-offs cost more CPU than the copy.
+    let mut file = tokio::io::BufReader::with_capacity(1 << 20, file);
+    let copied = tokio::io::copy_buf(&mut file, &mut writer).await;
     let done = match copied {
         Ok(_) => writer.shutdown().await,
         Err(e) => {
