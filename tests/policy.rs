@@ -96,6 +96,7 @@ fn a_session_ends_when_its_time_window_closes() {
         .duration_since(close)
         .unwrap_or(Duration::ZERO)
         .saturating_sub(at.elapsed());
+    eprintln!("ended {late:?} after the window closed");
     assert!(
         late < Duration::from_secs(2),
         "ended {late:?} after the window closed"
@@ -136,6 +137,7 @@ fn a_config_change_that_excludes_the_user_ends_the_session_and_a_bad_one_is_reje
         "{stderr}"
     );
     let took = at - changed;
+    eprintln!("ended {took:?} after the config file changed");
     assert!(took < Duration::from_secs(4), "took {took:?}");
     let log = gw.log();
     assert!(log.contains("event=\"config.reloaded\""), "{log}");
@@ -189,6 +191,7 @@ fn sessions_kill_ends_a_live_session_within_two_seconds_and_marks_its_recording(
     assert!(out.contains(&format!("session {id} ended")), "{out}");
     let (code, stderr, at) = ended(&mut child, Duration::from_secs(5));
     let took = at - asked;
+    eprintln!("ended {took:?} after sessions kill was asked");
     assert!(took < Duration::from_secs(2), "took {took:?}");
     assert_eq!(code, 255, "{stderr}");
     assert!(

@@ -484,6 +484,7 @@ fn reauth_renews_a_live_sign_in_and_revoking_it_ends_the_session() {
         ),
         "{stderr}"
     );
+    eprintln!("ended {took:?} after logins revoke was asked");
     assert!(took < Duration::from_secs(2), "took {took:?}");
     let log = gw.wait_for_log("cause=\"revoked\"");
     assert!(log.contains("event=\"session.ended\""), "{log}");
