@@ -75,8 +75,12 @@ fn session_id(gw: &Gateway) -> String {
 #[test]
 fn a_session_ends_when_its_time_window_closes() {
     let w = World::new();
-    // Allowed until a few seconds from now (whole seconds: RFC 3339).
-    let close = SystemTime::now() + Duration::from_secs(6);
+    // Allowed until a few seconds from now, a whole second as RFC 3339
+    // writes it.
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    let close = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs() + 6);
     let gw = w.start(&[w.route(
         "window",
         &format!(
@@ -92,10 +96,10 @@ fn a_session_ends_when_its_time_window_closes() {
         "{stderr}"
     );
     // Ended at the window's edge (next-check time), not at the 30 s sweep.
-    let late = SystemTime::now()
+    let ended_at = SystemTime::now() - at.elapsed();
+    let late = ended_at
         .duration_since(close)
-        .unwrap_or(Duration::ZERO)
-        .saturating_sub(at.elapsed());
+        .unwrap_or_else(|early| panic!("ended {:?} before the window closed", early.duration()));
     eprintln!("ended {late:?} after the window closed");
     assert!(
         late < Duration::from_secs(2),
