@@ -199,10 +199,7 @@ impl client::Handler for TargetHandler {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
-        Ok(())
+        prohibit(reply).await
     }
 
     async fn server_channel_open_direct_tcpip(
@@ -215,10 +212,7 @@ impl client::Handler for TargetHandler {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
-        Ok(())
+        prohibit(reply).await
     }
 
     async fn server_channel_open_direct_streamlocal(
@@ -228,10 +222,7 @@ impl client::Handler for TargetHandler {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
-        Ok(())
+        prohibit(reply).await
     }
 
     async fn server_channel_open_forwarded_streamlocal(
@@ -241,11 +232,16 @@ impl client::Handler for TargetHandler {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        reply
-            .reject(ChannelOpenFailure::AdministrativelyProhibited)
-            .await;
-        Ok(())
+        prohibit(reply).await
     }
+}
+
+/// Refuses a channel the target has no business opening.
+async fn prohibit(reply: client::ChannelOpenHandle) -> Result<(), russh::Error> {
+    reply
+        .reject(ChannelOpenFailure::AdministrativelyProhibited)
+        .await;
+    Ok(())
 }
 
 /// Ciphers for the gateway→target hop, where the gateway chooses. AES-GCM
