@@ -165,7 +165,10 @@ fn port_forwarding_is_refused_with_a_reason() {
     );
     assert_ne!(code, 0);
     assert!(
-        err.contains("gatehouse: port forwarding is not allowed on route t"),
+        err.contains(&format!(
+            "gatehouse: port forwarding to {} is not allowed on route t",
+            w.sshd.addr()
+        )),
         "{err}"
     );
     let log = gw.wait_for_log("event=\"forward.refused\"");
