@@ -55,8 +55,10 @@ use crate::{Error, FileOp, Result};
 const SEAL_ZSTD_LEVEL: i32 = 3;
 
 /// Largest slice of output encoded as one event; bigger writes are split so
-/// the line buffer stays small.
-const MAX_EVENT_BYTES: usize = 16 * 1024;
+/// the line buffer stays small. Escaping can make a byte six (`\u00XX`), so
+/// 8 KiB keeps even an event of control characters under the 64 KiB a
+/// recording may hold in buffers.
+const MAX_EVENT_BYTES: usize = 8 * 1024;
 
 /// Settings of the recorder; [`RecorderConfig::new`] fills in the defaults.
 #[derive(Clone, Debug)]
