@@ -142,7 +142,7 @@ fn check(
         );
         return Ok(ExitCode::from(ERROR));
     };
-    if !route.logins.is_empty() && !route.logins.iter().any(|l| l == login) {
+    if !route.offers(login) {
         println!("decision:     deny");
         println!(
             "reason:       login {login} is not allowed on route {route_name} (it offers {})",

@@ -204,6 +204,14 @@ pub struct Config {
     pub reevaluate_interval: Duration,
 }
 
+impl Route {
+    /// Whether the target offers `login`: any login when `logins:` is
+    /// empty (the policy alone decides), else one of those listed.
+    pub fn offers(&self, login: &str) -> bool {
+        self.logins.is_empty() || self.logins.iter().any(|l| l == login)
+    }
+}
+
 /// Default for `reevaluate_interval`.
 pub const DEFAULT_REEVALUATE_INTERVAL: Duration = Duration::from_secs(30);
 

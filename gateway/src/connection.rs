@@ -221,7 +221,7 @@ impl Connection {
         let Some(route) = config.routes.get(route_name) else {
             return Err(format!("gatehouse: unknown route {route_name:?}"));
         };
-        if !route.logins.is_empty() && !route.logins.iter().any(|l| l == login) {
+        if !route.offers(login) {
             return Err(format!(
                 "gatehouse: access denied: login {login} is not allowed on route {route_name}"
             ));
@@ -287,8 +287,12 @@ impl Connection {
     /// How to dial the target for a new channel under the current decision.
     /// `None` before authentication.
     fn current_dial_context(&self) -> Option<DialContext> {
+        self.dial_context(&self.decision()?)
+    }
+
+    /// How to dial the target for a new channel under `decision`.
+    fn dial_context(&self, decision: &Decision) -> Option<DialContext> {
         let auth = self.authorized.as_ref()?;
-        let decision = self.decision()?;
         let identity = match &self.live {
             Some(live) => live.identity(),
             None => Arc::clone(&auth.identity),
@@ -1040,7 +1044,10 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(auth) = &self.authorized else {
+        let Some((decision, ctx)) = self
+            .decision()
+            .and_then(|d| self.dial_context(&d).map(|ctx| (d, ctx)))
+        else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -1055,12 +1062,7 @@ impl russh::server::Handler for Connection {
                 .await;
             return Ok(());
         }
-        let Some(ctx) = self.current_dial_context() else {
-            return Ok(());
-        };
-        let mode = self
-            .decision()
-            .map_or(auth.decision.obligations.record, |d| d.obligations.record);
+        let mode = decision.obligations.record;
         let id = channel.id();
         let mode = match self.ensure_recording(mode) {
             Ok(mode) => mode,

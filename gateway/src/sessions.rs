@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bindings::{BindingStore, KillOutcome, RenewedIdentity};
 use crate::lock;
 use crate::server::Shared;
+use crate::sign_in::blocking;
 
 /// How often the state database is asked about revocations and kill
 /// requests; the admin commands take effect within this plus a sweep.
@@ -186,7 +187,7 @@ impl LiveSession {
         let Some(route) = config.routes.get(&self.route) else {
             return revoked(format!("route {} no longer exists", self.route));
         };
-        if !route.logins.is_empty() && !route.logins.contains(&self.login) {
+        if !route.offers(&self.login) {
             return revoked(format!(
                 "login {} is no longer allowed on route {}",
                 self.login, self.route
@@ -391,9 +392,8 @@ async fn renew(shared: &Shared, session: &LiveSession) -> Result<Arc<Identity>, 
     };
     let store = Arc::clone(shared.store());
     let fp = fingerprint.clone();
-    let token = tokio::task::spawn_blocking(move || store.refresh_token(&fp))
+    let token = blocking(move || store.refresh_token(&fp))
         .await
-        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "there is no refresh token for this sign-in".to_owned())?;
     let idp = sign_in.idp().await.map_err(|e| e.to_string())?;
@@ -405,7 +405,7 @@ async fn renew(shared: &Shared, session: &LiveSession) -> Result<Arc<Identity>, 
     let store = Arc::clone(shared.store());
     let signed_in = refreshed.signed_in;
     let rotated = refreshed.refresh_token.map(|t| t.secret().to_owned());
-    let binding = tokio::task::spawn_blocking(move || {
+    let binding = blocking(move || {
         let renewed = signed_in.as_ref().map(|s| RenewedIdentity {
             email: s.email.as_deref(),
             groups: &s.groups,
@@ -414,7 +414,6 @@ async fn renew(shared: &Shared, session: &LiveSession) -> Result<Arc<Identity>, 
         store.renew(&fingerprint, renewed, rotated.as_deref(), SystemTime::now())
     })
     .await
-    .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?
     .ok_or_else(|| "the sign-in was revoked".to_owned())?;
     Ok(Arc::new(crate::sign_in::identity_of_binding(&binding)))
@@ -427,17 +426,10 @@ pub(crate) async fn follow_admin(shared: Arc<Shared>, shutdown: CancellationToke
     let store = Arc::clone(shared.store());
     let start = {
         let store = Arc::clone(&store);
-        tokio::task::spawn_blocking(move || {
-            Ok::<_, crate::Error>((store.revision()?, store.last_kill_id()?))
-        })
-        .await
+        blocking(move || Ok((store.revision()?, store.last_kill_id()?))).await
     };
     let (mut revision, mut last_kill) = match start {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "cannot follow revocations and kill requests");
-            return;
-        }
+        Ok(pair) => pair,
         Err(e) => {
             tracing::error!(error = %e, "cannot follow revocations and kill requests");
             return;
@@ -450,14 +442,10 @@ pub(crate) async fn follow_admin(shared: Arc<Shared>, shutdown: CancellationToke
         }
         let polled = {
             let store = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || poll_admin(&store, revision, last_kill)).await
+            blocking(move || poll_admin(&store, revision, last_kill)).await
         };
         let (revoked, kills, new_revision) = match polled {
-            Ok(Ok(found)) => found,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot read revocations and kill requests");
-                continue;
-            }
+            Ok(found) => found,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read revocations and kill requests");
                 continue;
@@ -501,11 +489,9 @@ pub(crate) async fn follow_admin(shared: Arc<Shared>, shutdown: CancellationToke
             };
             let store = Arc::clone(&store);
             let id = kill.id;
-            let recorded = tokio::task::spawn_blocking(move || {
-                store.kill_handled(id, outcome, SystemTime::now())
-            })
-            .await;
-            if let Ok(Err(e)) = recorded {
+            let recorded =
+                blocking(move || store.kill_handled(id, outcome, SystemTime::now())).await;
+            if let Err(e) = recorded {
                 tracing::warn!(error = %e, "cannot record the kill request's outcome");
             }
         }

@@ -219,7 +219,7 @@ impl SignIn {
 
 /// Runs a store operation off the async threads: SQLite may wait for a
 /// lock held by `gatehouse logins` in another process.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
     tokio::task::spawn_blocking(f)
