@@ -456,16 +456,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn random_splits_equal_lossy() {
-        // A small deterministic generator keeps the test reproducible.
-        let mut state = 0x1234_5678_9abc_def0_u64;
-        let mut next = move || {
+    /// A small deterministic generator keeps the random tests reproducible.
+    pub(super) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             state
-        };
+        }
+    }
+
+    #[test]
+    fn random_splits_equal_lossy() {
+        let mut next = xorshift(0x1234_5678_9abc_def0);
         let alphabet: &[&[u8]] = &[
             b"a",
             b"\n",
@@ -598,13 +601,7 @@ mod json_tests {
 
     #[test]
     fn random_mixed_streams_split_across_calls() {
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = super::tests::xorshift(0x9e37_79b9_7f4a_7c15);
         let alphabet: &[&[u8]] = &[
             b"a",
             b"plain ascii longer than one word ",
@@ -638,7 +635,7 @@ mod json_tests {
         for _ in 0..3000 {
             let mut stream = Vec::new();
             for _ in 0..(next() % 60) {
-                if next() % 8 == 0 {
+                if next().is_multiple_of(8) {
                     // Raw random bytes too.
                     stream.extend((0..(next() % 24)).map(|_| next() as u8));
                 } else {
