@@ -1,0 +1,209 @@
+//! Recovery: seals the spools an earlier process left behind.
+//!
+//! At startup every spool directory that no live session owns is read back
+//! into channels (a torn last line is cut off, upload progress comes from the
+//! `.segments` sidecar) and sealed through the same path as a live session,
+//! as `interrupted` unless the session had already ended.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex};
+
+use crate::meta::{Status, chain_seed};
+use crate::sign::unhex;
+use crate::{Error, Result};
+
+use super::seal::seal_channels;
+use super::spool::{ChannelEnd, SpooledSession, read_json};
+use super::upload::read_segments;
+use super::{ChannelShared, ChannelSpec, Recorder, RecorderInner, SealReport, UploadState};
+
+impl Recorder {
+    /// Seals every spool left behind by an earlier process, as `interrupted`
+    /// (or `sealed`, if that session had already ended and only its upload was
+    /// missing). Call once at startup, before accepting sessions.
+    pub async fn recover(&self) -> Vec<SealReport> {
+        let mut reports = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&self.inner.config.spool_dir) else {
+            return reports;
+        };
+        let dirs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.join("session.json").is_file())
+            .collect();
+        for dir in dirs {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if self
+                .inner
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&name)
+            {
+                continue;
+            }
+            match recover_session(&self.inner, &dir).await {
+                Ok(report) => reports.push(report),
+                Err(e) => {
+                    tracing::warn!(target: "audit", event = "recording.failed", session_id = name, status = "failed", reason = %e);
+                    reports.push(SealReport {
+                        session_id: name,
+                        status: Status::Failed,
+                        reason: Some(e.to_string()),
+                        meta_key: None,
+                    });
+                }
+            }
+        }
+        reports
+    }
+}
+
+/// Rebuilds a session from its spool directory and seals it.
+async fn recover_session(recorder: &Arc<RecorderInner>, dir: &Path) -> Result<SealReport> {
+    let spooled: SpooledSession = read_json(&dir.join("session.json"))?;
+    let ended = dir.join("ended.json").exists();
+    let mut channels = Vec::new();
+    let mut unfinished = false;
+    let entries = std::fs::read_dir(dir).map_err(Error::spool(dir))?;
+    let mut specs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".channel.json"))
+        .collect();
+    specs.sort();
+    for spec_path in specs {
+        let spec: ChannelSpec = read_json(&spec_path)?;
+        let spool_path = dir.join(format!("{}.cast", spec.channel));
+        let segments_path = dir.join(format!("{}.segments", spec.channel));
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&spool_path)
+            .map_err(Error::spool(&spool_path))?;
+        // A crash mid-write can leave a partial last line; only whole lines count.
+        let len = file.metadata().map_err(Error::spool(&spool_path))?.len();
+        let complete = complete_len(&file, &spool_path, len)?;
+        if complete < len {
+            file.set_len(complete).map_err(Error::spool(&spool_path))?;
+        }
+        let segments = read_segments(&segments_path)?;
+        let mut chain = chain_seed(&spooled.info.session_id, &spec.channel);
+        let mut acked = 0;
+        if let Some(last) = segments.last() {
+            chain = unhex(&last.chain)
+                .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                .unwrap_or(chain);
+            acked = last.offset + last.bytes;
+        }
+        let end: Option<ChannelEnd> = read_json(&dir.join(format!("{}.end", spec.channel))).ok();
+        if end.is_none() {
+            unfinished = true;
+        }
+        let end = end.unwrap_or_default();
+        let output_bytes = if end.output_bytes > 0 {
+            end.output_bytes
+        } else {
+            output_len(&spool_path, complete)
+        };
+        channels.push(Arc::new(ChannelShared {
+            segments_path,
+            file,
+            spool_path,
+            committed: AtomicU64::new(complete),
+            acked: AtomicU64::new(acked.min(complete)),
+            dirty: AtomicBool::new(false),
+            output_bytes: AtomicU64::new(output_bytes),
+            exit_status: Mutex::new(end.exit_status),
+            failure: Mutex::new(None),
+            closed: AtomicBool::new(true),
+            sealed: AtomicBool::new(true),
+            upload: tokio::sync::Mutex::new(UploadState {
+                next_seq: segments.last().map_or(0, |s| s.seq + 1),
+                chain,
+                frames: None,
+            }),
+            spec,
+        }));
+    }
+    let (status, reason) = if ended && !unfinished {
+        (Status::Sealed, None)
+    } else {
+        (
+            Status::Interrupted,
+            Some("gateway stopped before the session ended".to_owned()),
+        )
+    };
+    // Make sure the session is in the index even if its row was lost.
+    if recorder
+        .catalog
+        .index
+        .show(&spooled.info.session_id)?
+        .is_none()
+    {
+        recorder.catalog.index.session_started(
+            &spooled.info,
+            &spooled.gateway_id,
+            spooled.started_at_ms,
+            &spooled.prefix,
+        )?;
+    }
+    tracing::info!(target: "audit", event = "recording.recovering", session_id = spooled.info.session_id, status = status.as_str());
+    Ok(seal_channels(
+        recorder,
+        &spooled.info,
+        spooled.started_at_ms,
+        &spooled.prefix,
+        dir,
+        &channels,
+        status,
+        reason,
+    )
+    .await)
+}
+
+/// Length of the spool up to and including its last newline.
+fn complete_len(file: &File, path: &Path, len: u64) -> Result<u64> {
+    let mut pos = len;
+    let mut buf = [0u8; 4096];
+    while pos > 0 {
+        let start = pos.saturating_sub(buf.len() as u64);
+        let n = (pos - start) as usize;
+        let chunk = buf.get_mut(..n).unwrap_or_default();
+        file.read_exact_at(chunk, start)
+            .map_err(Error::spool(path))?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        pos = start;
+    }
+    Ok(0)
+}
+
+/// Output bytes of a recovered spool whose channel never wrote its end file,
+/// measured as the UTF-8 length of its output events.
+fn output_len(path: &Path, len: u64) -> u64 {
+    let Ok(file) = File::open(path) else { return 0 };
+    let mut reader = std::io::BufReader::new(file.take(len));
+    let mut line = String::new();
+    let mut total = 0u64;
+    let mut first = true;
+    while reader.read_line(&mut line).unwrap_or(0) > 0 {
+        if !first
+            && let Ok((_, code, data)) = serde_json::from_str::<(f64, String, String)>(&line)
+            && code == "o"
+        {
+            total += data.len() as u64;
+        }
+        first = false;
+        line.clear();
+    }
+    total
+}

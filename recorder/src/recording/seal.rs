@@ -1,0 +1,363 @@
+//! Sealing: the end of every recording, live or recovered.
+//!
+//! A seal uploads the last segments, then the sealed `<channel>.cast.zst` per
+//! channel, then the signed meta.json, and updates the index; only then is
+//! the spool removed. Storage is retried for up to `seal_timeout`, after which
+//! the recording is `failed` and its spool stays for the next start.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
+use crate::meta::{ChannelMeta, SessionInfo, SessionMeta, SignedMeta, Status};
+use crate::sign::hex;
+use crate::time::now_ms;
+use crate::{Error, Result};
+
+use super::spool::{dir_size, write_json_synced};
+use super::upload::{read_segments, upload_pending};
+use super::{ChannelShared, RecorderInner, SEAL_ZSTD_LEVEL, SealReport, Session};
+
+impl Session {
+    /// Ends the recording: uploads the last segments, the sealed `.cast.zst`
+    /// per channel and the signed meta.json, updates the index and removes the
+    /// spool. Retries storage for up to `seal_timeout`; after that the status
+    /// is `failed` and the spool stays for [`Recorder::recover`](crate::Recorder::recover).
+    pub async fn seal(mut self) -> SealReport {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let shared = Arc::clone(&self.shared);
+        let channels: Vec<_> = shared
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut failure = None;
+        for ch in &channels {
+            ch.sealed.store(true, Ordering::SeqCst);
+            let _ = ch.file.sync_data();
+            if failure.is_none() {
+                failure = ch.failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            }
+        }
+        let _ = write_json_synced(&shared.dir.join("ended.json"), &now_ms());
+        let (status, reason) = match failure {
+            Some(reason) => (Status::Failed, Some(reason)),
+            None => (Status::Sealed, None),
+        };
+        let report = seal_channels(
+            &shared.recorder,
+            &shared.info,
+            shared.started_at_ms,
+            &shared.prefix,
+            &shared.dir,
+            &channels,
+            status,
+            reason,
+        )
+        .await;
+        shared
+            .recorder
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&shared.info.session_id);
+        report
+    }
+}
+
+/// The shared end of a recording, for seal and recovery.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn seal_channels(
+    recorder: &Arc<RecorderInner>,
+    info: &SessionInfo,
+    started_at_ms: u64,
+    prefix: &str,
+    dir: &Path,
+    channels: &[Arc<ChannelShared>],
+    status: Status,
+    reason: Option<String>,
+) -> SealReport {
+    let session_id = info.session_id.clone();
+    let _ = recorder
+        .catalog
+        .index
+        .set_status(&session_id, Status::Uploading, reason.as_deref());
+    let deadline = Instant::now() + recorder.config.seal_timeout;
+    let mut backoff = recorder.config.retry_initial_backoff;
+    let result = loop {
+        match seal_once(
+            recorder,
+            info,
+            started_at_ms,
+            prefix,
+            channels,
+            status,
+            reason.clone(),
+        )
+        .await
+        {
+            Ok(key) => break Ok(key),
+            Err(e) if Instant::now() + backoff < deadline => {
+                tracing::warn!(session_id, error = %e, "sealing failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(recorder.config.retry_max_backoff);
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    match result {
+        Ok(meta_key) => {
+            let freed = dir_size(dir);
+            if std::fs::remove_dir_all(dir).is_ok() {
+                recorder.spool_total.fetch_sub(
+                    freed.min(recorder.spool_total.load(Ordering::SeqCst)),
+                    Ordering::SeqCst,
+                );
+            }
+            tracing::info!(target: "audit", event = format!("recording.{status}"), session_id, status = status.as_str(), reason = reason.as_deref().unwrap_or(""));
+            SealReport {
+                session_id,
+                status,
+                reason,
+                meta_key: Some(meta_key),
+            }
+        }
+        Err(e) => {
+            let why = format!("sealing failed, spool kept for the next start: {e}");
+            let _ = recorder
+                .catalog
+                .index
+                .set_status(&session_id, Status::Failed, Some(&why));
+            tracing::error!(target: "audit", event = "recording.failed", session_id, status = "failed", reason = why);
+            SealReport {
+                session_id,
+                status: Status::Failed,
+                reason: Some(why),
+                meta_key: None,
+            }
+        }
+    }
+}
+
+/// One attempt at sealing: last segments, sealed objects, meta.json, index.
+#[allow(clippy::too_many_arguments)]
+async fn seal_once(
+    recorder: &Arc<RecorderInner>,
+    info: &SessionInfo,
+    started_at_ms: u64,
+    prefix: &str,
+    channels: &[Arc<ChannelShared>],
+    status: Status,
+    reason: Option<String>,
+) -> Result<String> {
+    let mut metas = Vec::new();
+    let mut ended_at_ms = started_at_ms;
+    for ch in channels {
+        upload_pending(recorder, &info.session_id, prefix, ch).await?;
+        let segments = read_segments(&ch.segments_path)?;
+        let sealed_key = format!("{prefix}/{}.cast.zst", ch.spec.channel);
+        let (cast_bytes, cast_sha256, sealed_bytes, sealed_sha256) =
+            upload_sealed(recorder, ch, &sealed_key).await?;
+        if let Ok(modified) = std::fs::metadata(&ch.spool_path).and_then(|m| m.modified())
+            && let Ok(since) = modified.duration_since(std::time::UNIX_EPOCH)
+        {
+            ended_at_ms = ended_at_ms.max(u64::try_from(since.as_millis()).unwrap_or(0));
+        }
+        metas.push(ChannelMeta {
+            channel: ch.spec.channel.clone(),
+            kind: ch.spec.kind.as_str().into(),
+            command: ch.spec.command.clone(),
+            record_input: ch.spec.record_input,
+            output_bytes: ch.output_bytes.load(Ordering::Relaxed),
+            cast_bytes,
+            cast_sha256,
+            sealed_key,
+            sealed_bytes,
+            sealed_sha256,
+            exit_status: *ch.exit_status.lock().unwrap_or_else(|p| p.into_inner()),
+            segments,
+        });
+    }
+    if status == Status::Sealed || status == Status::Failed {
+        ended_at_ms = ended_at_ms.max(now_ms());
+    }
+    let meta = SessionMeta {
+        format: "gatehouse-recording/1".into(),
+        session: info.clone(),
+        gateway_id: recorder.config.gateway_id.clone(),
+        started_at_ms,
+        ended_at_ms,
+        status,
+        reason,
+        exit_status: metas.iter().find_map(|c| c.exit_status),
+        prefix: prefix.to_owned(),
+        channels: metas,
+    };
+    let signed = SignedMeta::sign(meta, recorder.signer.as_ref());
+    let json = serde_json::to_vec_pretty(&signed).map_err(|e| Error::Format {
+        what: "meta.json".into(),
+        reason: e.to_string(),
+    })?;
+    let meta_key = format!("{prefix}/meta.json");
+    recorder
+        .catalog
+        .storage
+        .put(&meta_key, Bytes::from(json))
+        .await?;
+    recorder
+        .catalog
+        .index
+        .upsert_meta(&signed.meta, &meta_key)?;
+    Ok(meta_key)
+}
+
+/// Compresses a channel's spool into `<channel>.cast.zst` and uploads it
+/// (multipart when large). Returns (raw bytes, raw sha256, stored bytes, stored sha256).
+async fn upload_sealed(
+    recorder: &RecorderInner,
+    ch: &ChannelShared,
+    key: &str,
+) -> Result<(u64, String, u64, String)> {
+    let spool = ch.spool_path.clone();
+    let committed = ch.committed.load(Ordering::SeqCst);
+    // Every byte is uploaded by now, so the frames kept while uploading
+    // are the whole recording; otherwise compress the spool once.
+    let frames = ch.upload.lock().await.frames.clone();
+    let (tmp, keep_tmp) = match frames {
+        Some(frames) => (frames, true),
+        None => (spool.with_extension("cast.zst"), false),
+    };
+    let tmp2 = tmp.clone();
+    let (raw_sha, stored_len, stored_sha) = tokio::task::spawn_blocking(move || {
+        if keep_tmp {
+            hash_frames(&spool, committed, &tmp2)
+        } else {
+            compress_file(&spool, committed, &tmp2)
+        }
+    })
+    .await
+    .map_err(|e| Error::Spool {
+        path: tmp.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })??;
+    let path = recorder.catalog.storage.path(key);
+    let mut writer = object_store::buffered::BufWriter::with_capacity(
+        Arc::clone(recorder.catalog.storage.store()),
+        path,
+        8 * 1024 * 1024,
+    );
+    let file = tokio::fs::File::open(&tmp)
+        .await
+        .map_err(Error::spool(&tmp))?;
+    // Each read of a tokio file is a trip to the blocking pool: read a
+    // mebibyte at a time, not tokio::io::copy's 8 KiB, or the thread
+    // hand-offs cost more CPU than the copy.
+    let mut file = tokio::io::BufReader::with_capacity(1 << 20, file);
+    let copied = tokio::io::copy_buf(&mut file, &mut writer).await;
+    let done = match copied {
+        Ok(_) => writer.shutdown().await,
+        Err(e) => {
+            let _ = writer.abort().await;
+            Err(e)
+        }
+    };
+    if !keep_tmp {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done.map_err(|e| Error::Storage {
+        key: key.to_owned(),
+        source: object_store::Error::Generic {
+            store: "upload",
+            source: Box::new(e),
+        },
+    })?;
+    Ok((committed, raw_sha, stored_len, stored_sha))
+}
+
+/// Hashes the first `len` bytes of `src` (the raw cast) and all of
+/// `frames` (the sealed object made of the segments' frames).
+fn hash_frames(src: &Path, len: u64, frames: &Path) -> Result<(String, u64, String)> {
+    let mut raw = HashingReader {
+        inner: File::open(src).map_err(Error::spool(src))?.take(len),
+        ctx: ring::digest::Context::new(&ring::digest::SHA256),
+    };
+    std::io::copy(&mut raw, &mut std::io::sink()).map_err(Error::spool(src))?;
+    let mut stored = HashingReader {
+        inner: File::open(frames).map_err(Error::spool(frames))?,
+        ctx: ring::digest::Context::new(&ring::digest::SHA256),
+    };
+    let stored_len =
+        std::io::copy(&mut stored, &mut std::io::sink()).map_err(Error::spool(frames))?;
+    Ok((
+        hex(raw.ctx.finish().as_ref()),
+        stored_len,
+        hex(stored.ctx.finish().as_ref()),
+    ))
+}
+
+/// zstd-compresses the first `len` bytes of `src` into `dst`, hashing both sides.
+fn compress_file(src: &Path, len: u64, dst: &Path) -> Result<(String, u64, String)> {
+    let input = File::open(src).map_err(Error::spool(src))?;
+    let output = File::create(dst).map_err(Error::spool(dst))?;
+    let mut reader = HashingReader {
+        inner: input.take(len),
+        ctx: ring::digest::Context::new(&ring::digest::SHA256),
+    };
+    let mut writer = HashingWriter {
+        inner: output,
+        ctx: ring::digest::Context::new(&ring::digest::SHA256),
+        len: 0,
+    };
+    zstd::stream::copy_encode(&mut reader, &mut writer, SEAL_ZSTD_LEVEL)
+        .map_err(Error::spool(dst))?;
+    writer.inner.sync_data().map_err(Error::spool(dst))?;
+    Ok((
+        hex(reader.ctx.finish().as_ref()),
+        writer.len,
+        hex(writer.ctx.finish().as_ref()),
+    ))
+}
+
+/// Hashes what is read through it, so the raw cast is hashed in the same pass
+/// that compresses it.
+struct HashingReader<R> {
+    inner: R,
+    ctx: ring::digest::Context,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.ctx.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+}
+
+/// Hashes and counts what is written through it, so the stored object's hash
+/// and size need no second read.
+struct HashingWriter<W> {
+    inner: W,
+    ctx: ring::digest::Context,
+    len: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.ctx.update(buf.get(..n).unwrap_or_default());
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
