@@ -211,26 +211,10 @@ pub(crate) fn run_recordings(command: RecordingsCommand) -> Result<ExitCode> {
 /// The raw ed25519 public key recordings are signed with: that of the first
 /// ed25519 key in `config.host_keys`, whose seed the gateway signs meta.json
 /// with. `verify` trusts this key and no other, so a recording re-signed by
-/// someone who can write to storage but not read the host key fails.
+/// someone who can write to storage but not read the host key fails. Only
+/// the public half is read (see `hostkey.rs`).
 pub fn recording_signer_public_key(config: &Config) -> Result<[u8; 32]> {
-    let mut keys = Vec::new();
-    for path in &config.host_keys {
-        if !path.exists() {
-            bail!(
-                "host key {} does not exist yet; `gatehouse serve` creates it, and recordings are signed with it",
-                path.display()
-            );
-        }
-        let key = gateway::keys::read_private_key(path)
-            .with_context(|| format!("cannot read the gateway's host key {}", path.display()))?;
-        let ed25519 = key.key_data().ed25519().is_some();
-        keys.push(key);
-        if ed25519 {
-            break;
-        }
-    }
-    let signer = gateway::keys::recording_signer(&keys)?;
-    Ok(recorder::Signer::public_key(&signer))
+    crate::hostkey::recording_public_key(&config.host_keys)
 }
 
 /// How the index is opened.

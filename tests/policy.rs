@@ -109,6 +109,39 @@ fn a_session_ends_when_its_time_window_closes() {
     assert!(log.contains("cause=\"policy\""), "{log}");
 }
 
+/// Issue 10: a denial shown before login travels as keyboard-interactive
+/// text, which OpenSSH prints with `\ooo` escapes for non-ASCII bytes in a
+/// non-UTF-8 locale. The time window's en dash must arrive readable.
+#[test]
+fn a_time_window_denial_reaches_the_client_readable() {
+    let w = World::new();
+    // A ten-minute window that starts two hours from now (UTC), so it is
+    // closed now whatever the time of day.
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let hhmm = |s: u64| format!("{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60);
+    let (from, to) = (hhmm(secs + 7200), hhmm(secs + 7800));
+    let gw = w.start(&[w.route(
+        "window",
+        &format!(
+            "policy: {{rules: [{{allow: ops-later, when: {{time_of_day: {{from: \"{from}\", to: \"{to}\", timezone: UTC}}}}}}]}}"
+        ),
+    )]);
+    let mut cmd = w.ssh_command(&w.client_key, &gw, &format!("{LOGIN}@window"), &["true"]);
+    // The C locale, where OpenSSH escapes what is not ASCII.
+    cmd.env("LC_ALL", "C").env_remove("LANG");
+    let (code, _, err) = run(cmd, Duration::from_secs(30));
+    assert_eq!(code, 255, "{err}");
+    let want = format!("gatehouse: access denied: route window: outside {from}-{to} UTC");
+    assert!(err.contains(&want), "{err}");
+    assert!(
+        !err.contains('\\'),
+        "escaped bytes reached the client: {err}"
+    );
+}
+
 #[test]
 fn a_config_change_that_excludes_the_user_ends_the_session_and_a_bad_one_is_rejected() {
     let w = World::new();

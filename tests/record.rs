@@ -481,6 +481,97 @@ fn strict_routes_refuse_without_storage_and_end_when_it_goes_away() {
     s3.restart();
 }
 
+/// Issue 10: the strict-recording watchdog ends a session like every other
+/// end does: `session.ended` with `cause = "recording"`, and the client's
+/// connection is closed, not only its channels. A ControlMaster holds the
+/// connection with no channel of its own, so it exits only if the gateway
+/// closes the connection.
+#[test]
+fn a_lost_strict_recording_ends_the_session_and_closes_the_connection() {
+    let mut s3 = S3Server::start();
+    let w = World::new();
+    let config = w.write_config(
+        &[w.route("strict", &policy("obligations: {record: strict}"))],
+        &s3_section(&w, &s3, "  strict_grace: 2s\n"),
+    );
+    let gw = Gateway::start(&config);
+    let ctl = w.path("ctl");
+    let dest = format!("{LOGIN}@strict@127.0.0.1");
+    let ssh = || {
+        let mut c = std::process::Command::new(sshd_test::require_program("ssh"));
+        c.args(w.ssh_args(&w.client_key, gw.port))
+            .arg("-S")
+            .arg(&ctl);
+        c
+    };
+    let mut master = ssh();
+    master.args(["-o", "ControlMaster=yes", "-N", &dest]);
+    let mut master = ChildGuard::spawn(master).expect("spawn ssh master");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ssh()
+        .args(["-o", "ControlMaster=no", "-O", "check", &dest])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "control master never became ready:\n{}",
+            master.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut session = ssh();
+    session.args([
+        "-o",
+        "ControlMaster=no",
+        &dest,
+        "for i in $(seq 1 600); do echo beat-$i; sleep 0.1; done",
+    ]);
+    let mut client = ChildGuard::spawn(session).expect("spawn ssh");
+    client
+        .wait_for_output("beat-5", Duration::from_secs(30))
+        .unwrap();
+    s3.stop();
+    let status = client
+        .wait_exit(Duration::from_secs(30))
+        .expect("strict session kept running without storage");
+    assert_eq!(status.code(), Some(255), "{}", client.stderr_text());
+    assert!(
+        client
+            .stderr_text()
+            .contains("gatehouse: session ended: the recording can no longer be stored"),
+        "{}",
+        client.stderr_text()
+    );
+    // The connection itself is closed: the master, which has no channel,
+    // learns it from the gateway.
+    let closed = master.wait_exit(Duration::from_secs(10));
+    assert!(
+        closed.is_some(),
+        "the gateway kept the connection open after ending the session"
+    );
+    gw.wait_for_log("event=\"session.ended\"");
+    let log = gw.log();
+    let ended = log
+        .lines()
+        .find(|l| l.contains("event=\"session.ended\""))
+        .unwrap_or_default();
+    assert!(ended.contains("cause=\"recording\""), "{ended}");
+    let lost = log
+        .lines()
+        .find(|l| l.contains("event=\"recording.lost\""))
+        .unwrap_or_else(|| panic!("no recording.lost in {log}"));
+    let session_id = ended
+        .split("session_id=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("session.ended names the session");
+    assert!(lost.contains(&format!("session_id={session_id}")), "{lost}");
+    s3.restart();
+}
+
 #[test]
 fn a_storage_outage_mid_session_loses_nothing() {
     let mut s3 = S3Server::start();

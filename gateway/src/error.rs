@@ -3,9 +3,12 @@
 //! Every error knows which side caused it ([`Side`]): that decides the one
 //! line the SSH user sees and the level it is logged at, as in pingora.
 
+use std::fmt;
 use std::path::PathBuf;
 
-use crate::config::ConfigErrors;
+use audit::{Event, SessionId};
+
+use crate::lines;
 
 /// Who caused an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,30 +162,83 @@ impl Error {
     /// internal detail (addresses, keys); the audit log has that.
     pub fn user_line(&self) -> String {
         match self {
-            Error::TargetUnreachable { route, .. } => {
-                format!("gatehouse: target {route} unreachable")
-            }
-            Error::HostKeyRejected { route, .. } => format!(
-                "gatehouse: target {route} presented an unexpected host key; refusing to connect"
-            ),
-            Error::CertRejected { route, login, .. } => format!(
-                "gatehouse: target {route} refused the gateway's certificate for login {login} (does it trust the Gatehouse user CA?)"
-            ),
-            Error::TargetProtocol { route, .. } => {
-                format!("gatehouse: target {route} failed during setup")
-            }
-            Error::SignInDenied => "gatehouse: sign-in was denied".to_owned(),
-            Error::SignInExpired => "gatehouse: sign-in expired, run ssh again".to_owned(),
-            Error::SignInCancelled => "gatehouse: sign-in cancelled".to_owned(),
-            Error::IdpUnavailable { .. } => "gatehouse: identity provider unavailable".to_owned(),
-            Error::TokenRejected(_) => {
-                "gatehouse: sign-in failed: the identity provider's token was not valid".to_owned()
-            }
-            Error::DomainNotAllowed { email } => {
-                format!("gatehouse: access denied: {email} is not from an allowed domain")
-            }
-            _ => "gatehouse: internal error; the administrator can find details in the audit log"
-                .to_owned(),
+            Error::TargetUnreachable { route, .. } => lines::target_unreachable(route),
+            Error::HostKeyRejected { route, .. } => lines::host_key_rejected(route),
+            Error::CertRejected { route, login, .. } => lines::cert_rejected(route, login),
+            Error::TargetProtocol { route, .. } => lines::target_failed(route),
+            Error::SignInDenied => lines::SIGN_IN_DENIED.to_owned(),
+            Error::SignInExpired => lines::SIGN_IN_EXPIRED.to_owned(),
+            Error::SignInCancelled => lines::SIGN_IN_CANCELLED.to_owned(),
+            Error::IdpUnavailable { .. } => lines::IDP_UNAVAILABLE.to_owned(),
+            Error::TokenRejected(_) => lines::TOKEN_REJECTED.to_owned(),
+            Error::DomainNotAllowed { email } => lines::domain_not_allowed(email),
+            _ => lines::INTERNAL.to_owned(),
+        }
+    }
+
+    /// Writes `target.error`: what the user saw and the detail behind it.
+    pub(crate) fn audit_target(&self, session_id: &SessionId, route: &str, login: &str) {
+        let side = match self.side() {
+            Side::Client => "client",
+            Side::Target => "target",
+            Side::Internal => "internal",
+        };
+        Event::TargetError {
+            session_id: session_id.clone(),
+            route: route.to_owned(),
+            login: login.to_owned(),
+            side,
+            user_line: self.user_line(),
+            detail: self.to_string(),
+        }
+        .emit();
+    }
+}
+
+/// One problem in a configuration file, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// 1-based line; 0 when the problem has no position (a missing file).
+    pub line: u64,
+    /// 1-based column; 0 when unknown.
+    pub column: u64,
+    /// What is wrong, lowercase, saying what to do where possible.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.column,
+                self.message
+            )
         }
     }
 }
+
+/// All problems found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}

@@ -18,7 +18,7 @@
 //!
 //! What the target may open back is decided per upstream connection by its
 //! [`Inbound`]: nothing until a granted request enables a kind. Every
-//! forwarded channel is piped by `proxy::pipe` (bounded memory, no
+//! forwarded channel is piped by `pump::pipe` (bounded memory, no
 //! deadlock under bidirectional load) and audited (`forward.opened`,
 //! `forward.closed`, with `kind` `local`, `remote`, `agent` or `x11`),
 //! never recorded.
@@ -26,14 +26,15 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use audit::{Event, SessionId};
+
 use russh::{Channel, ChannelOpenFailure, Disconnect, client, server};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::lock;
-use crate::proxy;
-use crate::upstream::{DialContext, Upstream, connect_target};
+use crate::upstream::{DialContext, TargetOpened, Upstream, connect_target};
+use crate::{lines, lock};
 
 /// Forwarded channels (of every kind) one client connection may have open
 /// at once. Local forwards cost an upstream connection each, so this bounds
@@ -42,7 +43,7 @@ pub(crate) const MAX_FORWARDS: usize = 64;
 
 /// How long a forwarded global or channel request may wait for the
 /// target's reply.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// SSH_OPEN_CONNECT_FAILED (RFC 4254 §5.1).
 const CONNECT_FAILED: u32 = 2;
@@ -65,7 +66,7 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Local => "local",
             Kind::Remote => "remote",
@@ -82,7 +83,7 @@ pub(crate) struct ClientEnd {
     /// Opens channels to the client.
     pub handle: server::Handle,
     /// The client connection's session id.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The route's name.
     pub route: String,
     /// Cancelled when the client connection ends.
@@ -100,30 +101,28 @@ impl ClientEnd {
 
     /// Audits a forward the gateway refused.
     pub fn refused(&self, kind: Kind, destination: &str, originator: &str, reason: &str) {
-        tracing::info!(
-            target: "audit",
-            event = "forward.refused",
-            session_id = %self.session_id,
-            route = %self.route,
-            kind = kind.name(),
-            destination = %destination,
-            originator = %originator,
-            reason = %reason,
-        );
+        Event::ForwardRefused {
+            session_id: self.session_id.clone(),
+            route: self.route.clone(),
+            kind: kind.name(),
+            destination: destination.to_owned(),
+            originator: originator.to_owned(),
+            reason: reason.to_owned(),
+        }
+        .emit();
     }
 
     /// Audits a forward that was allowed but could not be set up.
     pub fn failed(&self, kind: Kind, destination: &str, originator: &str, reason: &str) {
-        tracing::warn!(
-            target: "audit",
-            event = "forward.failed",
-            session_id = %self.session_id,
-            route = %self.route,
-            kind = kind.name(),
-            destination = %destination,
-            originator = %originator,
-            reason = %reason,
-        );
+        Event::ForwardFailed {
+            session_id: self.session_id.clone(),
+            route: self.route.clone(),
+            kind: kind.name(),
+            destination: destination.to_owned(),
+            originator: originator.to_owned(),
+            reason: reason.to_owned(),
+        }
+        .emit();
     }
 
     /// Pipes an open forwarded channel until either side closes it, with
@@ -136,30 +135,28 @@ impl ClientEnd {
         client: Channel<server::Msg>,
         target: Channel<client::Msg>,
     ) {
-        tracing::info!(
-            target: "audit",
-            event = "forward.opened",
-            session_id = %self.session_id,
-            route = %self.route,
-            kind = kind.name(),
-            destination = %destination,
-            originator = %originator,
-        );
+        Event::ForwardOpened {
+            session_id: self.session_id.clone(),
+            route: self.route.clone(),
+            kind: kind.name(),
+            destination: destination.to_owned(),
+            originator: originator.to_owned(),
+        }
+        .emit();
         let started = Instant::now();
-        let piped = proxy::pipe(client, target, self.closed.clone()).await;
-        tracing::info!(
-            target: "audit",
-            event = "forward.closed",
-            session_id = %self.session_id,
-            route = %self.route,
-            kind = kind.name(),
-            destination = %destination,
-            originator = %originator,
-            bytes_to_target = piped.to_target,
-            bytes_to_client = piped.to_client,
-            duration_ms = started.elapsed().as_millis() as u64,
-            ended_by = piped.ended_by,
-        );
+        let piped = crate::pump::pipe(client, target, self.closed.clone()).await;
+        Event::ForwardClosed {
+            session_id: self.session_id.clone(),
+            route: self.route.clone(),
+            kind: kind.name(),
+            destination: destination.to_owned(),
+            originator: originator.to_owned(),
+            bytes_to_target: piped.to_target,
+            bytes_to_client: piped.to_client,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ended_by: piped.ended_by,
+        }
+        .emit();
     }
 }
 
@@ -178,7 +175,7 @@ pub(crate) struct Forwards {
     slots: Arc<Semaphore>,
     /// The upstream connection that holds this client's remote forwards,
     /// once the first one was granted.
-    remote: Option<Arc<Upstream>>,
+    remote: Option<(Arc<Upstream>, Arc<Inbound>)>,
 }
 
 impl Default for Forwards {
@@ -192,17 +189,17 @@ impl Default for Forwards {
 
 impl Forwards {
     /// The client end for the forwards of a connection.
-    pub fn client_end(
+    pub(crate) fn client_end(
         &self,
         handle: server::Handle,
-        session_id: &str,
+        session_id: &SessionId,
         route: &str,
         closed: &CancellationToken,
         span: &tracing::Span,
     ) -> ClientEnd {
         ClientEnd {
             handle,
-            session_id: session_id.to_owned(),
+            session_id: session_id.clone(),
             route: route.to_owned(),
             closed: closed.clone(),
             span: span.clone(),
@@ -214,7 +211,7 @@ impl Forwards {
     /// background, opens `direct-tcpip` there to `host:port`, answers the
     /// client's open with the outcome and pipes.
     #[allow(clippy::too_many_arguments)]
-    pub fn open_local(
+    pub(crate) fn open_local(
         &self,
         end: ClientEnd,
         ctx: DialContext,
@@ -233,9 +230,7 @@ impl Forwards {
                 reply
                     .reject(ChannelOpenFailure::Other {
                         code: RESOURCE_SHORTAGE,
-                        reason: format!(
-                            "gatehouse: at most {MAX_FORWARDS} forwarded channels per connection"
-                        ),
+                        reason: lines::too_many_forwards(MAX_FORWARDS),
                     })
                     .await;
                 return;
@@ -277,22 +272,20 @@ impl Forwards {
         address: &str,
         port: u32,
     ) -> Result<u32, String> {
-        let upstream = match &self.remote {
-            Some(up) if !up.handle.is_closed() => Arc::clone(up),
+        let (upstream, inbound) = match &self.remote {
+            Some((up, inbound)) if !up.handle.is_closed() => (Arc::clone(up), Arc::clone(inbound)),
             _ => {
-                let up = match connect_target(ctx).await {
+                let inbound = Arc::new(Inbound::default());
+                let up = match connect_target(ctx, Arc::clone(&inbound) as Arc<dyn TargetOpened>)
+                    .await
+                {
                     Ok(up) => Arc::new(up),
                     Err(e) => {
-                        crate::audit::target_error(
-                            &ctx.session_id,
-                            &ctx.route.name,
-                            &ctx.login,
-                            &e,
-                        );
+                        e.audit_target(&ctx.session_id, &ctx.route.name, &ctx.login);
                         return Err(e.to_string());
                     }
                 };
-                up.inbound.attach(end.clone());
+                inbound.attach(end.clone());
                 // The listeners live as long as the client connection.
                 let closing = Arc::clone(&up);
                 let closed = end.closed.clone();
@@ -303,8 +296,8 @@ impl Forwards {
                         .disconnect(Disconnect::ByApplication, "client gone", "en")
                         .await;
                 });
-                self.remote = Some(Arc::clone(&up));
-                up
+                self.remote = Some((Arc::clone(&up), Arc::clone(&inbound)));
+                (up, inbound)
             }
         };
         let asked = tokio::time::timeout(
@@ -323,17 +316,17 @@ impl Forwards {
             Ok(Err(e)) => return Err(format!("target refused: {e}")),
             Err(_) => return Err("target did not answer".to_owned()),
         };
-        upstream.inbound.add_listener(address, assigned);
+        inbound.add_listener(address, assigned);
         Ok(assigned)
     }
 
     /// Cancels a remote forward this client set up. False if there is no
     /// such forward or the target refused.
     pub async fn cancel_remote(&mut self, address: &str, port: u32) -> bool {
-        let Some(upstream) = &self.remote else {
+        let Some((upstream, inbound)) = &self.remote else {
             return false;
         };
-        if !upstream.inbound.remove_listener(address, port) {
+        if !inbound.remove_listener(address, port) {
             return false;
         }
         matches!(
@@ -360,13 +353,15 @@ async fn dial_local(
     port: u32,
     originator: &(String, u32),
 ) -> Result<(Upstream, Channel<client::Msg>), Refusal> {
-    let upstream = connect_target(ctx).await.map_err(|e| {
-        crate::audit::target_error(&ctx.session_id, &ctx.route.name, &ctx.login, &e);
-        Refusal {
-            line: e.user_line(),
-            detail: e.to_string(),
-        }
-    })?;
+    let upstream = connect_target(ctx, Arc::new(crate::upstream::RefuseAll))
+        .await
+        .map_err(|e| {
+            e.audit_target(&ctx.session_id, &ctx.route.name, &ctx.login);
+            Refusal {
+                line: e.user_line(),
+                detail: e.to_string(),
+            }
+        })?;
     let opened = tokio::time::timeout(
         REQUEST_TIMEOUT,
         upstream
@@ -377,78 +372,14 @@ async fn dial_local(
     match opened {
         Ok(Ok(channel)) => Ok((upstream, channel)),
         Ok(Err(e)) => Err(Refusal {
-            line: format!(
-                "gatehouse: target {} could not connect to {}",
-                ctx.route.name,
-                destination(host, port)
-            ),
+            line: lines::forward_unreachable(&ctx.route.name, &destination(host, port)),
             detail: e.to_string(),
         }),
         Err(_) => Err(Refusal {
-            line: format!(
-                "gatehouse: target {} did not answer the forward to {}",
-                ctx.route.name,
-                destination(host, port)
-            ),
+            line: lines::forward_no_answer(&ctx.route.name, &destination(host, port)),
             detail: "no answer to the direct-tcpip open".to_owned(),
         }),
     }
-}
-
-/// Forwards a granted `auth-agent-req@openssh.com` on a session channel's
-/// upstream channel and lets the target open agent channels back. Returns
-/// the target's answer.
-pub(crate) async fn forward_agent(end: ClientEnd, up: &proxy::UpstreamChannel) -> bool {
-    up.inbound.enable(end, Enable::Agent);
-    let reply = up.expect_reply();
-    if up.write.agent_forward(true).await.is_err() {
-        return false;
-    }
-    matches!(
-        tokio::time::timeout(REQUEST_TIMEOUT, reply).await,
-        Ok(Ok(true))
-    )
-}
-
-/// An `x11-req`, as the client sent it.
-pub(crate) struct X11Request {
-    /// Only one X11 connection is to be forwarded.
-    pub single_connection: bool,
-    /// The authentication protocol, e.g. `MIT-MAGIC-COOKIE-1`.
-    pub protocol: String,
-    /// The (fake, per OpenSSH) cookie the client made up.
-    pub cookie: String,
-    /// The X screen.
-    pub screen: u32,
-}
-
-/// Forwards a granted `x11-req` on a session channel's upstream channel and
-/// lets the target open X11 channels back. Returns the target's answer.
-pub(crate) async fn forward_x11(
-    end: ClientEnd,
-    up: &proxy::UpstreamChannel,
-    request: X11Request,
-) -> bool {
-    up.inbound.enable(end, Enable::X11);
-    let reply = up.expect_reply();
-    if up
-        .write
-        .request_x11(
-            true,
-            request.single_connection,
-            request.protocol,
-            request.cookie,
-            request.screen,
-        )
-        .await
-        .is_err()
-    {
-        return false;
-    }
-    matches!(
-        tokio::time::timeout(REQUEST_TIMEOUT, reply).await,
-        Ok(Ok(true))
-    )
 }
 
 /// Which kind of target-opened channel to allow.
@@ -485,7 +416,7 @@ impl Inbound {
         }
     }
 
-    fn enable(&self, end: ClientEnd, kind: Enable) {
+    pub(crate) fn enable(&self, end: ClientEnd, kind: Enable) {
         let mut state = lock(&self.state);
         if state.client.is_none() {
             state.client = Some(end);
@@ -525,10 +456,12 @@ impl Inbound {
             None
         }
     }
+}
 
+impl TargetOpened for Inbound {
     /// A connection to one of our remote forwards' listeners on the target:
     /// opens `forwarded-tcpip` to the client and pipes.
-    pub(crate) fn forwarded_tcpip(
+    fn forwarded_tcpip(
         &self,
         channel: Channel<client::Msg>,
         reply: client::ChannelOpenHandle,
@@ -587,7 +520,7 @@ impl Inbound {
     }
 
     /// An agent channel from the target: opens one to the client and pipes.
-    pub(crate) fn agent(&self, channel: Channel<client::Msg>, reply: client::ChannelOpenHandle) {
+    fn agent(&self, channel: Channel<client::Msg>, reply: client::ChannelOpenHandle) {
         let Some(end) = self.client_for(|s| s.agent) else {
             tracing::warn!("target opened an agent channel without agent forwarding; refused");
             drop(reply);
@@ -626,7 +559,7 @@ impl Inbound {
     }
 
     /// An X11 channel from the target: opens one to the client and pipes.
-    pub(crate) fn x11(
+    fn x11(
         &self,
         channel: Channel<client::Msg>,
         reply: client::ChannelOpenHandle,
@@ -676,10 +609,7 @@ pub(crate) fn policy_port(port: u32) -> Option<u16> {
 
 /// The line a client sees when a forward is not allowed.
 pub(crate) fn not_allowed_line(host: &str, port: u32, route: &str) -> String {
-    format!(
-        "gatehouse: port forwarding to {} is not allowed on route {route}",
-        destination(host, port)
-    )
+    lines::forward_not_allowed(&destination(host, port), route)
 }
 
 #[cfg(test)]

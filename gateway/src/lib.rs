@@ -9,19 +9,22 @@
 //! The entry point is [`run`], which takes an already bound listener so that
 //! callers (and tests) choose the address, port 0 included.
 
-mod audit;
 pub mod bindings;
 pub mod config;
 mod connection;
 mod error;
 mod forward;
 pub mod keys;
+mod lines;
 pub mod oidc;
 mod proxy;
+mod pump;
 mod recording;
+mod reevaluate;
+mod registry;
 mod reload;
 mod server;
-mod sessions;
+mod shared;
 mod sign_in;
 pub mod upstream;
 

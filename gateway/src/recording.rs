@@ -19,17 +19,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use audit::{Event, SessionId};
 use recorder::{ChannelKind, ChannelRecorder, FileOp, Recorder, ScpTransfer, SftpTracker};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RecordMode;
+use crate::lines::RECORDING_LOST;
 use crate::lock;
-
-/// The line a strict route's user sees when the session's recording can no
-/// longer be stored.
-pub const RECORDING_LOST: &str =
-    "gatehouse: session ended: the recording can no longer be stored and this route requires it";
+use crate::registry::{EndCause, LiveSession};
 
 /// How long a strict route waits for the storage probe before refusing.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,16 +72,16 @@ enum State {
 pub struct Tap {
     state: Mutex<State>,
     mode: RecordMode,
-    session_id: String,
+    session_id: SessionId,
 }
 
 impl Tap {
     /// A tap for a channel of a route recorded in `mode`.
-    pub fn new(mode: RecordMode, session_id: &str) -> Arc<Tap> {
+    pub fn new(mode: RecordMode, session_id: &SessionId) -> Arc<Tap> {
         Arc::new(Tap {
             state: Mutex::new(State::Idle),
             mode,
-            session_id: session_id.to_owned(),
+            session_id: session_id.clone(),
         })
     }
 
@@ -197,13 +194,12 @@ impl Tap {
             return Ok(());
         };
         *state = State::Stopped;
-        tracing::warn!(
-            target: "audit",
-            event = "recording.stopped",
-            session_id = %self.session_id,
-            mode = self.mode.as_str(),
-            reason = %e,
-        );
+        Event::RecordingStopped {
+            session_id: self.session_id.clone(),
+            mode: self.mode.as_str(),
+            reason: e.to_string(),
+        }
+        .emit();
         match self.mode {
             RecordMode::Strict => Err(RECORDING_LOST),
             _ => Ok(()),
@@ -221,11 +217,13 @@ fn write_ops(rec: &mut ChannelRecorder, ops: &mut Vec<FileOp>) -> recorder::Resu
 /// Watches a strict route's recording while the session lives: once
 /// uploads have failed for longer than `grace` (the spool still has
 /// everything, but storage is gone), the session is ended with
-/// [`RECORDING_LOST`] through `ender`.
+/// [`RECORDING_LOST`] through [`LiveSession::end`], like every other end:
+/// the line in every channel, `session.ended` with `cause = "recording"`,
+/// and the connection closed.
 pub(crate) async fn watch_strict(
     slot: SessionSlot,
     grace: Duration,
-    ender: watch::Sender<Option<String>>,
+    session: Arc<LiveSession>,
     closed: CancellationToken,
 ) {
     let mut failing_since: Option<Instant> = None;
@@ -248,14 +246,13 @@ pub(crate) async fn watch_strict(
             None
         };
         if let Some(reason) = lost {
-            tracing::warn!(
-                target: "audit",
-                event = "recording.lost",
-                mode = "strict",
-                reason = %reason,
-                "ending a strict session whose recording can no longer be stored",
-            );
-            ender.send_replace(Some(RECORDING_LOST.to_owned()));
+            Event::RecordingLost {
+                session_id: session.id.clone(),
+                mode: RecordMode::Strict.as_str(),
+                reason,
+            }
+            .emit();
+            session.end(RECORDING_LOST.to_owned(), EndCause::Recording, None);
             return;
         }
     }

@@ -15,11 +15,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use audit::Event;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
-use crate::server::Shared;
+use crate::shared::Shared;
 
 /// How often the file is read to see whether it changed.
 const FILE_POLL: Duration = Duration::from_secs(1);
@@ -68,17 +69,16 @@ fn read(path: &Path) -> Option<Vec<u8>> {
     std::fs::read(path).ok()
 }
 
-fn reload(shared: &Shared, path: &Path, trigger: &str) {
+fn reload(shared: &Shared, path: &Path, trigger: &'static str) {
     let new = match config::load(path) {
         Ok(new) => new,
         Err(errors) => {
-            tracing::error!(
-                target: "audit",
-                event = "config.rejected",
+            Event::ConfigRejected {
                 trigger,
-                problems = errors.0.len(),
-                "the new configuration has problems; the old one stays in force:\n{errors}",
-            );
+                problems: audit::count(errors.0.len()),
+                detail: errors.to_string(),
+            }
+            .emit();
             return;
         }
     };
@@ -96,14 +96,13 @@ fn reload(shared: &Shared, path: &Path, trigger: &str) {
         reevaluate_interval: new.reevaluate_interval,
         ..(*old).clone()
     };
-    tracing::info!(
-        target: "audit",
-        event = "config.reloaded",
+    Event::ConfigReloaded {
         trigger,
-        routes = applied.routes.len(),
-        keys = applied.keys.len(),
-        live_sessions = shared.sessions().len(),
-    );
+        routes: audit::count(applied.routes.len()),
+        keys: audit::count(applied.keys.len()),
+        live_sessions: audit::count(shared.sessions().len()),
+    }
+    .emit();
     shared.set_config(applied);
 }
 

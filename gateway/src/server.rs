@@ -18,77 +18,21 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use std::sync::{PoisonError, RwLock};
+use audit::{Event, SessionId};
 
-use crate::Error;
+use std::sync::RwLock;
+
 use crate::bindings::BindingStore;
 use crate::config::Config;
 use crate::connection::{Connection, Lifecycle};
 use crate::keys::{self, UserCa};
 use crate::recording::SessionSlot;
-use crate::sessions::{self, Registry};
+use crate::shared::Shared;
 use crate::sign_in::SignIn;
+use crate::{Error, lines, reevaluate};
 
 /// How long live sessions get to end after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// State shared by every connection.
-pub struct Shared {
-    /// The configuration in force; a reload swaps it.
-    config: RwLock<Arc<Config>>,
-    /// The state database: login bindings, revocations, kill requests.
-    store: Arc<BindingStore>,
-    /// The live sessions, re-checked against the policy.
-    sessions: Arc<Registry>,
-    /// The user CA that signs certificates for targets.
-    pub ca: Arc<UserCa>,
-    ssh: Arc<russh::server::Config>,
-    unauthenticated: Arc<Semaphore>,
-    connections: Arc<Semaphore>,
-    /// Device-code sign-in, when the `idp` section is configured.
-    sign_in: Option<Arc<SignIn>>,
-    /// Records sessions (issue 4).
-    recorder: recorder::Recorder,
-}
-
-impl Shared {
-    /// Puts a new configuration in force for new connections and the next
-    /// sweep of live sessions.
-    pub(crate) fn set_config(&self, config: Config) {
-        *self.config.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(config);
-        self.sessions.sweep_now();
-    }
-
-    /// The configuration in force now.
-    pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// The state database.
-    pub(crate) fn store(&self) -> &Arc<BindingStore> {
-        &self.store
-    }
-
-    /// The live sessions.
-    pub(crate) fn sessions(&self) -> &Arc<Registry> {
-        &self.sessions
-    }
-
-    /// The SSH window each client channel is granted when not congested.
-    pub fn window_size(&self) -> u32 {
-        self.ssh.window_size
-    }
-
-    /// The session recorder.
-    pub(crate) fn recorder(&self) -> &recorder::Recorder {
-        &self.recorder
-    }
-
-    /// Sign-in through the IdP, if configured.
-    pub(crate) fn sign_in(&self) -> Option<&Arc<SignIn>> {
-        self.sign_in.as_ref()
-    }
-}
 
 /// Serves SSH on `listener` until `shutdown` is cancelled, then tells
 /// connected users, waits up to 10 s for their sessions to end, and returns.
@@ -179,8 +123,8 @@ pub async fn run(
             let _ = sign_in.idp().await;
         });
     }
-    tokio::spawn(sessions::watch(Arc::clone(&shared), shutdown.clone()));
-    tokio::spawn(sessions::follow_admin(
+    tokio::spawn(reevaluate::watch(Arc::clone(&shared), shutdown.clone()));
+    tokio::spawn(reevaluate::follow_admin(
         Arc::clone(&shared),
         shutdown.clone(),
     ));
@@ -260,13 +204,17 @@ fn open_recorder(
         .map_err(|e| Error::Recording(format!("cannot open the recorder: {e}")))
 }
 
-fn refuse(peer: SocketAddr, limit: &str) {
-    tracing::warn!(target: "audit", event = "connection.refused", peer = %peer, limit, "connection limit reached");
+fn refuse(peer: SocketAddr, limit: &'static str) {
+    Event::ConnectionRefused {
+        peer: peer.to_string(),
+        limit,
+    }
+    .emit();
 }
 
 /// A new session id: a UUIDv7, so ids sort by start time.
-fn new_session_id() -> String {
-    uuid::Uuid::now_v7().simple().to_string()
+fn new_session_id() -> SessionId {
+    SessionId::new(uuid::Uuid::now_v7().simple().to_string())
 }
 
 async fn serve_connection(
@@ -362,16 +310,16 @@ async fn serve_connection(
                 timed_out = &mut auth_phase, if !auth_phase_over => {
                     auth_phase_over = true;
                     if timed_out {
-                        tracing::info!(target: "audit", event = "auth.timeout", session_id = %id, peer = %peer);
+                        Event::AuthTimeout { session_id: id.clone(), peer: peer.to_string() }.emit();
                         let _ = handle
-                            .disconnect(Disconnect::ByApplication, "gatehouse: authentication timed out".into(), "en".into())
+                            .disconnect(Disconnect::ByApplication, lines::AUTH_TIMED_OUT.into(), "en".into())
                             .await;
                     }
                 }
                 () = shutdown.cancelled(), if !told_shutdown => {
                     told_shutdown = true;
                     let _ = handle
-                        .disconnect(Disconnect::ByApplication, "gatehouse: the gateway is shutting down".into(), "en".into())
+                        .disconnect(Disconnect::ByApplication, lines::SHUTTING_DOWN.into(), "en".into())
                         .await;
                 }
             }
@@ -388,13 +336,12 @@ async fn serve_connection(
             tracing::debug!(status = ?report.status, "recording sealed");
         }
         if authenticated.is_cancelled() {
-            tracing::info!(
-                target: "audit",
-                event = "session.closed",
-                session_id = %id,
-                peer = %peer,
-                duration_ms = started.elapsed().as_millis() as u64,
-            );
+            Event::SessionClosed {
+                session_id: id.clone(),
+                peer: peer.to_string(),
+                duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            }
+            .emit();
         }
     }
     .instrument(span)

@@ -59,10 +59,8 @@ impl LimitHit {
     /// The line the SSH user sees.
     pub(crate) fn user_line(self) -> &'static str {
         match self {
-            LimitHit::PerSource => {
-                "gatehouse: too many sign-ins in progress from your address; finish or cancel one, then run ssh again"
-            }
-            LimitHit::Global => "gatehouse: too many sign-ins in progress; try again in a minute",
+            LimitHit::PerSource => crate::lines::SIGN_INS_PER_SOURCE,
+            LimitHit::Global => crate::lines::SIGN_INS_GLOBAL,
         }
     }
 
@@ -143,12 +141,11 @@ impl SignIn {
                 Ok(idp)
             }
             Err(e) => {
-                tracing::warn!(
-                    target: "audit",
-                    event = "idp.unavailable",
-                    issuer = %self.config.idp.issuer,
-                    error = %e,
-                );
+                audit::Event::IdpUnavailable {
+                    issuer: self.config.idp.issuer.clone(),
+                    error: e.to_string(),
+                }
+                .emit();
                 state.failed_at = Some(Instant::now());
                 Err(e)
             }

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use audit::{Event, SessionId};
 use policy::lang::Identity;
 use russh::client;
 use russh::keys::ssh_key::certificate::CertType;
@@ -21,7 +22,6 @@ use tokio::net::TcpStream;
 
 use crate::Error;
 use crate::config::{HostKeyCheck, Route};
-use crate::forward::Inbound;
 use crate::keys::{CertRequest, UserCa};
 
 /// Everything needed to dial one route on behalf of one session.
@@ -34,7 +34,7 @@ pub struct DialContext {
     /// Who the session belongs to; named in the certificate's key id.
     pub identity: Arc<Identity>,
     /// The client connection's session id.
-    pub session_id: String,
+    pub session_id: SessionId,
     /// The `permit-*` extensions the decision grants.
     pub extensions: Vec<&'static str>,
     /// The one command the decision allows (`force-command`), if any.
@@ -51,10 +51,64 @@ pub struct Upstream {
     pub handle: client::Handle<TargetHandler>,
     /// The serial of the certificate used, for audit.
     pub cert_serial: u64,
-    /// Where the channels the target opens on this connection go
-    /// (forwarded-tcpip, agent, X11). It refuses everything until a granted
-    /// request enables a kind.
-    pub(crate) inbound: Arc<Inbound>,
+}
+
+/// Decides what happens to the channels a target opens back to us on one
+/// upstream connection (forwarded-tcpip, agent, X11). The implementation
+/// (`forward::Inbound`) refuses everything until the client asked for a kind
+/// and the policy granted it; this module only hands the channels over, so
+/// it needs to know nothing about forwarding.
+pub(crate) trait TargetOpened: Send + Sync + 'static {
+    /// The target connected to one of our remote forwards' listeners.
+    fn forwarded_tcpip(
+        &self,
+        channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        address: &str,
+        port: u32,
+        originator_address: &str,
+        originator_port: u32,
+    );
+    /// The target opened an agent channel.
+    fn agent(&self, channel: Channel<client::Msg>, reply: client::ChannelOpenHandle);
+    /// The target opened an X11 channel.
+    fn x11(
+        &self,
+        channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        originator_address: &str,
+        originator_port: u32,
+    );
+}
+
+/// Refuses every channel a target opens: for connections on which nothing
+/// was granted.
+pub(crate) struct RefuseAll;
+
+impl TargetOpened for RefuseAll {
+    fn forwarded_tcpip(
+        &self,
+        _channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _address: &str,
+        _port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+    ) {
+        drop(reply);
+    }
+    fn agent(&self, _channel: Channel<client::Msg>, reply: client::ChannelOpenHandle) {
+        drop(reply);
+    }
+    fn x11(
+        &self,
+        _channel: Channel<client::Msg>,
+        reply: client::ChannelOpenHandle,
+        _originator_address: &str,
+        _originator_port: u32,
+    ) {
+        drop(reply);
+    }
 }
 
 /// Verifies the target's host key as the route says. It records why it
@@ -63,12 +117,12 @@ pub struct Upstream {
 /// It also answers the channels the target opens to us. russh's defaults
 /// accept them all (and then drop them); a target may only open what the
 /// client asked for and the policy granted on this connection, which
-/// [`Inbound`] knows. Everything else is refused.
+/// its [`TargetOpened`] decides. Everything else is refused.
 pub struct TargetHandler {
     check: HostKeyCheck,
     host: String,
     refusal: Arc<Mutex<Option<String>>>,
-    inbound: Arc<Inbound>,
+    inbound: Arc<dyn TargetOpened>,
 }
 
 impl TargetHandler {
@@ -321,7 +375,10 @@ fn client_config(check: &HostKeyCheck) -> client::Config {
 
 /// Dials the route's target, checks its host key and logs in with a freshly
 /// minted certificate. Bounded by the route's connect timeout.
-pub async fn connect_target(ctx: &DialContext) -> Result<Upstream, Error> {
+pub(crate) async fn connect_target(
+    ctx: &DialContext,
+    opened: Arc<dyn TargetOpened>,
+) -> Result<Upstream, Error> {
     let route = &ctx.route;
     let unreachable = |reason: String| Error::TargetUnreachable {
         route: route.name.clone(),
@@ -337,12 +394,11 @@ pub async fn connect_target(ctx: &DialContext) -> Result<Upstream, Error> {
             .map_err(|e| unreachable(e.to_string()))?;
 
         let refusal = Arc::new(Mutex::new(None));
-        let inbound = Arc::new(Inbound::default());
         let handler = TargetHandler {
             check: route.host_key.clone(),
             host: route.target_host.clone(),
             refusal: Arc::clone(&refusal),
-            inbound: Arc::clone(&inbound),
+            inbound: opened,
         };
         let config = Arc::new(client_config(&route.host_key));
         let mut handle = client::connect_stream(config, tcp, handler)
@@ -388,21 +444,19 @@ pub async fn connect_target(ctx: &DialContext) -> Result<Upstream, Error> {
                 login: ctx.login.clone(),
             });
         }
-        tracing::info!(
-            target: "audit",
-            event = "target.connected",
-            session_id = %ctx.session_id,
-            route = %route.name,
-            target_addr = %route.target,
-            login = %ctx.login,
-            cert_serial = serial,
-            cert_key_id = %key_id,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-        );
+        Event::TargetConnected {
+            session_id: ctx.session_id.clone(),
+            route: route.name.clone(),
+            target_addr: route.target.clone(),
+            login: ctx.login.clone(),
+            cert_serial: serial,
+            cert_key_id: key_id,
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }
+        .emit();
         Ok(Upstream {
             handle,
             cert_serial: serial,
-            inbound,
         })
     };
     match tokio::time::timeout(route.connect_timeout, attempt).await {
@@ -438,7 +492,7 @@ mod tests {
             check: HostKeyCheck::Pinned(pinned.public_key().clone()),
             host: "h".into(),
             refusal: Arc::default(),
-            inbound: Arc::default(),
+            inbound: Arc::new(RefuseAll),
         };
         let presented = PublicKeyOrCertificate::PublicKey {
             key: other.public_key().clone(),

@@ -1,0 +1,233 @@
+//! Configuration: YAML in, validated and typed config out.
+//!
+//! Loading has two stages, as in ripgrep: serde reads the file into raw
+//! types that mirror the YAML (every value that can be wrong carries its
+//! position), and [`validate`] turns them into [`Config`]: parsed addresses
+//! and durations, loaded keys, compiled route policies. Validation collects
+//! *every* problem with its file:line:col, so `gatehouse check-config` can
+//! print them all at once.
+//!
+//! The raw types live in `raw.rs`, the validation in `validate.rs`; this
+//! file holds the typed configuration the gateway runs with.
+
+mod raw;
+mod validate;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use policy::lang::{CompiledRoutePolicy, Identity, PolicySet};
+use russh::keys::PublicKey;
+
+pub use crate::error::{ConfigErrors, ConfigProblem};
+use crate::oidc::IdpSettings;
+
+/// The validated configuration of a gateway.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from, for messages.
+    pub source: PathBuf,
+    /// Where `serve` listens.
+    pub listen: SocketAddr,
+    /// Host key files; generated (mode 0600) by `serve` when absent.
+    pub host_keys: Vec<PathBuf>,
+    /// The user CA private key that signs certificates for targets.
+    pub user_ca: PathBuf,
+    /// Where the gateway keeps its state (host keys by default).
+    pub state_dir: PathBuf,
+    /// A name for this gateway instance, used in audit events.
+    pub gateway_id: String,
+    /// Connection and time limits.
+    pub limits: Limits,
+    /// Device-code sign-in through an OIDC identity provider; `None`
+    /// when the `idp` section is absent (registered keys only).
+    pub sign_in: Option<SignInConfig>,
+    /// Where and how sessions are recorded.
+    pub recording: RecordingConfig,
+    /// Registered client keys, by SHA-256 fingerprint.
+    pub keys: HashMap<String, Arc<Identity>>,
+    /// Routes by name.
+    pub routes: HashMap<String, Arc<Route>>,
+    /// Every route's compiled policy, for `gatehouse policy test`.
+    pub policies: Arc<PolicySet>,
+    /// How often every live session is checked against the policy, on top
+    /// of its decision's own next-check time.
+    pub reevaluate_interval: Duration,
+}
+
+impl Route {
+    /// Whether the target offers `login`: any login when `logins:` is
+    /// empty (the policy alone decides), else one of those listed.
+    pub fn offers(&self, login: &str) -> bool {
+        self.logins.is_empty() || self.logins.iter().any(|l| l == login)
+    }
+}
+
+/// Default for `reevaluate_interval`.
+pub const DEFAULT_REEVALUATE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How a route records sessions: an obligation of its policy.
+pub use policy::lang::RecordMode;
+
+/// Limits that protect the gateway from misbehaving or idle clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; more are closed right after accept.
+    pub max_connections: usize,
+    /// Connections not yet authenticated at once; a flood of handshakes
+    /// cannot starve authenticated users.
+    pub max_unauthenticated: usize,
+    /// A connection that has not authenticated by then is closed.
+    pub auth_timeout: Duration,
+    /// How long a rejected authentication attempt takes, so key probing
+    /// is slow. The client's first `none` probe is never delayed.
+    pub auth_rejection_delay: Duration,
+    /// Default time to dial and handshake with a target.
+    pub connect_timeout: Duration,
+    /// A client connection with no traffic for this long is closed.
+    pub idle_timeout: Option<Duration>,
+    /// Keepalive probes to clients after this much silence.
+    pub keepalive_interval: Option<Duration>,
+    /// Device authorizations in flight at once, gateway-wide. Each one
+    /// is a pending code at the IdP and a connection waiting on it.
+    pub max_sign_ins: usize,
+    /// Device authorizations in flight at once from one client address,
+    /// so one host cannot take them all.
+    pub max_sign_ins_per_source: usize,
+}
+
+/// Where sessions are recorded (issue 4).
+#[derive(Debug, Clone)]
+pub struct RecordingConfig {
+    /// The recorder's settings: storage, spool, segment cadence.
+    pub recorder: recorder::RecorderConfig,
+    /// How long a `strict` route's session may run while storage keeps
+    /// failing before it is ended (the spool still has everything).
+    pub strict_grace: Duration,
+}
+
+/// How users sign in through the identity provider (issue 3).
+#[derive(Debug, Clone)]
+pub struct SignInConfig {
+    /// How to reach and trust the IdP (the client secret, if any, is
+    /// already read from its file).
+    pub idp: IdpSettings,
+    /// How long a sign-in authenticates the client key it was bound to.
+    pub login_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            max_unauthenticated: 64,
+            auth_timeout: Duration::from_secs(120),
+            auth_rejection_delay: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(60)),
+            max_sign_ins: 256,
+            max_sign_ins_per_source: 8,
+        }
+    }
+}
+
+/// How the target's host key is verified. There is no trust on first use.
+#[derive(Debug, Clone)]
+pub enum HostKeyCheck {
+    /// The target must present exactly this key.
+    Pinned(PublicKey),
+    /// The target must present a host certificate signed by this CA, valid
+    /// now, naming the target host as a principal.
+    Ca(PublicKey),
+}
+
+/// A named destination: `LOGIN@ROUTE@gateway` selects it.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The route's name.
+    pub name: String,
+    /// The target's `host:port` as written (the host is also the principal
+    /// checked in host certificates).
+    pub target: String,
+    /// The target host without the port.
+    pub target_host: String,
+    /// The target port.
+    pub target_port: u16,
+    /// How the target's host key is verified.
+    pub host_key: HostKeyCheck,
+    /// The logins the target offers; empty means any login the policy
+    /// allows (for example with `login_matches`).
+    pub logins: Vec<String>,
+    /// Who may use the route, when, and with which capabilities.
+    pub policy: Arc<CompiledRoutePolicy>,
+    /// `source-address` critical option for minted certificates, when set.
+    pub source_address: Option<String>,
+    /// Time to dial and handshake with this target.
+    pub connect_timeout: Duration,
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigProblem {
+            file: path.to_owned(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read config: {e}"),
+        }])
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates configuration text; `path` names it in messages and
+/// anchors relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+    let raw: raw::RawConfig = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        ConfigErrors(vec![ConfigProblem {
+            file: path.to_owned(),
+            line,
+            column,
+            message: first_line(&e.to_string()),
+        }])
+    })?;
+    let mut v = validate::Validator::new(path);
+    let config = v.config(raw);
+    // In file order; problems without a position (line 0) come first.
+    v.problems.sort_by_key(|p| (p.line, p.column));
+    if v.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(v.problems))
+    }
+}
+
+/// serde-saphyr renders a source snippet under its message; the problem
+/// line carries the position itself, so keep only the message.
+fn first_line(message: &str) -> String {
+    let mut line = message.lines().next().unwrap_or(message).trim();
+    line = line.strip_prefix("error: ").unwrap_or(line);
+    // Drop a "line N column M: " prefix that repeats our file:line:col.
+    if let Some(rest) = line.strip_prefix("line ")
+        && let Some((_, after)) = rest.split_once(": ")
+        && rest
+            .split_once(':')
+            .is_some_and(|(pos, _)| pos.contains(" column "))
+    {
+        line = after;
+    }
+    match line.find(" at line ") {
+        Some(i) => line.get(..i).unwrap_or(line).to_owned(),
+        None => line.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,101 @@
+//! Raw configuration types: exactly what the YAML says. Every value that
+//! can be wrong carries its position (`Spanned`), so validation can report
+//! file:line:col. Unknown keys are rejected.
+
+use policy::lang::raw as policy_raw;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub(super) type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) listen: Option<S<String>>,
+    pub(super) host_keys: Option<Vec<S<String>>>,
+    pub(super) user_ca: Option<S<String>>,
+    pub(super) state_dir: Option<S<String>>,
+    pub(super) gateway_id: Option<S<String>>,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+    pub(super) idp: Option<S<RawIdp>>,
+    pub(super) login_ttl: Option<S<String>>,
+    #[serde(default)]
+    pub(super) recording: RawRecording,
+    #[serde(default)]
+    pub(super) identities: Vec<RawIdentity>,
+    /// Shared policies, referenced by name from routes.
+    #[serde(default)]
+    pub(super) policies: policy_raw::Named<policy_raw::PolicyDoc>,
+    pub(super) reevaluate_interval: Option<S<String>>,
+    #[serde(default)]
+    pub(super) routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) max_connections: Option<S<u64>>,
+    pub(super) max_unauthenticated: Option<S<u64>>,
+    pub(super) auth_timeout: Option<S<String>>,
+    pub(super) auth_rejection_delay: Option<S<String>>,
+    pub(super) connect_timeout: Option<S<String>>,
+    pub(super) idle_timeout: Option<S<String>>,
+    pub(super) keepalive_interval: Option<S<String>>,
+    pub(super) max_sign_ins: Option<S<u64>>,
+    pub(super) max_sign_ins_per_source: Option<S<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRecording {
+    pub(super) storage: Option<S<String>>,
+    pub(super) s3_endpoint: Option<S<String>>,
+    pub(super) s3_region: Option<S<String>>,
+    pub(super) s3_virtual_hosted_style: Option<bool>,
+    pub(super) s3_credentials_file: Option<S<String>>,
+    pub(super) spool_dir: Option<S<String>>,
+    pub(super) spool_max_bytes: Option<S<u64>>,
+    pub(super) segment_interval: Option<S<String>>,
+    pub(super) segment_bytes: Option<S<u64>>,
+    pub(super) strict_grace: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdp {
+    pub(super) issuer: Option<S<String>>,
+    pub(super) client_id: Option<S<String>>,
+    pub(super) client_secret_file: Option<S<String>>,
+    pub(super) scopes: Option<Vec<S<String>>>,
+    pub(super) groups_claim: Option<S<String>>,
+    pub(super) poll_interval: Option<S<String>>,
+    #[serde(default)]
+    pub(super) allowed_domains: Vec<S<String>>,
+    pub(super) http_timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdentity {
+    pub(super) name: S<String>,
+    pub(super) email: Option<S<String>>,
+    #[serde(default)]
+    pub(super) groups: Vec<S<String>>,
+    #[serde(default)]
+    pub(super) keys: Vec<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) name: S<String>,
+    pub(super) target: Option<S<String>>,
+    #[serde(default)]
+    pub(super) logins: Vec<S<String>>,
+    pub(super) host_key: Option<S<String>>,
+    pub(super) host_ca: Option<S<String>>,
+    pub(super) policy: Option<S<policy_raw::RoutePolicy>>,
+    pub(super) source_address: Option<Vec<S<String>>>,
+    pub(super) connect_timeout: Option<S<String>>,
+}

@@ -1,0 +1,258 @@
+//! Tests of loading and validation.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use super::validate::split_host_port;
+use super::*;
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGu0ixU5Zn1h2cCa5w9K8dXbK8VVZy6FTvJ/6Zp7pXiO";
+
+fn with_ca(yaml: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    crate::keys::generate_private_key(&dir.path().join("ca"), "test ca").unwrap();
+    // Appended, so the positions in the tests are those of `yaml`.
+    let text = format!("{yaml}user_ca: ca\nstate_dir: state\n");
+    (dir, text)
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    let (dir, text) = with_ca(yaml);
+    let path = dir.path().join("gatehouse.yaml");
+    match parse(&path, &text) {
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            e.0.iter()
+                .map(|p| format!("{}:{}: {}", p.line, p.column, p.message))
+                .collect()
+        }
+    }
+}
+
+#[test]
+fn a_good_config_loads() {
+    let (dir, text) = with_ca(&format!(
+        r#"listen: 127.0.0.1:0
+identities:
+  - name: ci
+    email: ci@example.com
+    groups: [deploy]
+    keys: ["{KEY} ci"]
+routes:
+  - name: prod-db
+    target: db.internal:22
+    logins: [postgres]
+    host_key: "{KEY}"
+    policy:
+      capabilities: {{agent: true}}
+      obligations: {{cert_ttl: 2m}}
+      rules:
+        - allow: deployers
+          when: {{groups: deploy}}
+    source_address: [10.0.0.0/8, 192.0.2.1]
+"#
+    ));
+    let c = parse(&dir.path().join("g.yaml"), &text).expect("valid");
+    let r = &c.routes["prod-db"];
+    assert_eq!(r.target_host, "db.internal");
+    assert_eq!(r.target_port, 22);
+    assert_eq!(r.policy.obligations().cert_ttl, Duration::from_secs(120));
+    assert!(r.policy.capabilities().agent && r.policy.capabilities().pty);
+    assert!(!r.policy.capabilities().port_forward_local.is_allowed());
+    assert_eq!(c.reevaluate_interval, DEFAULT_REEVALUATE_INTERVAL);
+    assert_eq!(r.source_address.as_deref(), Some("10.0.0.0/8,192.0.2.1"));
+    assert_eq!(c.keys.len(), 1);
+    assert_eq!(c.state_dir, dir.path().join("state"));
+}
+
+#[test]
+fn every_problem_is_reported_with_its_position() {
+    let got = errors(&format!(
+        r#"routes:
+  - name: a
+    target: nowhere
+    logins: [root]
+    host_key: "{KEY}"
+    policy: {{obligations: {{cert_ttl: 5 parsecs}}, rules: []}}
+  - name: a2
+    target: h:22
+    logins: [root]
+    host_key: "{KEY}"
+    policy: on-call
+  - name: b
+    target: h:22
+    logins: [root]
+    policy: {{rules: [{{allow: x, when: {{source_ip: 10.0.0.300/8}}}}]}}
+  - name: c
+    target: h:22
+    host_key: "{KEY}"
+"#
+    ));
+    let want_prefixes = [
+        "3:13: bad target \"nowhere\"",
+        "6:38: `cert_ttl`: `5 parsecs` is not a duration",
+        "11:13: unknown policy `on-call`",
+        "12:11: route \"b\" has no host key check",
+        "15:51: `10.0.0.300/8` is not a CIDR",
+        "16:11: route \"c\" has no policy",
+    ];
+    for w in want_prefixes {
+        assert!(
+            got.iter().any(|g| g.starts_with(w)),
+            "missing {w:?} in {got:#?}"
+        );
+    }
+}
+
+#[test]
+fn duplicate_routes_and_keys_are_errors() {
+    let got = errors(&format!(
+        r#"identities:
+  - name: one
+    keys: ["{KEY}"]
+  - name: two
+    keys: ["{KEY}"]
+routes:
+  - name: r
+    target: h:22
+    logins: [root]
+    host_key: "{KEY}"
+    policy: {{rules: [{{allow: one, when: {{email: one@example.com}}}}]}}
+  - name: r
+    target: h:22
+    logins: [root]
+    host_key: "{KEY}"
+    policy: {{rules: [{{allow: one, when: {{email: one@example.com}}}}]}}
+"#
+    ));
+    assert!(
+        got.iter().any(|g| g.starts_with("5:12: key SHA256:")),
+        "{got:#?}"
+    );
+    assert!(
+        got.iter()
+            .any(|g| g.starts_with("12:11: duplicate route \"r\"")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_position() {
+    let got = errors("listen: 127.0.0.1:2222\nlisten_adress: 1\n");
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(got[0].starts_with("2:1: unknown field"), "{got:#?}");
+}
+
+#[test]
+fn unreadable_key_files_are_errors() {
+    let got = errors(
+        "routes:\n  - name: r\n    target: h:22\n    logins: [root]\n    host_key: /nonexistent/key.pub\n    policy: {rules: []}\n",
+    );
+    assert!(
+        got.iter()
+            .any(|g| g.starts_with("5:15: cannot read host_key /nonexistent/key.pub")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn the_idp_section_loads_with_defaults_and_a_secret_file() {
+    let (dir, text) = with_ca(
+        "idp:\n  issuer: https://idp.example.com\n  client_id: gatehouse\n  client_secret_file: secret\n  scopes: [openid, email, groups]\n  allowed_domains: ['@Example.com']\n  poll_interval: 2s\nlogin_ttl: 8h\nlimits:\n  max_sign_ins_per_source: 2\n",
+    );
+    std::fs::write(dir.path().join("secret"), "s3cret\n").unwrap();
+    let c = parse(&dir.path().join("gatehouse.yaml"), &text).unwrap();
+    let sign_in = c.sign_in.unwrap();
+    assert_eq!(sign_in.idp.issuer, "https://idp.example.com");
+    assert_eq!(sign_in.idp.client_secret.as_deref(), Some("s3cret"));
+    assert_eq!(sign_in.idp.scopes, ["openid", "email", "groups"]);
+    assert_eq!(sign_in.idp.groups_claim, "groups");
+    assert_eq!(sign_in.idp.allowed_domains, ["example.com"]);
+    assert_eq!(sign_in.idp.poll_interval, Some(Duration::from_secs(2)));
+    assert_eq!(sign_in.login_ttl, Duration::from_secs(8 * 3600));
+    assert_eq!(c.limits.max_sign_ins_per_source, 2);
+    assert_eq!(c.limits.max_sign_ins, 256);
+    // The secret never shows in debug output.
+    assert!(!format!("{sign_in:?}").contains("s3cret"));
+}
+
+#[test]
+fn idp_problems_are_reported_with_positions() {
+    let got = errors(
+        "idp:\n  client_id: ''\n  client_secret_file: /nonexistent/secret\n  scopes: ['two words']\n  allowed_domains: [a@b]\n",
+    );
+    let expect = [
+        "2:3: idp.issuer is required",
+        "2:14: idp.client_id must not be empty",
+        "3:23: cannot read client secret file /nonexistent/secret",
+        "4:12: bad scope",
+        "5:21: bad email domain",
+    ];
+    for e in expect {
+        assert!(got.iter().any(|g| g.starts_with(e)), "{e}: {got:#?}");
+    }
+    let got = errors("login_ttl: 1h\n");
+    assert!(
+        got.iter()
+            .any(|g| g.starts_with("1:12: login_ttl needs an idp section")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn recording_defaults_to_files_in_the_state_dir_and_takes_s3() {
+    let (dir, text) = with_ca("");
+    let c = parse(&dir.path().join("gatehouse.yaml"), &text).unwrap();
+    assert_eq!(
+        c.recording.recorder.storage,
+        recorder::StorageConfig::File(dir.path().join("state/recordings"))
+    );
+    assert_eq!(
+        c.recording.recorder.spool_dir,
+        dir.path().join("state/spool")
+    );
+    let (dir, text) = with_ca(
+        "recording:\n  storage: s3://rec/gh\n  s3_endpoint: http://127.0.0.1:9000\n  segment_interval: 2s\n",
+    );
+    let c = parse(&dir.path().join("gatehouse.yaml"), &text).unwrap();
+    let recorder::StorageConfig::S3(s3) = &c.recording.recorder.storage else {
+        panic!("not s3: {:?}", c.recording.recorder.storage);
+    };
+    assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("rec", "gh"));
+    assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert!(s3.allow_http);
+    assert_eq!(
+        c.recording.recorder.segment_interval,
+        Duration::from_secs(2)
+    );
+}
+
+#[test]
+fn recording_problems_are_reported_with_positions() {
+    let got = errors(
+        "recording:\n  storage: ftp://x\n  s3_region: eu\n  segment_bytes: 10\nroutes:\n  - name: r\n    target: h:22\n    logins: [root]\n    host_key: \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGu0ixU5Zn1h2cCa5w9K8dXbK8VVZy6FTvJ/6Zp7pXiO\"\n    policy: {rules: []}\n",
+    );
+    let expect = [
+        "2:12: ",
+        "3:14: s3_* settings need an s3://bucket/prefix storage",
+        "4:18: segment_bytes must be at least 4096",
+    ];
+    for e in expect {
+        assert!(got.iter().any(|g| g.starts_with(e)), "{e}: {got:#?}");
+    }
+}
+
+#[test]
+fn host_port_forms() {
+    assert_eq!(split_host_port("h:22"), Some(("h".into(), 22)));
+    assert_eq!(split_host_port("[::1]:2200"), Some(("::1".into(), 2200)));
+    assert_eq!(split_host_port("::1:22"), None);
+    assert_eq!(split_host_port("h"), None);
+    assert_eq!(split_host_port("h:0"), None);
+    assert_eq!(split_host_port(":22"), None);
+}

@@ -1,0 +1,1 @@
+//! OIDC for Gatehouse: discovery, the device flow, ID-token verification, refresh.

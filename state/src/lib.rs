@@ -1,0 +1,1 @@
+//! The state database of Gatehouse: login bindings, revocations, admin requests, the recording index.
