@@ -1,0 +1,338 @@
+//! The SQLite backend: one file, `<state_dir>/gatehouse.db` (WAL, mode
+//! 0600), and the refresh-token key beside it.
+//!
+//! One connection sits behind a mutex rather than one per call: every call
+//! is a statement or two on a small table, far cheaper than opening a
+//! connection, and one connection means writers in this process never race
+//! each other for SQLite's lock; `busy_timeout` only has to cover other
+//! processes (a second gateway, or `gatehouse logins revoke`). Calls run on
+//! tokio's blocking pool, so async callers never block a worker thread.
+
+mod admin;
+mod bindings;
+mod keyfile;
+mod recordings;
+mod schema;
+
+use std::fmt;
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ring::aead::LessSafeKey;
+use ring::rand::SystemRandom;
+use rusqlite::Connection;
+
+pub use keyfile::KEY_FILE;
+
+use crate::{
+    Binding, ChannelStart, Error, KillOutcome, KillQueued, KillRequest, LiveSession, NewBinding,
+    RecordingChannel, RecordingFilter, RecordingRow, RecordingStart, RecordingStatus,
+    RenewedIdentity, Result, Revoke, Revoked, RevokedSince, Secret, Store,
+};
+
+/// The database file's name inside the state directory.
+pub const DB_FILE: &str = "gatehouse.db";
+
+/// The schema version (`PRAGMA user_version`) this code migrates to.
+pub const SCHEMA_VERSION: usize = schema::MIGRATIONS.len();
+
+/// The state database on SQLite. Cheap to clone; clones share one
+/// connection.
+#[derive(Clone)]
+pub struct Sqlite {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    db_path: PathBuf,
+    key_path: PathBuf,
+    inner: Mutex<Inner>,
+    rng: SystemRandom,
+}
+
+struct Inner {
+    conn: Connection,
+    /// The refresh-token key, once read or created. Loaded at `open` when
+    /// the file exists (a broken key file fails at startup, not at the
+    /// first sign-in); created only when the first token is sealed.
+    key: Option<LessSafeKey>,
+}
+
+impl fmt::Debug for Sqlite {
+    // By hand: the key must never be printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sqlite")
+            .field("db_path", &self.shared.db_path)
+            .field("key_path", &self.shared.key_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sqlite {
+    /// Where the database of a state directory is.
+    pub fn db_path(state_dir: &Path) -> PathBuf {
+        state_dir.join(DB_FILE)
+    }
+
+    /// Whether a state directory has a database yet. Administrator
+    /// commands check this before opening, so that one run as root never
+    /// creates a database the gateway's user cannot write.
+    pub fn exists(state_dir: &Path) -> bool {
+        Self::db_path(state_dir).exists()
+    }
+
+    /// Opens (creating when absent) the store in `state_dir`: the directory
+    /// (mode 0700 when created here), the database (mode 0600, WAL,
+    /// migrated to the current schema) and, if it exists, the key file.
+    /// Synchronous: it runs once, at startup, before anything is served.
+    pub fn open(state_dir: &Path) -> Result<Sqlite> {
+        let db_path = Self::db_path(state_dir);
+        let key_path = state_dir.join(KEY_FILE);
+        let fail = |reason: String| Error::Database {
+            path: db_path.clone(),
+            reason,
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)
+            .map_err(|e| {
+                fail(format!(
+                    "cannot create state directory {}: {e}",
+                    state_dir.display()
+                ))
+            })?;
+        // SQLite would create the file with mode 0644; create it first so it
+        // never exists with a looser mode. The WAL and shared-memory files
+        // copy the database's mode.
+        schema::ensure_private_file(&db_path).map_err(|e| fail(e.to_string()))?;
+        let mut conn = Connection::open(&db_path).map_err(|e| fail(e.to_string()))?;
+        schema::configure(&conn).map_err(fail)?;
+        schema::migrate(&mut conn).map_err(fail)?;
+        let key = keyfile::read(&key_path)?;
+        Ok(Sqlite {
+            shared: Arc::new(Shared {
+                db_path,
+                key_path,
+                inner: Mutex::new(Inner { conn, key }),
+                rng: SystemRandom::new(),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.shared.db_path
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Shared, &mut Inner) -> Result<T> + Send + 'static,
+    {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let mut inner = shared.lock();
+            f(&shared, &mut inner)
+        })
+        .await
+        .map_err(|e| Error::Unavailable(e.to_string()))?
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while locked cannot leave the connection half-written:
+        // an open transaction rolls back when its guard drops.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn fail(&self, what: &str, reason: impl fmt::Display) -> Error {
+        Error::Database {
+            path: self.db_path.clone(),
+            reason: format!("{what}: {reason}"),
+        }
+    }
+}
+
+fn to_millis(t: SystemTime) -> Result<i64, String> {
+    let d = t
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| "the time is before 1970".to_owned())?;
+    i64::try_from(d.as_millis()).map_err(|_| "the time is too far in the future".to_owned())
+}
+
+fn from_millis(ms: i64) -> Result<SystemTime, String> {
+    u64::try_from(ms)
+        .ok()
+        .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+        .ok_or_else(|| format!("timestamp {ms} is out of range"))
+}
+
+/// An unsigned count or time as SQLite's signed integer (saturating).
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// SQLite's signed integer as an unsigned count or time (negatives are 0).
+fn uint(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+#[async_trait::async_trait]
+impl Store for Sqlite {
+    async fn bind(&self, binding: NewBinding, now: SystemTime) -> Result<Binding> {
+        self.run(move |s, i| s.bind(i, &binding, now)).await
+    }
+
+    async fn live_binding(&self, fingerprint: &str, now: SystemTime) -> Result<Option<Binding>> {
+        let fp = fingerprint.to_owned();
+        self.run(move |s, i| s.live_binding(i, &fp, now)).await
+    }
+
+    async fn refresh_token(&self, fingerprint: &str) -> Result<Option<Secret>> {
+        let fp = fingerprint.to_owned();
+        self.run(move |s, i| s.refresh_token(i, &fp)).await
+    }
+
+    async fn bindings(&self) -> Result<Vec<Binding>> {
+        self.run(|s, i| s.list_bindings(i)).await
+    }
+
+    async fn revoke(&self, which: Revoke, now: SystemTime) -> Result<Revoked> {
+        self.run(move |s, i| s.revoke(i, &which, now)).await
+    }
+
+    async fn renew(
+        &self,
+        fingerprint: &str,
+        identity: Option<RenewedIdentity>,
+        refresh_token: Option<Secret>,
+        now: SystemTime,
+    ) -> Result<Option<Binding>> {
+        let fp = fingerprint.to_owned();
+        self.run(move |s, i| s.renew(i, &fp, identity.as_ref(), refresh_token.as_ref(), now))
+            .await
+    }
+
+    async fn purge_expired(&self, older_than: SystemTime) -> Result<usize> {
+        self.run(move |s, i| s.purge_expired(i, older_than)).await
+    }
+
+    async fn revision(&self) -> Result<u64> {
+        self.run(|s, i| s.revision(i)).await
+    }
+
+    async fn revoked_since(&self, revision: u64) -> Result<RevokedSince> {
+        self.run(move |s, i| s.revoked_since(i, revision)).await
+    }
+
+    async fn gateway_started(&self, gateway_id: &str, now: SystemTime) -> Result<()> {
+        let gw = gateway_id.to_owned();
+        self.run(move |s, i| s.gateway_started(i, &gw, now)).await
+    }
+
+    async fn session_opened(&self, session: LiveSession) -> Result<()> {
+        self.run(move |s, i| s.session_opened(i, &session)).await
+    }
+
+    async fn session_closed(&self, session_id: &str) -> Result<()> {
+        let id = session_id.to_owned();
+        self.run(move |s, i| s.session_closed(i, &id)).await
+    }
+
+    async fn live_sessions(&self) -> Result<Vec<LiveSession>> {
+        self.run(|s, i| s.live_sessions(i)).await
+    }
+
+    async fn request_kill(
+        &self,
+        session_id: &str,
+        reason: &str,
+        now: SystemTime,
+    ) -> Result<KillQueued> {
+        let (id, reason) = (session_id.to_owned(), reason.to_owned());
+        self.run(move |s, i| s.request_kill(i, &id, &reason, now))
+            .await
+    }
+
+    async fn kill_requests_for(&self, gateway_id: &str, after: i64) -> Result<Vec<KillRequest>> {
+        let gw = gateway_id.to_owned();
+        self.run(move |s, i| s.kill_requests_for(i, &gw, after))
+            .await
+    }
+
+    async fn last_kill_id(&self) -> Result<i64> {
+        self.run(|s, i| s.last_kill_id(i)).await
+    }
+
+    async fn kill_handled(&self, id: i64, outcome: KillOutcome, now: SystemTime) -> Result<()> {
+        self.run(move |s, i| s.kill_handled(i, id, outcome, now))
+            .await
+    }
+
+    async fn kill_outcome(&self, id: i64) -> Result<Option<KillOutcome>> {
+        self.run(move |s, i| s.kill_outcome(i, id)).await
+    }
+
+    async fn recording_started(&self, start: RecordingStart) -> Result<()> {
+        self.run(move |s, i| s.recording_started(i, &start)).await
+    }
+
+    async fn recording_channel_started(
+        &self,
+        session_id: &str,
+        channel: ChannelStart,
+    ) -> Result<()> {
+        let id = session_id.to_owned();
+        self.run(move |s, i| s.recording_channel_started(i, &id, &channel))
+            .await
+    }
+
+    async fn recording_segment_uploaded(
+        &self,
+        session_id: &str,
+        channel: &str,
+        seq: u64,
+    ) -> Result<()> {
+        let (id, ch) = (session_id.to_owned(), channel.to_owned());
+        self.run(move |s, i| s.recording_segment_uploaded(i, &id, &ch, seq))
+            .await
+    }
+
+    async fn recording_status(
+        &self,
+        session_id: &str,
+        status: RecordingStatus,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let id = session_id.to_owned();
+        self.run(move |s, i| s.recording_status(i, &id, status, reason.as_deref()))
+            .await
+    }
+
+    async fn recording_sealed(
+        &self,
+        row: RecordingRow,
+        channels: Vec<RecordingChannel>,
+    ) -> Result<()> {
+        self.run(move |s, i| s.recording_sealed(i, &row, &channels))
+            .await
+    }
+
+    async fn recordings(&self, filter: RecordingFilter) -> Result<Vec<RecordingRow>> {
+        self.run(move |s, i| s.recordings(i, &filter)).await
+    }
+
+    async fn recording(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<(RecordingRow, Vec<RecordingChannel>)>> {
+        let id = session_id.to_owned();
+        self.run(move |s, i| s.recording(i, &id)).await
+    }
+}
