@@ -1,6 +1,8 @@
 //! The state conformance suite on the SQLite backend: every check on a
 //! fresh database in its own directory.
 
+#![allow(clippy::expect_used)]
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_passes_the_conformance_suite() {
     let mut failures = Vec::new();
