@@ -1,8 +1,8 @@
 //! `gatehouse logins`: list and revoke login bindings, the keys that signed
 //! in through the identity provider and skip the browser until they expire.
 //!
-//! The store is `gateway::bindings`; this module only parses arguments and
-//! prints. Both commands work while the gateway runs: SQLite serializes
+//! The store is the `state` crate; this module only parses arguments,
+//! prints, and writes the audit events of what it changed. Both commands work while the gateway runs: SQLite serializes
 //! the writes and a revocation takes effect at the key's next connection.
 
 use std::path::{Path, PathBuf};
@@ -10,9 +10,12 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
+use audit::Event;
 use clap::{ArgGroup, Subcommand};
-use gateway::bindings::{Binding, BindingState, BindingStore, KillOutcome, Revoke, is_fingerprint};
 use gateway::config::Config;
+use state::{
+    Binding, BindingState, KillOutcome, KillQueued, Revoke, Revoked, Sqlite, Store, is_fingerprint,
+};
 
 use crate::load_config;
 
@@ -78,9 +81,9 @@ pub(crate) fn run(command: LoginsCommand) -> Result<ExitCode> {
                             "{fp:?} is not a key fingerprint: pass SHA256:... as printed by `ssh-keygen -lf KEY.pub`"
                         );
                     }
-                    Revoke::Key(fp)
+                    Revoke::Key(fp.to_owned())
                 }
-                (None, Some(user), false) => Revoke::User(user.trim()),
+                (None, Some(user), false) => Revoke::User(user.trim().to_owned()),
                 (None, None, true) => Revoke::All,
                 // clap's ArgGroup guarantees exactly one.
                 _ => bail!("pass exactly one of --key, --user or --all"),
@@ -93,13 +96,23 @@ pub(crate) fn run(command: LoginsCommand) -> Result<ExitCode> {
 /// Opens the store in the config's state directory, or `None` when no
 /// database exists yet. Not creating one here matters: run as root, this
 /// command would leave a database the gateway's user cannot write.
-fn open_store(config: &Config) -> Result<Option<BindingStore>> {
-    if !BindingStore::db_path(&config.state_dir).exists() {
+fn open_store(config: &Config) -> Result<Option<Sqlite>> {
+    if !Sqlite::exists(&config.state_dir) {
         return Ok(None);
     }
-    BindingStore::open(&config.state_dir)
+    Sqlite::open(&config.state_dir)
         .map(Some)
-        .context("cannot open the login bindings")
+        .context("cannot open the state database")
+}
+
+/// Runs one store call to completion: the CLI is synchronous, the store's
+/// API is async (its SQLite work runs on the runtime's blocking pool).
+fn wait<T>(call: impl std::future::Future<Output = T>) -> Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(call))
 }
 
 fn list(config_path: &Path, json: bool) -> Result<ExitCode> {
@@ -108,7 +121,7 @@ fn list(config_path: &Path, json: bool) -> Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let bindings = match open_store(&config)? {
-        Some(store) => store.list().context("cannot list the login bindings")?,
+        Some(store) => wait(store.bindings())?.context("cannot list the login bindings")?,
         None => Vec::new(),
     };
     let now = SystemTime::now();
@@ -124,20 +137,29 @@ fn list(config_path: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn revoke(config_path: &Path, which: Revoke<'_>) -> Result<ExitCode> {
+fn revoke(config_path: &Path, which: Revoke) -> Result<ExitCode> {
     let config = match load_config(config_path) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let n = match open_store(&config)? {
-        Some(store) => store
-            .revoke(which, SystemTime::now())
+    let revoked = match open_store(&config)? {
+        Some(store) => wait(store.revoke(which.clone(), SystemTime::now()))?
             .context("cannot revoke the login bindings")?,
-        None => 0,
+        None => Revoked::default(),
     };
-    match n {
+    let selector = which.to_string();
+    for (fingerprint, who) in &revoked.bindings {
+        Event::BindingRevoked {
+            fingerprint: fingerprint.clone(),
+            identity: who.clone(),
+            selector: selector.clone(),
+            revision: revoked.revision,
+        }
+        .emit();
+    }
+    match revoked.bindings.len() {
         0 => {
-            let why = match which {
+            let why = match &which {
                 Revoke::Key(fp) => format!("no active binding for key {fp}"),
                 Revoke::User(u) => format!("no active binding for user {u}"),
                 Revoke::All => "there were no active bindings".to_owned(),
@@ -150,11 +172,13 @@ fn revoke(config_path: &Path, which: Revoke<'_>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// How long `sessions kill` waits for the running gateway to answer.
-const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long `sessions kill` waits for the holding gateway to answer.
+const KILL_WAIT: Duration = Duration::from_secs(5);
 
-/// `gatehouse sessions kill`: asks the running gateway, through the state
-/// database, to end a session, and waits for its answer.
+/// `gatehouse sessions kill`: asks the gateway that holds a session,
+/// through the state database, to end it, and waits for its answer.
+/// Exits 0 when it ended, 1 when no gateway holds it, 2 when the holder
+/// did not answer in time.
 pub(crate) fn kill(config_path: &Path, id: &str, reason: &str) -> Result<ExitCode> {
     let config = match load_config(config_path) {
         Ok(c) => c,
@@ -167,34 +191,46 @@ pub(crate) fn kill(config_path: &Path, id: &str, reason: &str) -> Result<ExitCod
         );
         return Ok(ExitCode::from(2));
     };
-    let request = store
-        .request_kill(id, reason, SystemTime::now())
-        .context("cannot ask the gateway to end the session")?;
-    let deadline = std::time::Instant::now() + KILL_WAIT;
-    loop {
-        match store
-            .kill_outcome(request)
-            .context("cannot read the gateway's answer")?
-        {
-            Some(KillOutcome::Ended) => {
-                println!("session {id} ended");
-                return Ok(ExitCode::SUCCESS);
-            }
-            Some(KillOutcome::NotFound) => {
-                println!("no live session {id} on the running gateway");
+    wait(async {
+        let queued = store
+            .request_kill(id, reason, SystemTime::now())
+            .await
+            .context("cannot ask the gateway to end the session")?;
+        let (request, holder) = match queued {
+            KillQueued::Queued { id, gateway_id } => (id, gateway_id),
+            KillQueued::NotLive => {
+                println!("no live session {id} on any gateway");
                 return Ok(ExitCode::FAILURE);
             }
-            None if std::time::Instant::now() >= deadline => {
-                println!(
-                    "no gateway answered within {}s; is one running with state_dir {}?",
-                    KILL_WAIT.as_secs(),
-                    config.state_dir.display()
-                );
-                return Ok(ExitCode::from(2));
+        };
+        let deadline = tokio::time::Instant::now() + KILL_WAIT;
+        loop {
+            match store
+                .kill_outcome(request)
+                .await
+                .context("cannot read the gateway's answer")?
+            {
+                Some(KillOutcome::Ended) => {
+                    println!("session {id} ended");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Some(KillOutcome::NotFound) => {
+                    println!("no live session {id} on gateway {holder}: it ended meanwhile");
+                    return Ok(ExitCode::FAILURE);
+                }
+                None if tokio::time::Instant::now() >= deadline => {
+                    println!(
+                        "gateway {holder}, which holds session {id}, did not answer within {}s; \
+                         is it running with state_dir {}?",
+                        KILL_WAIT.as_secs(),
+                        config.state_dir.display()
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
             }
-            None => std::thread::sleep(std::time::Duration::from_millis(100)),
         }
-    }
+    })?
 }
 
 /// The `logins list` table: aligned columns, one binding per line.

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use common::{World, bin, run};
-use gateway::bindings::{BindingStore, NewBinding};
+use state::{NewBinding, Secret, Sqlite, Store};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -23,23 +23,30 @@ fn gatehouse(args: &[&str], config: &Path) -> (i32, String, String) {
     run(c, Duration::from_secs(20))
 }
 
-fn bind(store: &BindingStore, c: char, sub: &str, email: Option<&str>, at: SystemTime) {
-    let groups = vec!["ops".to_owned()];
-    store
-        .bind(
-            &NewBinding {
-                fingerprint: &fp(c),
-                sub,
-                email,
-                groups: &groups,
-                issuer: "https://idp.example.com",
-                refresh_token: Some("rt-e2e-secret"),
-                claims_json: "{}",
-                ttl: 12 * HOUR,
-            },
-            at,
-        )
-        .unwrap();
+fn bind(store: &Sqlite, c: char, sub: &str, email: Option<&str>, at: SystemTime) {
+    block(store.bind(
+        NewBinding {
+            fingerprint: fp(c),
+            sub: sub.to_owned(),
+            email: email.map(str::to_owned),
+            groups: vec!["ops".to_owned()],
+            issuer: "https://idp.example.com".to_owned(),
+            refresh_token: Some(Secret::new("rt-e2e-secret")),
+            claims_json: "{}".to_owned(),
+            ttl: 12 * HOUR,
+        },
+        at,
+    ))
+    .unwrap();
+}
+
+/// Runs one state-store call from a synchronous test.
+fn block<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(call)
 }
 
 #[test]
@@ -56,7 +63,7 @@ fn logins_list_and_revoke_by_user_key_and_all() {
     assert!(out.starts_with("revoked 0 login bindings"), "{out}");
     assert!(!w.path("state/gatehouse.db").exists());
 
-    let store = BindingStore::open(&w.path("state")).unwrap();
+    let store = Sqlite::open(&w.path("state")).unwrap();
     let now = SystemTime::now();
     bind(
         &store,
@@ -80,9 +87,7 @@ fn logins_list_and_revoke_by_user_key_and_all() {
         Some("carol@example.com"),
         now - 13 * HOUR,
     );
-    store
-        .live(&fp('b'), now - Duration::from_secs(300))
-        .unwrap();
+    block(store.live_binding(&fp('b'), now - Duration::from_secs(300))).unwrap();
 
     let (code, out, err) = gatehouse(&["logins", "list"], &config);
     assert_eq!(code, 0, "{err}");
@@ -135,11 +140,15 @@ fn logins_list_and_revoke_by_user_key_and_all() {
     );
     assert!(err.contains("binding.revoked"), "audited: {err}");
     let now = SystemTime::now();
-    assert!(store.live(&fp('a'), now).unwrap().is_none());
-    assert!(store.live(&fp('b'), now).unwrap().is_none());
-    assert!(store.live(&fp('c'), now).unwrap().is_some());
-    assert_eq!(store.refresh_token(&fp('a')).unwrap(), None, "token wiped");
-    assert_eq!(store.revision().unwrap(), 1);
+    assert!(block(store.live_binding(&fp('a'), now)).unwrap().is_none());
+    assert!(block(store.live_binding(&fp('b'), now)).unwrap().is_none());
+    assert!(block(store.live_binding(&fp('c'), now)).unwrap().is_some());
+    assert_eq!(
+        block(store.refresh_token(&fp('a'))).unwrap(),
+        None,
+        "token wiped"
+    );
+    assert_eq!(block(store.revision()).unwrap(), 1);
 
     let (code, out, _) = gatehouse(&["logins", "list"], &config);
     assert_eq!(code, 0);
@@ -152,7 +161,11 @@ fn logins_list_and_revoke_by_user_key_and_all() {
         out.trim(),
         "revoked 1 login binding; its live sessions end within a second"
     );
-    assert!(store.live(&key_c, SystemTime::now()).unwrap().is_none());
+    assert!(
+        block(store.live_binding(&key_c, SystemTime::now()))
+            .unwrap()
+            .is_none()
+    );
 
     let (code, out, err) = gatehouse(&["logins", "revoke", "--key", &key_c], &config);
     assert_eq!(code, 0, "{err}");
@@ -175,9 +188,18 @@ fn logins_list_and_revoke_by_user_key_and_all() {
         out.trim(),
         "revoked 0 login bindings: there were no active bindings"
     );
-    assert!(store.list().unwrap().iter().all(|b| b.revoked_at.is_some()));
-    assert_eq!(store.list().unwrap().len(), 4, "rows kept for audit");
-    assert_eq!(store.revision().unwrap(), 3);
+    assert!(
+        block(store.bindings())
+            .unwrap()
+            .iter()
+            .all(|b| b.revoked_at.is_some())
+    );
+    assert_eq!(
+        block(store.bindings()).unwrap().len(),
+        4,
+        "rows kept for audit"
+    );
+    assert_eq!(block(store.revision()).unwrap(), 3);
 }
 
 #[test]

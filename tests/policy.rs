@@ -379,3 +379,74 @@ cases:
     );
     assert!(out.contains("2 passed, 1 failed"), "{out}");
 }
+
+/// Issue 10: two gateways on one state directory. A kill request is
+/// addressed to the gateway that holds the session and answered by it; the
+/// other, polling the same database every half second, neither ends
+/// anything nor answers "not found" first.
+#[test]
+fn with_two_gateways_on_one_state_dir_the_holder_answers_a_kill() {
+    let w = World::new();
+    let config_a = w.write_config(
+        &[w.route("p", "")],
+        "gateway_id: gw-a\nrecording:\n  spool_dir: spool-a\n",
+    );
+    let config_b = w.path("b.yaml");
+    std::fs::write(
+        &config_b,
+        std::fs::read_to_string(&config_a)
+            .unwrap()
+            .replace("gw-a", "gw-b")
+            .replace("spool-a", "spool-b"),
+    )
+    .unwrap();
+    let gw_a = Gateway::start(&config_a);
+    let gw_b = Gateway::start(&config_b);
+    // The session lives on gateway B; gateway A starts first and polls
+    // the shared database the whole time.
+    let mut on_b = long_session(&w, &gw_b, "p");
+    let mut on_a = long_session(&w, &gw_a, "p");
+    let id_b = session_id(&gw_b);
+
+    // Asked through A's configuration: the store knows B holds it.
+    let (code, out, err) = gatehouse(&[
+        "sessions",
+        "kill",
+        "-c",
+        config_a.to_str().unwrap(),
+        &id_b,
+        "--reason",
+        "two gateways",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("session {id_b} ended")), "{out}");
+    let (code, stderr, _) = ended(&mut on_b, Duration::from_secs(5));
+    assert_eq!(code, 255, "{stderr}");
+    assert!(
+        stderr.contains("session ended by an administrator: two gateways"),
+        "{stderr}"
+    );
+    gw_b.wait_for_log("event=\"session.kill_answered\"");
+    let log_b = gw_b.log();
+    let answered = log_b
+        .lines()
+        .find(|l| l.contains("event=\"session.kill_answered\""))
+        .unwrap_or_default();
+    assert!(answered.contains("outcome=\"ended\""), "{answered}");
+    assert!(
+        answered.contains(&format!("session_id={id_b}")),
+        "{answered}"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(
+        !gw_a.log().contains("session.kill_answered"),
+        "the gateway that does not hold the session answered:\n{}",
+        gw_a.log()
+    );
+    assert!(on_a.is_running(), "A's own session was touched");
+
+    // Once ended, the session is no longer live anywhere.
+    let (code, out, _) = gatehouse(&["sessions", "kill", "-c", config_a.to_str().unwrap(), &id_b]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("no live session {id_b}")), "{out}");
+}

@@ -10,10 +10,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Gateway, LOGIN, World, bin, keygen, run};
-use gateway::bindings::BindingStore;
 use russh::keys::{HashAlg, PublicKey};
 use sshd_test::idp::DevIdp;
 use sshd_test::{ChildGuard, require_program};
+use state::{Sqlite, Store};
 
 /// The `idp` section for the dev IdP, with groups and a refresh token.
 fn idp_section(issuer: &str, extra: &str) -> String {
@@ -216,11 +216,12 @@ fn sign_in_binds_the_key_and_later_connections_skip_the_prompt() {
     assert_eq!(after.stdout.trim(), "back");
 
     // No user code, token or refresh token ever reaches the log.
-    let store = BindingStore::open(&w.path("state")).unwrap();
-    let refresh = store
-        .refresh_token(&fingerprint(&laptop))
+    let store = Sqlite::open(&w.path("state")).unwrap();
+    let refresh = block(store.refresh_token(&fingerprint(&laptop)))
         .unwrap()
-        .expect("offline_access gives a refresh token");
+        .expect("offline_access gives a refresh token")
+        .expose()
+        .to_owned();
     let log = gw.log();
     for secret in [&code, &other_code, &refresh] {
         assert!(
@@ -461,11 +462,12 @@ fn reauth_renews_a_live_sign_in_and_revoking_it_ends_the_session() {
     assert!(child.is_running(), "{}", child.stderr_text());
     assert!(!gw.log().contains("signin.refresh_failed"), "{}", gw.log());
     // The refresh token in use never reaches the log.
-    let store = BindingStore::open(&w.path("state")).unwrap();
-    let token = store
-        .refresh_token(&fingerprint(&laptop))
+    let store = Sqlite::open(&w.path("state")).unwrap();
+    let token = block(store.refresh_token(&fingerprint(&laptop)))
         .unwrap()
-        .expect("a refresh token");
+        .expect("a refresh token")
+        .expose()
+        .to_owned();
     assert!(!gw.log().contains(&token));
 
     // Revoking the sign-in ends the live session within 2 s.
@@ -488,5 +490,19 @@ fn reauth_renews_a_live_sign_in_and_revoking_it_ends_the_session() {
     assert!(took < Duration::from_secs(2), "took {took:?}");
     let log = gw.wait_for_log("cause=\"revoked\"");
     assert!(log.contains("event=\"session.ended\""), "{log}");
-    assert!(store.list().unwrap().iter().all(|b| b.revoked_at.is_some()));
+    assert!(
+        block(store.bindings())
+            .unwrap()
+            .iter()
+            .all(|b| b.revoked_at.is_some())
+    );
+}
+
+/// Runs one state-store call from a synchronous test.
+fn block<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(call)
 }

@@ -76,14 +76,9 @@ pub enum Error {
         /// The login the certificate was for.
         login: String,
     },
-    /// The state database (login bindings) failed.
-    #[error("state database {path}: {reason}")]
-    Store {
-        /// The database file.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
+    /// The state database failed.
+    #[error(transparent)]
+    State(#[from] state::Error),
     /// The identity provider could not be reached in time or answered
     /// something unusable (discovery, JWKS, device authorization, token).
     #[error("identity provider {issuer} unavailable: {reason}")]
@@ -152,7 +147,7 @@ impl Error {
             | Error::KeyFile { .. }
             | Error::Mint(_)
             | Error::Io(_)
-            | Error::Store { .. }
+            | Error::State(_)
             | Error::Recording(_)
             | Error::IdpUnavailable { .. } => Side::Internal,
         }

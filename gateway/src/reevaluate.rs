@@ -22,13 +22,12 @@ use std::time::{Duration, SystemTime};
 
 use audit::Event;
 use policy::lang::{Identity, IdentityKind, Timestamp};
+use state::{KillOutcome, RenewedIdentity};
 use tokio_util::sync::CancellationToken;
 
-use crate::bindings::{BindingStore, KillOutcome, RenewedIdentity};
 use crate::lines;
 use crate::registry::{EndCause, LiveSession, Verdict};
 use crate::shared::Shared;
-use crate::sign_in::blocking;
 
 /// How often the state database is asked about revocations and kill
 /// requests; the admin commands take effect within this plus a sweep.
@@ -127,45 +126,48 @@ async fn renew(shared: &Shared, session: &LiveSession) -> Result<Arc<Identity>, 
     let Some(fingerprint) = session.key_fingerprint.clone() else {
         return Err("the session has no bound key".to_owned());
     };
-    let store = Arc::clone(shared.store());
-    let fp = fingerprint.clone();
-    let token = blocking(move || store.refresh_token(&fp))
+    let store = shared.store();
+    let token = store
+        .refresh_token(&fingerprint)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| "there is no refresh token for this sign-in".to_owned())?;
     let idp = sign_in.idp().await.map_err(|e| e.to_string())?;
     let old = session.identity();
     let refreshed = idp
-        .refresh(&crate::oidc::RefreshToken::new(token), &old.name)
+        .refresh(
+            &crate::oidc::RefreshToken::new(token.expose().to_owned()),
+            &old.name,
+        )
         .await
         .map_err(|e| e.to_string())?;
-    let store = Arc::clone(shared.store());
-    let signed_in = refreshed.signed_in;
-    let rotated = refreshed.refresh_token.map(|t| t.secret().to_owned());
-    let binding = blocking(move || {
-        let renewed = signed_in.as_ref().map(|s| RenewedIdentity {
-            email: s.email.as_deref(),
-            groups: &s.groups,
-            claims_json: &s.claims_json,
-        });
-        store.renew(&fingerprint, renewed, rotated.as_deref(), SystemTime::now())
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .ok_or_else(|| "the sign-in was revoked".to_owned())?;
+    let renewed = refreshed.signed_in.map(|s| RenewedIdentity {
+        email: s.email,
+        groups: s.groups,
+        claims_json: s.claims_json,
+    });
+    let rotated = refreshed
+        .refresh_token
+        .map(|t| state::Secret::new(t.secret()));
+    let binding = store
+        .renew(&fingerprint, renewed, rotated, SystemTime::now())
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "the sign-in was revoked".to_owned())?;
     Ok(Arc::new(crate::sign_in::identity_of_binding(&binding)))
 }
 
 /// Follows the state database for what administrators ask of running
-/// sessions: revoked bindings and kill requests. Polls every
-/// [`ADMIN_POLL`] until `shutdown`.
+/// sessions: revoked bindings, and kill requests addressed to this
+/// gateway (the store addresses each to the gateway that holds the
+/// session, so with several gateways on one database only the holder
+/// answers). Polls every [`ADMIN_POLL`] until `shutdown`.
 pub(crate) async fn follow_admin(shared: Arc<Shared>, shutdown: CancellationToken) {
     let store = Arc::clone(shared.store());
-    let start = {
-        let store = Arc::clone(&store);
-        blocking(move || Ok((store.revision()?, store.last_kill_id()?))).await
-    };
-    let (mut revision, mut last_kill) = match start {
+    let gateway_id = shared.config().gateway_id.clone();
+    let start =
+        async { Ok::<_, state::Error>((store.revision().await?, store.last_kill_id().await?)) };
+    let (mut revision, mut last_kill) = match start.await {
         Ok(pair) => pair,
         Err(e) => {
             tracing::error!(error = %e, "cannot follow revocations and kill requests");
@@ -177,17 +179,14 @@ pub(crate) async fn follow_admin(shared: Arc<Shared>, shutdown: CancellationToke
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(ADMIN_POLL) => {}
         }
-        let polled = {
-            let store = Arc::clone(&store);
-            blocking(move || poll_admin(&store, revision, last_kill)).await
-        };
-        let (revoked, kills, new_revision) = match polled {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read revocations and kill requests");
-                continue;
-            }
-        };
+        let (revoked, kills, new_revision) =
+            match poll_admin(store.as_ref(), &gateway_id, revision, last_kill).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read revocations and kill requests");
+                    continue;
+                }
+            };
         revision = new_revision;
         let registry = shared.sessions();
         if !revoked.is_empty() {
@@ -204,38 +203,45 @@ pub(crate) async fn follow_admin(shared: Arc<Shared>, shutdown: CancellationToke
         }
         for kill in kills {
             last_kill = last_kill.max(kill.id);
-            let outcome = match registry.get(&audit::SessionId::new(kill.session_id.clone())) {
+            let session_id = audit::SessionId::new(kill.session_id.clone());
+            let outcome = match registry.get(&session_id) {
                 Some(session) => {
                     session.end(lines::killed(&kill.reason), EndCause::Killed, None);
                     KillOutcome::Ended
                 }
                 None => KillOutcome::NotFound,
             };
-            let store = Arc::clone(&store);
-            let id = kill.id;
-            let recorded =
-                blocking(move || store.kill_handled(id, outcome, SystemTime::now())).await;
-            if let Err(e) = recorded {
+            Event::SessionKillAnswered {
+                session_id,
+                request_id: kill.id,
+                outcome: outcome.as_str(),
+            }
+            .emit();
+            if let Err(e) = store
+                .kill_handled(kill.id, outcome, SystemTime::now())
+                .await
+            {
                 tracing::warn!(error = %e, "cannot record the kill request's outcome");
             }
         }
     }
 }
 
-type AdminNews = (HashSet<String>, Vec<crate::bindings::KillRequest>, u64);
-
-fn poll_admin(
-    store: &BindingStore,
+/// Keys revoked since `revision`, kill requests for this gateway after
+/// `last_kill`, and the revision now.
+async fn poll_admin(
+    store: &dyn state::Store,
+    gateway_id: &str,
     revision: u64,
     last_kill: i64,
-) -> Result<AdminNews, crate::Error> {
+) -> Result<(HashSet<String>, Vec<state::KillRequest>, u64), state::Error> {
     let mut revoked = HashSet::new();
     let mut new_revision = revision;
-    if store.revision()? != revision {
-        let since = store.revoked_since(revision)?;
+    if store.revision().await? != revision {
+        let since = store.revoked_since(revision).await?;
         new_revision = since.revision;
         revoked.extend(since.fingerprints);
     }
-    let kills = store.kill_requests_after(last_kill)?;
+    let kills = store.kill_requests_for(gateway_id, last_kill).await?;
     Ok((revoked, kills, new_revision))
 }

@@ -22,7 +22,6 @@ use audit::{Event, SessionId};
 
 use std::sync::RwLock;
 
-use crate::bindings::BindingStore;
 use crate::config::Config;
 use crate::connection::{Connection, Lifecycle};
 use crate::keys::{self, UserCa};
@@ -50,8 +49,13 @@ pub async fn run(
         .collect::<Result<Vec<_>, _>>()?;
     let ca = Arc::new(UserCa::load(&config.user_ca)?);
     let limits = config.limits.clone();
+    let store: Arc<dyn state::Store> = Arc::new(state::Sqlite::open(&config.state_dir)?);
+    // Whatever the store lists as live on this gateway is from an earlier
+    // run of it: nothing is live here yet.
+    store
+        .gateway_started(&config.gateway_id, std::time::SystemTime::now())
+        .await?;
     let recorder = open_recorder(&config, &host_keys)?;
-    let store = Arc::new(BindingStore::open(&config.state_dir)?);
     let sign_in = match &config.sign_in {
         Some(c) => Some(Arc::new(SignIn::open(
             c.clone(),
@@ -329,6 +333,11 @@ async fn serve_connection(
         }
         // Channels stop with the connection; then the recording is sealed.
         shared.sessions().remove(&id);
+        if authenticated.is_cancelled()
+            && let Err(e) = shared.store().session_closed(id.as_str()).await
+        {
+            tracing::warn!(error = %e, "cannot record the session's end in the state database");
+        }
         drop(_closed_guard);
         let session = crate::lock(&recording).take();
         if let Some(session) = session {

@@ -8,7 +8,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::Semaphore;
 
-use crate::bindings::BindingStore;
 use crate::config::Config;
 use crate::keys::UserCa;
 use crate::registry::Registry;
@@ -19,7 +18,7 @@ pub(crate) struct Shared {
     /// The configuration in force; a reload swaps it.
     pub(crate) config: RwLock<Arc<Config>>,
     /// The state database: login bindings, revocations, kill requests.
-    pub(crate) store: Arc<BindingStore>,
+    pub(crate) store: Arc<dyn state::Store>,
     /// The live sessions, re-checked against the policy.
     pub(crate) sessions: Arc<Registry>,
     /// The user CA that signs certificates for targets.
@@ -47,7 +46,7 @@ impl Shared {
     }
 
     /// The state database.
-    pub(crate) fn store(&self) -> &Arc<BindingStore> {
+    pub(crate) fn store(&self) -> &Arc<dyn state::Store> {
         &self.store
     }
 

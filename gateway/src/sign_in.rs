@@ -13,10 +13,10 @@ use std::time::{Duration, Instant, SystemTime};
 use policy::lang::{Identity, IdentityKind, Timestamp};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::bindings::{Binding, BindingStore, NewBinding};
 use crate::config::{Limits, SignInConfig};
 use crate::oidc::{Idp, SignedIn};
 use crate::{Error, lock};
+use state::{Binding, NewBinding, Secret, Store};
 
 /// After a failed discovery, connections within this long are told the
 /// IdP is unavailable at once instead of each waiting for its own attempt.
@@ -31,7 +31,7 @@ pub(crate) struct SignIn {
     /// rather than each asking the IdP.
     idp: tokio::sync::Mutex<IdpState>,
     /// Login bindings (key fingerprint → identity).
-    pub(crate) bindings: Arc<BindingStore>,
+    pub(crate) bindings: Arc<dyn Store>,
     /// Device authorizations in flight, gateway-wide.
     in_flight: Arc<Semaphore>,
     /// Device authorizations in flight per client address.
@@ -100,7 +100,7 @@ impl SignIn {
     pub(crate) fn open(
         config: SignInConfig,
         limits: &Limits,
-        bindings: Arc<BindingStore>,
+        bindings: Arc<dyn Store>,
     ) -> Result<SignIn, Error> {
         Ok(SignIn {
             config,
@@ -172,9 +172,10 @@ impl SignIn {
 
     /// The live binding of a key fingerprint, if any; records its use.
     pub(crate) async fn live_binding(&self, fingerprint: &str) -> Result<Option<Binding>, Error> {
-        let store = Arc::clone(&self.bindings);
-        let fingerprint = fingerprint.to_owned();
-        blocking(move || store.live(&fingerprint, SystemTime::now())).await
+        Ok(self
+            .bindings
+            .live_binding(fingerprint, SystemTime::now())
+            .await?)
     }
 
     /// Binds `signed_in` to the key `fingerprint` for `login_ttl`.
@@ -183,48 +184,21 @@ impl SignIn {
         fingerprint: &str,
         signed_in: &SignedIn,
     ) -> Result<Binding, Error> {
-        let store = Arc::clone(&self.bindings);
-        let fingerprint = fingerprint.to_owned();
-        let sub = signed_in.sub.clone();
-        let email = signed_in.email.clone();
-        let groups = signed_in.groups.clone();
-        let issuer = signed_in.issuer.clone();
-        let claims_json = signed_in.claims_json.clone();
-        let refresh = signed_in
-            .refresh_token
-            .as_ref()
-            .map(|t| t.secret().to_owned());
-        let ttl = self.config.login_ttl;
-        blocking(move || {
-            store.bind(
-                &NewBinding {
-                    fingerprint: &fingerprint,
-                    sub: &sub,
-                    email: email.as_deref(),
-                    groups: &groups,
-                    issuer: &issuer,
-                    refresh_token: refresh.as_deref(),
-                    claims_json: &claims_json,
-                    ttl,
-                },
-                SystemTime::now(),
-            )
-        })
-        .await
+        let binding = NewBinding {
+            fingerprint: fingerprint.to_owned(),
+            sub: signed_in.sub.clone(),
+            email: signed_in.email.clone(),
+            groups: signed_in.groups.clone(),
+            issuer: signed_in.issuer.clone(),
+            refresh_token: signed_in
+                .refresh_token
+                .as_ref()
+                .map(|t| Secret::new(t.secret())),
+            claims_json: signed_in.claims_json.clone(),
+            ttl: self.config.login_ttl,
+        };
+        Ok(self.bindings.bind(binding, SystemTime::now()).await?)
     }
-}
-
-/// Runs a store operation off the async threads: SQLite may wait for a
-/// lock held by `gatehouse logins` in another process.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Store {
-            path: std::path::PathBuf::new(),
-            reason: format!("store task failed: {e}"),
-        })?
 }
 
 /// The identity a sign-in established, just now; `binding_expires` when

@@ -66,6 +66,11 @@ impl Route {
     }
 }
 
+/// How long a sign-in lasts when the configuration does not say
+/// (`login_ttl`): one working day, so a user opens the browser about once
+/// a day.
+pub const DEFAULT_LOGIN_TTL: Duration = Duration::from_secs(12 * 3600);
+
 /// Default for `reevaluate_interval`.
 pub const DEFAULT_REEVALUATE_INTERVAL: Duration = Duration::from_secs(30);
 

@@ -268,7 +268,7 @@ impl Validator {
             .map(|s| self.path(&s.value))
             .unwrap_or_else(|| state_dir.join("spool"));
         let mut recorder = recorder::RecorderConfig::new(
-            state_dir.join(crate::bindings::DB_FILE),
+            state_dir.join(state::sqlite::DB_FILE),
             spool_dir,
             storage,
         );
@@ -387,7 +387,7 @@ impl Validator {
             }
             idp.allowed_domains.push(domain);
         }
-        let login_ttl = self.duration(&raw.login_ttl, crate::bindings::DEFAULT_LOGIN_TTL);
+        let login_ttl = self.duration(&raw.login_ttl, super::DEFAULT_LOGIN_TTL);
         if let Some(s) = &raw.login_ttl
             && login_ttl.is_zero()
         {

@@ -132,8 +132,9 @@ impl Connection {
     }
 
     /// Authentication succeeded: the pre-login state goes, the session
-    /// joins the live registry.
-    fn go_live(&mut self, session: &mut Session) {
+    /// joins the live registry, and is recorded in the state database as
+    /// held by this gateway (so `gatehouse sessions kill` reaches it here).
+    async fn go_live(&mut self, session: &mut Session) {
         let Some(pre) = self.pre.take() else {
             return;
         };
@@ -156,6 +157,21 @@ impl Connection {
             session.handle(),
         ));
         self.shared.sessions().insert(Arc::clone(&live));
+        let held = state::LiveSession {
+            session_id: self.id.to_string(),
+            gateway_id: self.shared.config().gateway_id.clone(),
+            identity: authorized.identity.label().to_owned(),
+            route: authorized.route.name.clone(),
+            started_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
+        };
+        if let Err(e) = self.shared.store().session_opened(held).await {
+            // The session goes on: only a kill from another host would
+            // miss it, and the audit log has it.
+            tracing::warn!(error = %e, "cannot record the live session in the state database");
+        }
         self.live = Some(Live {
             authorized,
             session: live,
@@ -200,7 +216,7 @@ impl russh::server::Handler for Connection {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        self.go_live(session);
+        self.go_live(session).await;
         Ok(())
     }
 
