@@ -107,7 +107,7 @@ pub(crate) fn run(command: PolicyCommand) -> Result<ExitCode> {
                 if !value.is_object() {
                     bail!("--claims must be a JSON object");
                 }
-                identity.claims = gateway::oidc::claims_from_json(&value);
+                identity.claims = identity::claims_from_json(&value);
             }
             let now = match at {
                 Some(text) => text

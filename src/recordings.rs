@@ -10,6 +10,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -20,6 +21,7 @@ use recorder::{
 };
 
 use crate::load_config;
+use state::Sqlite;
 
 #[derive(Subcommand)]
 pub(crate) enum SessionsCommand {
@@ -234,13 +236,16 @@ enum IndexUse {
 /// root, this command would leave a database the gateway's user cannot write.
 fn open_catalog(config: &Config, how: IndexUse) -> Result<Option<Catalog>> {
     let rec = &config.recording.recorder;
-    let in_memory = Path::new(":memory:");
-    let db = match (rec.state_db.exists(), how) {
-        (true, _) | (false, IndexUse::Write) => rec.state_db.as_path(),
+    let store: Arc<dyn state::Store> = match (Sqlite::exists(&config.state_dir), how) {
+        (true, _) | (false, IndexUse::Write) => {
+            Arc::new(Sqlite::open(&config.state_dir).context("cannot open the state database")?)
+        }
         (false, IndexUse::Read) => return Ok(None),
-        (false, IndexUse::Storage) => in_memory,
+        (false, IndexUse::Storage) => {
+            Arc::new(Sqlite::in_memory().context("cannot make an empty index")?)
+        }
     };
-    Catalog::open(db, &rec.storage)
+    Catalog::open(store, &rec.storage)
         .map(Some)
         .with_context(|| format!("cannot open the recordings in {}", describe(&rec.storage)))
 }
@@ -302,8 +307,8 @@ fn list(config_path: &Path, filter: &ListFilter, json: bool) -> Result<ExitCode>
                     filter.limit
                 },
             };
-            let mut all = catalog
-                .list(&query)
+            let mut all = runtime()?
+                .block_on(catalog.list(&query))
                 .context("cannot list the recorded sessions")?;
             if let Some(user) = &filter.user {
                 all.retain(|s| s.info.identity.eq_ignore_ascii_case(user.trim()));
@@ -333,8 +338,8 @@ fn show(config_path: &Path, id: &str, json: bool) -> Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let found = match open_catalog(&config, IndexUse::Read)? {
-        Some(catalog) => catalog
-            .show(id)
+        Some(catalog) => runtime()?
+            .block_on(catalog.show(id))
             .with_context(|| format!("cannot read session {id} from the index"))?,
         None => None,
     };

@@ -14,10 +14,15 @@ use recorder::{Catalog, FileOpKind, SessionFilter, SessionRecord, Status, Storag
 use sshd_test::ChildGuard;
 use sshd_test::s3::S3Server;
 
+/// The world's state database, where the recording index is.
+fn state_store(w: &World) -> std::sync::Arc<dyn state::Store> {
+    std::sync::Arc::new(state::Sqlite::open(&w.path("state")).unwrap())
+}
+
 /// The catalog of a world whose recordings use the default file storage.
 fn file_catalog(w: &World) -> Catalog {
     let storage = StorageConfig::File(w.path("state/recordings"));
-    Catalog::open(&w.path("state/gatehouse.db"), &storage).unwrap()
+    Catalog::open(state_store(w), &storage).unwrap()
 }
 
 /// Waits until the index has a finished recording (sealed, interrupted or
@@ -29,7 +34,7 @@ fn finished(catalog: &Catalog, route: &str, timeout: Duration) -> SessionRecord 
             route: Some(route.to_owned()),
             ..SessionFilter::default()
         };
-        let list = catalog.list(&filter).unwrap();
+        let list = runtime().block_on(catalog.list(&filter)).unwrap();
         if let Some(r) = list
             .into_iter()
             .find(|r| !matches!(r.status, Status::Recording | Status::Uploading))
@@ -103,7 +108,10 @@ fn exec_output_and_exit_code_are_recorded_and_sealed() {
         gw.log().contains(&format!("cert_serial={serial}")),
         "serial {serial} not in the audit log"
     );
-    let (_, channels) = catalog.show(&rec.info.session_id).unwrap().unwrap();
+    let (_, channels) = runtime()
+        .block_on(catalog.show(&rec.info.session_id))
+        .unwrap()
+        .unwrap();
     assert_eq!(channels.len(), 1);
     assert_eq!(channels[0].kind, "exec");
     assert!(
@@ -115,6 +123,16 @@ fn exec_output_and_exit_code_are_recorded_and_sealed() {
     );
     // The session id in the recording is the one in the audit log.
     assert!(gw.log().contains(&rec.info.session_id));
+    // The session starts before its target connection, yet the index and
+    // `sessions show` carry the serial the target saw (issue 10).
+    assert_eq!(rec.info.cert_serial, Some(serial), "{rec:?}");
+    let mut show = std::process::Command::new(common::bin());
+    show.args(["sessions", "show", "-c"])
+        .arg(w.path("gatehouse.yaml"))
+        .arg(&rec.info.session_id);
+    let (code, shown, err) = common::run(show, Duration::from_secs(20));
+    assert_eq!(code, 0, "{err}");
+    assert!(shown.contains(&format!("cert serial: {serial}")), "{shown}");
 }
 
 #[test]
@@ -179,15 +197,17 @@ fn sftp_is_recorded_as_file_operations_and_input_only_when_enabled() {
         );
         assert_eq!(code, 0, "{err}");
     }
-    let list = catalog.list(&SessionFilter::default()).unwrap();
+    let list = runtime()
+        .block_on(catalog.list(&SessionFilter::default()))
+        .unwrap();
     let input_of = |route: &str| -> String {
         let rec = list
             .iter()
             .find(|r| r.info.route == route && r.exit_status == Some(0) && r.bytes > 0)
             .unwrap_or_else(|| panic!("no recording on {route}: {list:#?}"));
         let deadline = Instant::now() + Duration::from_secs(20);
-        while catalog
-            .show(&rec.info.session_id)
+        while runtime()
+            .block_on(catalog.show(&rec.info.session_id))
             .unwrap()
             .unwrap()
             .0
@@ -378,7 +398,7 @@ fn s3_catalog(w: &World, s3: &S3Server) -> Catalog {
             secret_access_key: s3.secret_key().to_owned(),
         };
     }
-    Catalog::open(&w.path("state/gatehouse.db"), &config).unwrap()
+    Catalog::open(state_store(w), &config).unwrap()
 }
 
 #[test]

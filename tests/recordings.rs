@@ -78,15 +78,19 @@ fn record(config: &Path) {
         .build()
         .unwrap();
     rt.block_on(async {
-        let rec = Recorder::open(rc.clone(), gateway_signer).unwrap();
+        let store: Arc<dyn state::Store> = Arc::new(state::Sqlite::open(&cfg.state_dir).unwrap());
+        let rec = Recorder::open(rc.clone(), gateway_signer, Arc::clone(&store)).unwrap();
         let session = rec
             .start_session(info("sess-alice", "alice@example.com", "t"))
+            .await
             .unwrap();
         let mut shell = session
             .open_channel(channel("0", ChannelKind::Shell, None))
+            .await
             .unwrap();
         let mut exec = session
             .open_channel(channel("1", ChannelKind::Exec, Some("uptime")))
+            .await
             .unwrap();
         shell.output(SHELL_FIRST.as_bytes()).unwrap();
         exec.output(b"up 3 days\n").unwrap();
@@ -104,12 +108,14 @@ fn record(config: &Path) {
         let mut small = rc.clone();
         small.spool_max_bytes = 4096;
         let stranger: Arc<dyn Signer> = Arc::new(Ed25519Signer::from_seed(&[7; 32]).unwrap());
-        let rec = Recorder::open(small, stranger).unwrap();
+        let rec = Recorder::open(small, stranger, store).unwrap();
         let session = rec
             .start_session(info("sess-bob", "bob@example.com", "db"))
+            .await
             .unwrap();
         let mut exec = session
             .open_channel(channel("0", ChannelKind::Exec, Some("cat big.log")))
+            .await
             .unwrap();
         exec.output(b"first lines\n").unwrap();
         assert!(exec.output(&[b'x'; 8192]).is_err(), "spool limit not hit");

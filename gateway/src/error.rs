@@ -128,6 +128,24 @@ pub enum Error {
     },
 }
 
+/// The identity crate's errors become the gateway's own variants, so that
+/// every user line stays in one place (`lines.rs`).
+impl From<identity::Error> for Error {
+    fn from(e: identity::Error) -> Self {
+        match e {
+            identity::Error::IdpUnavailable { issuer, reason } => {
+                Error::IdpUnavailable { issuer, reason }
+            }
+            identity::Error::SignInDenied => Error::SignInDenied,
+            identity::Error::SignInExpired => Error::SignInExpired,
+            identity::Error::SignInCancelled => Error::SignInCancelled,
+            identity::Error::TokenRejected(why) => Error::TokenRejected(why),
+            identity::Error::RefreshRejected(why) => Error::RefreshRejected(why),
+            identity::Error::DomainNotAllowed { email } => Error::DomainNotAllowed { email },
+        }
+    }
+}
+
 impl Error {
     /// Which side caused the error.
     pub fn side(&self) -> Side {

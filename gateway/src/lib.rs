@@ -15,7 +15,6 @@ mod error;
 mod forward;
 pub mod keys;
 mod lines;
-pub mod oidc;
 mod proxy;
 mod pump;
 mod recording;

@@ -33,7 +33,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection's recorder session, shared by its channels; sealed when the
 /// connection ends (see `server::serve_connection`).
-pub type SessionSlot = Arc<Mutex<Option<recorder::Session>>>;
+pub type SessionSlot = Arc<tokio::sync::Mutex<Option<recorder::Session>>>;
 
 /// Whether storage answers, for a strict route about to start a session.
 pub(crate) async fn probe(recorder: &Recorder) -> Result<(), String> {
@@ -232,7 +232,7 @@ pub(crate) async fn watch_strict(
             () = closed.cancelled() => return,
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        let health = match lock(&slot).as_ref() {
+        let health = match slot.lock().await.as_ref() {
             Some(session) => session.health(),
             None => return,
         };

@@ -136,7 +136,7 @@ async fn renew(shared: &Shared, session: &LiveSession) -> Result<Arc<Identity>, 
     let old = session.identity();
     let refreshed = idp
         .refresh(
-            &crate::oidc::RefreshToken::new(token.expose().to_owned()),
+            &identity::RefreshToken::new(token.expose().to_owned()),
             &old.name,
         )
         .await

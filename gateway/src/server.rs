@@ -55,7 +55,7 @@ pub async fn run(
     store
         .gateway_started(&config.gateway_id, std::time::SystemTime::now())
         .await?;
-    let recorder = open_recorder(&config, &host_keys)?;
+    let recorder = open_recorder(&config, &host_keys, Arc::clone(&store))?;
     let sign_in = match &config.sign_in {
         Some(c) => Some(Arc::new(SignIn::open(
             c.clone(),
@@ -202,9 +202,10 @@ pub async fn run(
 fn open_recorder(
     config: &Config,
     host_keys: &[russh::keys::PrivateKey],
+    store: Arc<dyn state::Store>,
 ) -> Result<recorder::Recorder, Error> {
     let signer = keys::recording_signer(host_keys)?;
-    recorder::Recorder::open(config.recording.recorder.clone(), Arc::new(signer))
+    recorder::Recorder::open(config.recording.recorder.clone(), Arc::new(signer), store)
         .map_err(|e| Error::Recording(format!("cannot open the recorder: {e}")))
 }
 
@@ -339,7 +340,7 @@ async fn serve_connection(
             tracing::warn!(error = %e, "cannot record the session's end in the state database");
         }
         drop(_closed_guard);
-        let session = crate::lock(&recording).take();
+        let session = recording.lock().await.take();
         if let Some(session) = session {
             let report = session.seal().await;
             tracing::debug!(status = ?report.status, "recording sealed");

@@ -8,28 +8,22 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use policy::lang::{Identity, IdentityKind, Timestamp};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Limits, SignInConfig};
-use crate::oidc::{Idp, SignedIn};
 use crate::{Error, lock};
+use identity::{Idp, LazyIdp, SignedIn};
 use state::{Binding, NewBinding, Secret, Store};
-
-/// After a failed discovery, connections within this long are told the
-/// IdP is unavailable at once instead of each waiting for its own attempt.
-const DISCOVERY_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Sign-in state shared by all connections.
 pub(crate) struct SignIn {
     config: SignInConfig,
-    /// The discovered IdP, or when discovery last failed. A tokio mutex:
-    /// a connection that finds the IdP undiscovered holds it while it
-    /// discovers, so concurrent connections wait for that one attempt
-    /// rather than each asking the IdP.
-    idp: tokio::sync::Mutex<IdpState>,
+    /// The IdP, discovered at the first sign-in that needs it (one attempt
+    /// at a time, a short pause after a failure).
+    idp: LazyIdp,
     /// Login bindings (key fingerprint → identity).
     pub(crate) bindings: Arc<dyn Store>,
     /// Device authorizations in flight, gateway-wide.
@@ -37,12 +31,6 @@ pub(crate) struct SignIn {
     /// Device authorizations in flight per client address.
     per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
     max_per_source: usize,
-}
-
-#[derive(Default)]
-struct IdpState {
-    idp: Option<Idp>,
-    failed_at: Option<Instant>,
 }
 
 /// Why a new device authorization was not started.
@@ -103,8 +91,8 @@ impl SignIn {
         bindings: Arc<dyn Store>,
     ) -> Result<SignIn, Error> {
         Ok(SignIn {
+            idp: LazyIdp::new(config.idp.clone()),
             config,
-            idp: tokio::sync::Mutex::new(IdpState::default()),
             bindings,
             in_flight: Arc::new(Semaphore::new(limits.max_sign_ins)),
             per_source: Arc::new(Mutex::new(HashMap::new())),
@@ -118,38 +106,10 @@ impl SignIn {
     }
 
     /// The discovered IdP, discovering it first if no attempt succeeded
-    /// yet. Fails fast with [`Error::IdpUnavailable`] within
-    /// [`DISCOVERY_RETRY_AFTER`] of a failed attempt.
+    /// yet; fails fast with [`Error::IdpUnavailable`] just after a failed
+    /// attempt.
     pub(crate) async fn idp(&self) -> Result<Idp, Error> {
-        let mut state = self.idp.lock().await;
-        if let Some(idp) = &state.idp {
-            return Ok(idp.clone());
-        }
-        if let Some(at) = state.failed_at
-            && at.elapsed() < DISCOVERY_RETRY_AFTER
-        {
-            return Err(Error::IdpUnavailable {
-                issuer: self.config.idp.issuer.clone(),
-                reason: "discovery failed moments ago; not retrying yet".to_owned(),
-            });
-        }
-        match Idp::discover(self.config.idp.clone()).await {
-            Ok(idp) => {
-                tracing::info!(issuer = %self.config.idp.issuer, "identity provider discovered");
-                state.idp = Some(idp.clone());
-                state.failed_at = None;
-                Ok(idp)
-            }
-            Err(e) => {
-                audit::Event::IdpUnavailable {
-                    issuer: self.config.idp.issuer.clone(),
-                    error: e.to_string(),
-                }
-                .emit();
-                state.failed_at = Some(Instant::now());
-                Err(e)
-            }
-        }
+        Ok(self.idp.get().await?)
     }
 
     /// Reserves a place for one device authorization from `source`.
@@ -219,7 +179,7 @@ pub(crate) fn identity_of_binding(binding: &Binding) -> Identity {
     identity.email = binding.email.clone();
     identity.groups = binding.groups.clone();
     identity.claims = serde_json::from_str::<serde_json::Value>(&binding.claims_json)
-        .map(|v| crate::oidc::claims_from_json(&v))
+        .map(|v| identity::claims_from_json(&v))
         .unwrap_or_default();
     identity.authenticated_at = timestamp(binding.authenticated_at);
     identity.binding_expires = timestamp(binding.expires_at);

@@ -52,9 +52,14 @@ async fn main() {
     let only = std::env::args().nth(2);
     let dir = tempfile::tempdir().unwrap();
     let storage = StorageConfig::File(dir.path().join("store"));
-    let config = RecorderConfig::new(dir.path().join("db"), dir.path().join("spool"), storage);
+    let config = RecorderConfig::new(dir.path().join("spool"), storage);
     let signer = Arc::new(Ed25519Signer::from_seed(&[7u8; 32]).unwrap());
-    let recorder = Recorder::open(config, signer).unwrap();
+    let recorder = Recorder::open(
+        config,
+        signer,
+        Arc::new(state::Sqlite::open(&dir.path().join("state")).unwrap()),
+    )
+    .unwrap();
     let mut random = vec![0u8; 32 * 1024];
     let mut state = 0x2545_f491_4f6c_dd1du64;
     for b in random.iter_mut() {
@@ -101,6 +106,7 @@ async fn main() {
                 client_key_fingerprint: None,
                 cert_serial: None,
             })
+            .await
             .unwrap();
         let mut ch = session
             .open_channel(ChannelSpec {
@@ -115,6 +121,7 @@ async fn main() {
                 record_input: false,
                 cert_serial: None,
             })
+            .await
             .unwrap();
         let n = mib * 32;
         let cpu = cpu_seconds();

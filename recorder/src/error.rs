@@ -51,15 +51,9 @@ pub enum Error {
     /// The storage configuration is invalid (bad URL, missing bucket, unreadable credentials).
     #[error("storage configuration: {0}")]
     StorageConfig(String),
-    /// The SQLite index could not be opened or queried.
-    #[error("index {path}: {source}")]
-    Index {
-        /// The database file.
-        path: PathBuf,
-        /// The SQLite error.
-        #[source]
-        source: rusqlite::Error,
-    },
+    /// The index in the state database could not be read or written.
+    #[error("index: {0}")]
+    Index(#[from] state::Error),
     /// A recording (asciicast or meta.json) could not be parsed.
     #[error("malformed recording {what}: {reason}")]
     Format {

@@ -28,53 +28,9 @@ pub struct SessionInfo {
     pub cert_serial: Option<u64>,
 }
 
-/// Where a recording is in its life. Every state is explicit; none means "probably fine".
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// The session is live and being spooled and uploaded.
-    Recording,
-    /// The session ended and its last segments and sealed object are being uploaded.
-    Uploading,
-    /// Complete, uploaded and signed.
-    Sealed,
-    /// The gateway stopped before the session ended; sealed from what the spool held.
-    Interrupted,
-    /// The recording could not be completed; see the reason.
-    Failed,
-}
-
-impl Status {
-    /// The name used in the index, the CLI and audit events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Recording => "recording",
-            Status::Uploading => "uploading",
-            Status::Sealed => "sealed",
-            Status::Interrupted => "interrupted",
-            Status::Failed => "failed",
-        }
-    }
-
-    /// Parses [`Status::as_str`] names.
-    pub fn parse(name: &str) -> Option<Status> {
-        [
-            Status::Recording,
-            Status::Uploading,
-            Status::Sealed,
-            Status::Interrupted,
-            Status::Failed,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == name)
-    }
-}
-
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Where a recording is in its life. Every state is explicit; none means
+/// "probably fine". The state crate owns the type, since the index stores it.
+pub use state::RecordingStatus as Status;
 
 /// One uploaded segment: a byte range of the channel's asciicast stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

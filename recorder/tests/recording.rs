@@ -26,7 +26,7 @@ fn signer() -> Arc<dyn Signer> {
 }
 
 fn config(state: &Path, storage: StorageConfig) -> RecorderConfig {
-    let mut c = RecorderConfig::new(state.join("gatehouse.db"), state.join("spool"), storage);
+    let mut c = RecorderConfig::new(state.join("spool"), storage);
     c.gateway_id = "gw-test".into();
     c.segment_interval = Duration::from_millis(300);
     c.fsync_interval = Duration::from_millis(100);
@@ -34,6 +34,11 @@ fn config(state: &Path, storage: StorageConfig) -> RecorderConfig {
     c.retry_max_backoff = Duration::from_millis(500);
     c.seal_timeout = Duration::from_secs(3);
     c
+}
+
+/// The state database in `dir`, where the index is.
+fn store(dir: &Path) -> Arc<dyn state::Store> {
+    Arc::new(state::Sqlite::open(dir).unwrap())
 }
 
 fn info(id: &str, identity: &str, route: &str) -> SessionInfo {
@@ -92,12 +97,14 @@ async fn file_backend_record_seal_verify_tamper_export() {
     let rec = Recorder::open(
         config(state.path(), StorageConfig::File(bucket.path().into())),
         signer(),
+        store(state.path()),
     )
     .unwrap();
     let session = rec
         .start_session(info("sess-file", "alice@example.com", "prod-db"))
+        .await
         .unwrap();
-    let mut ch = session.open_channel(shell("0", false)).unwrap();
+    let mut ch = session.open_channel(shell("0", false)).await.unwrap();
     let euro = "€".as_bytes();
     let mut raw: Vec<u8> = Vec::new();
     for part in [
@@ -132,7 +139,13 @@ async fn file_backend_record_seal_verify_tamper_export() {
         .unwrap();
     assert!(!parts.is_empty(), "no segment uploaded while live");
     assert_eq!(
-        rec.catalog().show("sess-file").unwrap().unwrap().0.status,
+        rec.catalog()
+            .show("sess-file")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .status,
         Status::Recording
     );
     ch.output(b"bye\r\n").unwrap();
@@ -143,7 +156,7 @@ async fn file_backend_record_seal_verify_tamper_export() {
     assert_eq!(report.status, Status::Sealed, "{report:?}");
 
     let catalog = rec.catalog();
-    let (row, channels) = catalog.show("sess-file").unwrap().unwrap();
+    let (row, channels) = catalog.show("sess-file").await.unwrap().unwrap();
     assert_eq!(row.status, Status::Sealed);
     assert_eq!(row.exit_status, Some(3));
     assert_eq!(row.bytes, raw.len() as u64);
@@ -252,12 +265,14 @@ async fn input_recorded_only_when_enabled() {
     let rec = Recorder::open(
         config(state.path(), StorageConfig::File(bucket.path().into())),
         signer(),
+        store(state.path()),
     )
     .unwrap();
     let session = rec
         .start_session(info("sess-input", "bob@example.com", "web"))
+        .await
         .unwrap();
-    let mut ch = session.open_channel(shell("0", true)).unwrap();
+    let mut ch = session.open_channel(shell("0", true)).await.unwrap();
     ch.input(b"ls\r").unwrap();
     ch.output(b"file\r\n").unwrap();
     drop(ch);
@@ -277,12 +292,18 @@ async fn input_recorded_only_when_enabled() {
 async fn s3_outage_then_recovery_is_complete() {
     let mut s3 = S3Server::start();
     let state = tempfile::tempdir().unwrap();
-    let rec = Recorder::open(config(state.path(), s3_storage(&s3)), signer()).unwrap();
+    let rec = Recorder::open(
+        config(state.path(), s3_storage(&s3)),
+        signer(),
+        store(state.path()),
+    )
+    .unwrap();
     rec.probe_storage().await.unwrap();
     let session = rec
         .start_session(info("sess-outage", "carol@example.com", "prod-db"))
+        .await
         .unwrap();
-    let mut ch = session.open_channel(shell("0", false)).unwrap();
+    let mut ch = session.open_channel(shell("0", false)).await.unwrap();
     let mut expected = String::new();
     let mut line_no = 0;
     let mut write = |ch: &mut recorder::ChannelRecorder, n: usize| {
@@ -372,11 +393,17 @@ async fn crash_leftover_spool_is_recovered_as_interrupted() {
     let state = tempfile::tempdir().unwrap();
     let expected;
     {
-        let rec = Recorder::open(config(state.path(), s3_storage(&s3)), signer()).unwrap();
+        let rec = Recorder::open(
+            config(state.path(), s3_storage(&s3)),
+            signer(),
+            store(state.path()),
+        )
+        .unwrap();
         let session = rec
             .start_session(info("sess-crash", "dave@example.com", "prod-db"))
+            .await
             .unwrap();
-        let mut ch = session.open_channel(shell("0", false)).unwrap();
+        let mut ch = session.open_channel(shell("0", false)).await.unwrap();
         let mut text = String::new();
         for i in 0..50 {
             let line = format!("output {i}\r\n");
@@ -398,7 +425,12 @@ async fn crash_leftover_spool_is_recovered_as_interrupted() {
             .unwrap();
         std::io::Write::write_all(&mut f, b"[0.1, \"o\", \"torn").unwrap();
     }
-    let rec = Recorder::open(config(state.path(), s3_storage(&s3)), signer()).unwrap();
+    let rec = Recorder::open(
+        config(state.path(), s3_storage(&s3)),
+        signer(),
+        store(state.path()),
+    )
+    .unwrap();
     let reports = rec.recover().await;
     assert_eq!(reports.len(), 1, "{reports:?}");
     assert_eq!(reports[0].status, Status::Interrupted, "{reports:?}");
@@ -407,7 +439,7 @@ async fn crash_leftover_spool_is_recovered_as_interrupted() {
         "spool not removed after sealing"
     );
     let catalog = rec.catalog();
-    let (row, _) = catalog.show("sess-crash").unwrap().unwrap();
+    let (row, _) = catalog.show("sess-crash").await.unwrap().unwrap();
     assert_eq!(row.status, Status::Interrupted);
     assert!(row.reason.is_some());
     assert!(
@@ -431,19 +463,25 @@ async fn reindex_reproduces_the_index() {
     let state = tempfile::tempdir().unwrap();
     let bucket = tempfile::tempdir().unwrap();
     let storage = StorageConfig::File(bucket.path().into());
-    let rec = Recorder::open(config(state.path(), storage.clone()), signer()).unwrap();
+    let rec = Recorder::open(
+        config(state.path(), storage.clone()),
+        signer(),
+        store(state.path()),
+    )
+    .unwrap();
     for (id, who, route) in [
         ("s1", "alice@example.com", "db"),
         ("s2", "bob@example.com", "web"),
         ("s3", "alice@example.com", "web"),
     ] {
-        let session = rec.start_session(info(id, who, route)).unwrap();
+        let session = rec.start_session(info(id, who, route)).await.unwrap();
         let mut ch = session
             .open_channel(ChannelSpec {
                 kind: ChannelKind::Exec,
                 command: Some(format!("echo {id}")),
                 ..shell("0", false)
             })
+            .await
             .unwrap();
         ch.output(format!("{id}\n").as_bytes()).unwrap();
         ch.exit(0).unwrap();
@@ -451,7 +489,7 @@ async fn reindex_reproduces_the_index() {
         let report = session.seal().await;
         assert_eq!(report.status, Status::Sealed, "{report:?}");
     }
-    let before = rec.catalog().list(&SessionFilter::default()).unwrap();
+    let before = rec.catalog().list(&SessionFilter::default()).await.unwrap();
     assert_eq!(before.len(), 3);
     let alice = rec
         .catalog()
@@ -459,17 +497,24 @@ async fn reindex_reproduces_the_index() {
             identity: Some("alice@example.com".into()),
             ..Default::default()
         })
+        .await
         .unwrap();
     assert_eq!(alice.len(), 2);
     drop(rec);
 
     let fresh = tempfile::tempdir().unwrap();
-    let catalog = Catalog::open(&fresh.path().join("gatehouse.db"), &storage).unwrap();
-    assert!(catalog.list(&SessionFilter::default()).unwrap().is_empty());
+    let catalog = Catalog::open(store(fresh.path()), &storage).unwrap();
+    assert!(
+        catalog
+            .list(&SessionFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(catalog.reindex().await.unwrap(), 3);
-    let after = catalog.list(&SessionFilter::default()).unwrap();
+    let after = catalog.list(&SessionFilter::default()).await.unwrap();
     assert_eq!(after, before);
-    let (_, channels) = catalog.show("s2").unwrap().unwrap();
+    let (_, channels) = catalog.show("s2").await.unwrap().unwrap();
     assert_eq!(channels[0].command.as_deref(), Some("echo s2"));
 }
 
@@ -480,11 +525,12 @@ async fn spool_limit_fails_explicitly() {
     let bucket = tempfile::tempdir().unwrap();
     let mut cfg = config(state.path(), StorageConfig::File(bucket.path().into()));
     cfg.spool_max_bytes = 4096;
-    let rec = Recorder::open(cfg, signer()).unwrap();
+    let rec = Recorder::open(cfg, signer(), store(state.path())).unwrap();
     let session = rec
         .start_session(info("sess-full", "eve@example.com", "db"))
+        .await
         .unwrap();
-    let mut ch = session.open_channel(shell("0", false)).unwrap();
+    let mut ch = session.open_channel(shell("0", false)).await.unwrap();
     let err = (0..100)
         .find_map(|_| ch.output(&[b'x'; 200]).err())
         .expect("the spool limit was never hit");
@@ -499,7 +545,13 @@ async fn spool_limit_fails_explicitly() {
     assert_eq!(report.status, Status::Failed);
     assert!(report.reason.unwrap().contains("spool full"));
     assert_eq!(
-        rec.catalog().show("sess-full").unwrap().unwrap().0.status,
+        rec.catalog()
+            .show("sess-full")
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .status,
         Status::Failed
     );
 }

@@ -23,7 +23,7 @@ use policy::lang::{CompiledRoutePolicy, Identity, PolicySet};
 use russh::keys::PublicKey;
 
 pub use crate::error::{ConfigErrors, ConfigProblem};
-use crate::oidc::IdpSettings;
+pub use identity::IdpSettings;
 
 /// The validated configuration of a gateway.
 #[derive(Debug, Clone)]

@@ -267,11 +267,7 @@ impl Validator {
             .as_ref()
             .map(|s| self.path(&s.value))
             .unwrap_or_else(|| state_dir.join("spool"));
-        let mut recorder = recorder::RecorderConfig::new(
-            state_dir.join(state::sqlite::DB_FILE),
-            spool_dir,
-            storage,
-        );
+        let mut recorder = recorder::RecorderConfig::new(spool_dir, storage);
         recorder.gateway_id = gateway_id.to_owned();
         recorder.segment_interval = self.duration(&raw.segment_interval, recorder.segment_interval);
         if let Some(s) = &raw.segment_interval

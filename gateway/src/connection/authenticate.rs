@@ -24,9 +24,9 @@ use tracing::Instrument;
 
 use super::Connection;
 use super::authorize::{self, Asker, Authorized, Method, split_user};
-use crate::oidc::SignedIn;
 use crate::sign_in::{self, SignIn};
 use crate::{Error, lines};
+use identity::SignedIn;
 
 /// How long one keyboard-interactive round waits for a pending sign-in
 /// before sending the client an empty round to answer. Each round trip
@@ -444,7 +444,10 @@ impl Connection {
         let task = tokio::spawn(
             async move {
                 let _permit = permit;
-                let result = idp.wait_for_sign_in(&auth, &cancel).await;
+                let result = idp
+                    .wait_for_sign_in(&auth, &cancel)
+                    .await
+                    .map_err(Error::from);
                 if let Err(e @ Error::SignInCancelled) = &result {
                     Event::SigninFailed {
                         session_id: id,

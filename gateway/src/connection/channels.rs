@@ -137,7 +137,7 @@ impl Connection {
             return Ok(());
         }
         let id = channel.id();
-        let mode = match self.ensure_recording(decision.obligations.record) {
+        let mode = match self.ensure_recording(decision.obligations.record).await {
             Ok(mode) => mode,
             Err(line) => {
                 reply
@@ -198,7 +198,10 @@ impl Connection {
         let Some(up) = self.upstream_of(id).await else {
             return Ok(());
         };
-        if let Err(line) = self.start_channel_recording(id, &request, up.cert_serial) {
+        if let Err(line) = self
+            .start_channel_recording(id, &request, up.cert_serial)
+            .await
+        {
             session.extended_data(id, 1, format!("{line}\r\n").into_bytes())?;
             session.channel_failure(id)?;
             return Ok(());

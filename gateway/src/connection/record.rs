@@ -19,14 +19,17 @@ impl Connection {
     /// Returns the mode the channel runs in: a best-effort route whose
     /// recording cannot start runs unrecorded (and the audit log says so);
     /// a strict one gets the line that refuses the channel.
-    pub(super) fn ensure_recording(&mut self, mode: RecordMode) -> Result<RecordMode, String> {
+    pub(super) async fn ensure_recording(
+        &mut self,
+        mode: RecordMode,
+    ) -> Result<RecordMode, String> {
         if mode == RecordMode::Off {
             return Ok(mode);
         }
         let Some(live) = &self.live else {
             return Ok(RecordMode::Off);
         };
-        let mut slot = crate::lock(&self.recording);
+        let mut slot = self.recording.lock().await;
         if slot.is_some() {
             return Ok(mode);
         }
@@ -41,7 +44,7 @@ impl Connection {
             client_key_fingerprint: auth.key_fingerprint.clone(),
             cert_serial: None,
         };
-        match self.shared.recorder().start_session(info) {
+        match self.shared.recorder().start_session(info).await {
             Ok(session) => {
                 *slot = Some(session);
                 drop(slot);
@@ -66,7 +69,7 @@ impl Connection {
 
     /// Starts recording a channel as its shell, exec or subsystem request
     /// arrives. `Err` is the line for a strict route that cannot record it.
-    pub(super) fn start_channel_recording(
+    pub(super) async fn start_channel_recording(
         &self,
         id: ChannelId,
         request: &ChannelRequest,
@@ -113,8 +116,8 @@ impl Connection {
             record_input,
             cert_serial: Some(cert_serial),
         };
-        let opened = match crate::lock(&self.recording).as_ref() {
-            Some(session) => session.open_channel(spec).map_err(|e| e.to_string()),
+        let opened = match self.recording.lock().await.as_ref() {
+            Some(session) => session.open_channel(spec).await.map_err(|e| e.to_string()),
             None => Err("the session's recording did not start".to_owned()),
         };
         match opened {

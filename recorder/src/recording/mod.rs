@@ -54,6 +54,7 @@ mod writer;
 
 pub use writer::ChannelRecorder;
 
+use audit::{Event, SessionId};
 use std::collections::HashSet;
 use std::fs::File;
 use std::path::PathBuf;
@@ -83,8 +84,6 @@ const SEAL_ZSTD_LEVEL: i32 = 3;
 /// Settings of the recorder; [`RecorderConfig::new`] fills in the defaults.
 #[derive(Clone, Debug)]
 pub struct RecorderConfig {
-    /// The gateway's state database, `<state_dir>/gatehouse.db`, shared with the gateway.
-    pub state_db: PathBuf,
     /// Where spool files live, e.g. `<state_dir>/spool`. Must be on local disk.
     pub spool_dir: PathBuf,
     /// Where recordings are uploaded.
@@ -110,13 +109,8 @@ pub struct RecorderConfig {
 
 impl RecorderConfig {
     /// A config with the documented defaults.
-    pub fn new(
-        state_db: impl Into<PathBuf>,
-        spool_dir: impl Into<PathBuf>,
-        storage: StorageConfig,
-    ) -> Self {
+    pub fn new(spool_dir: impl Into<PathBuf>, storage: StorageConfig) -> Self {
         RecorderConfig {
-            state_db: state_db.into(),
             spool_dir: spool_dir.into(),
             storage,
             gateway_id: "gatehouse".into(),
@@ -223,11 +217,16 @@ impl std::fmt::Debug for Recorder {
 }
 
 impl Recorder {
-    /// Opens the index, the storage backend and the spool directory. Contacts
-    /// no server; call [`Recorder::recover`] next, once, at startup.
-    pub fn open(config: RecorderConfig, signer: Arc<dyn Signer>) -> Result<Recorder> {
+    /// Opens the storage backend and the spool directory, with the index in
+    /// `store` (the state database). Contacts no server; call
+    /// [`Recorder::recover`] next, once, at startup.
+    pub fn open(
+        config: RecorderConfig,
+        signer: Arc<dyn Signer>,
+        store: Arc<dyn state::Store>,
+    ) -> Result<Recorder> {
         std::fs::create_dir_all(&config.spool_dir).map_err(Error::spool(&config.spool_dir))?;
-        let catalog = Catalog::open(&config.state_db, &config.storage)?;
+        let catalog = Catalog::open(store, &config.storage)?;
         let spool_total = dir_size(&config.spool_dir);
         Ok(Recorder {
             inner: Arc::new(RecorderInner {
@@ -261,7 +260,7 @@ impl Recorder {
 
     /// Starts recording a session: creates its spool directory, indexes it as
     /// `recording`, and starts its uploader task (needs a tokio runtime).
-    pub fn start_session(&self, info: SessionInfo) -> Result<Session> {
+    pub async fn start_session(&self, info: SessionInfo) -> Result<Session> {
         let mut info = info;
         info.session_id = sanitize(&info.session_id);
         let session_id = info.session_id.clone();
@@ -275,7 +274,7 @@ impl Recorder {
         let (y, m, d) = utc_date(started_at_ms);
         let prefix = format!("sessions/{y:04}/{m:02}/{d:02}/{session_id}");
         let dir = self.inner.config.spool_dir.join(&session_id);
-        let result = (|| {
+        let result = async {
             std::fs::create_dir_all(&dir).map_err(Error::spool(&dir))?;
             let spooled = SpooledSession {
                 info: info.clone(),
@@ -284,13 +283,13 @@ impl Recorder {
                 prefix: prefix.clone(),
             };
             write_json_synced(&dir.join("session.json"), &spooled)?;
-            self.inner.catalog.index.session_started(
-                &info,
-                &self.inner.config.gateway_id,
-                started_at_ms,
-                &prefix,
-            )
-        })();
+            self.inner
+                .catalog
+                .index
+                .session_started(&info, &self.inner.config.gateway_id, started_at_ms, &prefix)
+                .await
+        }
+        .await;
         if let Err(e) = result {
             self.inner
                 .live
@@ -299,7 +298,11 @@ impl Recorder {
                 .remove(&session_id);
             return Err(e);
         }
-        tracing::info!(target: "audit", event = "recording.started", session_id, status = "recording");
+        Event::RecordingStarted {
+            session_id: SessionId::new(session_id.clone()),
+            status: Status::Recording.as_str(),
+        }
+        .emit();
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(SessionShared {
             recorder: Arc::clone(&self.inner),

@@ -5,6 +5,7 @@
 //! `.segments` sidecar) and sealed through the same path as a live session,
 //! as `interrupted` unless the session had already ended.
 
+use audit::{Event, SessionId};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, Read};
 use std::os::unix::fs::FileExt;
@@ -52,7 +53,12 @@ impl Recorder {
             match recover_session(&self.inner, &dir).await {
                 Ok(report) => reports.push(report),
                 Err(e) => {
-                    tracing::warn!(target: "audit", event = "recording.failed", session_id = name, status = "failed", reason = %e);
+                    Event::RecordingFailed {
+                        session_id: SessionId::new(name.clone()),
+                        status: Status::Failed.as_str(),
+                        reason: e.to_string(),
+                    }
+                    .emit();
                     reports.push(SealReport {
                         session_id: name,
                         status: Status::Failed,
@@ -145,17 +151,26 @@ async fn recover_session(recorder: &Arc<RecorderInner>, dir: &Path) -> Result<Se
     if recorder
         .catalog
         .index
-        .show(&spooled.info.session_id)?
+        .show(&spooled.info.session_id)
+        .await?
         .is_none()
     {
-        recorder.catalog.index.session_started(
-            &spooled.info,
-            &spooled.gateway_id,
-            spooled.started_at_ms,
-            &spooled.prefix,
-        )?;
+        recorder
+            .catalog
+            .index
+            .session_started(
+                &spooled.info,
+                &spooled.gateway_id,
+                spooled.started_at_ms,
+                &spooled.prefix,
+            )
+            .await?;
     }
-    tracing::info!(target: "audit", event = "recording.recovering", session_id = spooled.info.session_id, status = status.as_str());
+    Event::RecordingRecovering {
+        session_id: SessionId::new(spooled.info.session_id.clone()),
+        status: status.as_str(),
+    }
+    .emit();
     Ok(seal_channels(
         recorder,
         &spooled.info,

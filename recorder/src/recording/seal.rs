@@ -5,6 +5,7 @@
 //! the spool removed. Storage is retried for up to `seal_timeout`, after which
 //! the recording is `failed` and its spool stays for the next start.
 
+use audit::{Event, SessionId};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -90,7 +91,8 @@ pub(super) async fn seal_channels(
     let _ = recorder
         .catalog
         .index
-        .set_status(&session_id, Status::Uploading, reason.as_deref());
+        .set_status(&session_id, Status::Uploading, reason.as_deref())
+        .await;
     let deadline = Instant::now() + recorder.config.seal_timeout;
     let mut backoff = recorder.config.retry_initial_backoff;
     let result = loop {
@@ -123,7 +125,28 @@ pub(super) async fn seal_channels(
                     Ordering::SeqCst,
                 );
             }
-            tracing::info!(target: "audit", event = format!("recording.{status}"), session_id, status = status.as_str(), reason = reason.as_deref().unwrap_or(""));
+            let (id, reason_text) = (
+                SessionId::new(session_id.clone()),
+                reason.clone().unwrap_or_default(),
+            );
+            match status {
+                Status::Failed => Event::RecordingFailed {
+                    session_id: id,
+                    status: status.as_str(),
+                    reason: reason_text,
+                },
+                Status::Interrupted => Event::RecordingInterrupted {
+                    session_id: id,
+                    status: status.as_str(),
+                    reason: reason_text,
+                },
+                Status::Recording | Status::Uploading | Status::Sealed => Event::RecordingSealed {
+                    session_id: id,
+                    status: status.as_str(),
+                    reason: reason_text,
+                },
+            }
+            .emit();
             SealReport {
                 session_id,
                 status,
@@ -136,8 +159,14 @@ pub(super) async fn seal_channels(
             let _ = recorder
                 .catalog
                 .index
-                .set_status(&session_id, Status::Failed, Some(&why));
-            tracing::error!(target: "audit", event = "recording.failed", session_id, status = "failed", reason = why);
+                .set_status(&session_id, Status::Failed, Some(&why))
+                .await;
+            Event::RecordingFailed {
+                session_id: SessionId::new(session_id.clone()),
+                status: Status::Failed.as_str(),
+                reason: why.clone(),
+            }
+            .emit();
             SealReport {
                 session_id,
                 status: Status::Failed,
@@ -190,9 +219,17 @@ async fn seal_once(
     if status == Status::Sealed || status == Status::Failed {
         ended_at_ms = ended_at_ms.max(now_ms());
     }
+    // The session starts before its first target connection is made, so
+    // its certificate serial is the first channel's.
+    let session = SessionInfo {
+        cert_serial: info
+            .cert_serial
+            .or_else(|| channels.iter().find_map(|ch| ch.spec.cert_serial)),
+        ..info.clone()
+    };
     let meta = SessionMeta {
         format: "gatehouse-recording/1".into(),
-        session: info.clone(),
+        session,
         gateway_id: recorder.config.gateway_id.clone(),
         started_at_ms,
         ended_at_ms,
@@ -216,7 +253,8 @@ async fn seal_once(
     recorder
         .catalog
         .index
-        .upsert_meta(&signed.meta, &meta_key)?;
+        .upsert_meta(&signed.meta, &meta_key)
+        .await?;
     Ok(meta_key)
 }
 

@@ -6,6 +6,8 @@
 //! recovery and sealing know what storage already holds. While storage fails
 //! the task keeps the error for `Session::health` and retries with backoff.
 
+use crate::meta::Status;
+use audit::{Event, SessionId};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -81,7 +83,11 @@ pub(super) async fn uploader(shared: Arc<SessionShared>, mut stop: watch::Receiv
         match error {
             None => {
                 if outage_reported {
-                    tracing::info!(target: "audit", event = "recording.upload_resumed", session_id = shared.info.session_id, status = "recording");
+                    Event::RecordingUploadResumed {
+                        session_id: SessionId::new(shared.info.session_id.clone()),
+                        status: Status::Recording.as_str(),
+                    }
+                    .emit();
                 }
                 outage_reported = false;
                 backoff = config.retry_initial_backoff;
@@ -93,7 +99,12 @@ pub(super) async fn uploader(shared: Arc<SessionShared>, mut stop: watch::Receiv
             }
             Some(reason) => {
                 if !outage_reported {
-                    tracing::warn!(target: "audit", event = "recording.upload_failed", session_id = shared.info.session_id, status = "recording", reason);
+                    Event::RecordingUploadFailed {
+                        session_id: SessionId::new(shared.info.session_id.clone()),
+                        status: Status::Recording.as_str(),
+                        reason: reason.clone(),
+                    }
+                    .emit();
                     outage_reported = true;
                 }
                 *shared
@@ -172,6 +183,7 @@ pub(super) async fn upload_pending(
             .catalog
             .index
             .segment_uploaded(session_id, &ch.spec.channel, seq)
+            .await
         {
             tracing::warn!(session_id, error = %e, "index update after segment upload failed");
         }

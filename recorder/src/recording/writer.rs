@@ -6,6 +6,8 @@
 //! it counts committed bytes, charges them to the recorder's spool total and
 //! wakes the uploader when a segment's worth is waiting.
 
+use crate::meta::Status;
+use audit::{Event, SessionId};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,7 +29,7 @@ const MAX_EVENT_BYTES: usize = 8 * 1024;
 
 impl Session {
     /// Starts recording a channel: writes the asciicast header to a new spool file.
-    pub fn open_channel(&self, spec: ChannelSpec) -> Result<ChannelRecorder> {
+    pub async fn open_channel(&self, spec: ChannelSpec) -> Result<ChannelRecorder> {
         let mut spec = spec;
         spec.channel = sanitize(&spec.channel);
         let inner = &self.shared.recorder;
@@ -81,13 +83,20 @@ impl Session {
             }),
             spec,
         });
-        inner.catalog.index.channel_started(
-            &info.session_id,
-            &shared.spec.channel,
-            shared.spec.kind.as_str(),
-            shared.spec.command.as_deref(),
-            shared.spec.record_input,
-        )?;
+        inner
+            .catalog
+            .index
+            .channel_started(
+                &info.session_id,
+                state::ChannelStart {
+                    channel: shared.spec.channel.clone(),
+                    kind: shared.spec.kind.as_str().to_owned(),
+                    command: shared.spec.command.clone(),
+                    record_input: shared.spec.record_input,
+                    cert_serial: shared.spec.cert_serial.or(info.cert_serial),
+                },
+            )
+            .await?;
         let mut recorder = ChannelRecorder {
             session: Arc::clone(&self.shared),
             channel: Arc::clone(&shared),
@@ -306,7 +315,13 @@ impl ChannelRecorder {
             recorder.spool_total.fetch_sub(len, Ordering::SeqCst);
             let reason = format!("spool full ({limit} bytes)");
             *ch.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
-            tracing::warn!(target: "audit", event = "recording.spool_full", session_id, channel = ch.spec.channel, status = "failed", reason);
+            Event::RecordingSpoolFull {
+                session_id: SessionId::new(session_id.clone()),
+                channel: ch.spec.channel.clone(),
+                status: Status::Failed.as_str(),
+                reason: reason.clone(),
+            }
+            .emit();
             return Err(Error::SpoolFull {
                 session_id: session_id.clone(),
                 limit,
@@ -316,7 +331,13 @@ impl ChannelRecorder {
             recorder.spool_total.fetch_sub(len, Ordering::SeqCst);
             let reason = format!("spool write failed: {source}");
             *ch.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
-            tracing::warn!(target: "audit", event = "recording.spool_failed", session_id, channel = ch.spec.channel, status = "failed", reason);
+            Event::RecordingSpoolFailed {
+                session_id: SessionId::new(session_id.clone()),
+                channel: ch.spec.channel.clone(),
+                status: Status::Failed.as_str(),
+                reason: reason.clone(),
+            }
+            .emit();
             return Err(Error::Spool {
                 path: ch.spool_path.clone(),
                 source,

@@ -123,6 +123,27 @@ impl Sqlite {
         })
     }
 
+    /// An empty store in memory, for a command that reads storage and
+    /// needs an index only to find objects (no state directory, no file,
+    /// and no refresh-token key: binding with a token fails).
+    pub fn in_memory() -> Result<Sqlite> {
+        let db_path = PathBuf::from(":memory:");
+        let fail = |reason: String| Error::Database {
+            path: db_path.clone(),
+            reason,
+        };
+        let mut conn = Connection::open_in_memory().map_err(|e| fail(e.to_string()))?;
+        schema::migrate(&mut conn).map_err(fail)?;
+        Ok(Sqlite {
+            shared: Arc::new(Shared {
+                db_path: db_path.clone(),
+                key_path: PathBuf::new(),
+                inner: Mutex::new(Inner { conn, key: None }),
+                rng: SystemRandom::new(),
+            }),
+        })
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.shared.db_path

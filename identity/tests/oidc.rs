@@ -16,8 +16,8 @@
 
 use std::time::{Duration, Instant};
 
-use gateway::Error;
-use gateway::oidc::{DeviceAuthorization, Idp, IdpSettings, SignedIn};
+use identity::Error;
+use identity::{DeviceAuthorization, Idp, IdpSettings, SignedIn};
 use sshd_test::idp::DevIdp;
 use tokio_util::sync::CancellationToken;
 

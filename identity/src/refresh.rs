@@ -1,0 +1,60 @@
+//! The refresh-token grant: a live session's identity confirmed again
+//! without the browser (a route's `reauth_every`).
+
+use super::*;
+use crate::device::OAuthError;
+
+impl Idp {
+    /// Renews a sign-in with its refresh token (RFC 6749 §6), for routes
+    /// with `reauth_every`. A new ID token is verified like the first one
+    /// and must name the same subject. Any failure means the sign-in no
+    /// longer holds: `invalid_grant` (revoked or expired) is
+    /// [`Error::RefreshRejected`], an unreachable IdP
+    /// [`Error::IdpUnavailable`].
+    pub async fn refresh(&self, token: &RefreshToken, sub: &str) -> Result<Refreshed, Error> {
+        let request = self.token_request(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", token.secret()),
+        ])?;
+        let response = self
+            .inner
+            .http
+            .send(request)
+            .await
+            .map_err(|reason| self.unavailable(reason))?;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let error = serde_json::from_slice::<OAuthError>(response.body())
+                .map(|e| e.error)
+                .unwrap_or_else(|_| format!("HTTP {status}"));
+            return Err(if status.is_server_error() {
+                self.unavailable(format!("token endpoint: {error}"))
+            } else {
+                Error::RefreshRejected(error)
+            });
+        }
+        #[derive(Deserialize)]
+        struct RefreshAnswer {
+            id_token: Option<String>,
+            refresh_token: Option<String>,
+        }
+        let answer: RefreshAnswer = serde_json::from_slice(response.body())
+            .map_err(|e| self.unavailable(format!("token endpoint: unreadable response: {e}")))?;
+        let signed_in = match answer.id_token {
+            Some(raw) => {
+                let signed_in = self.verify_id_token(&raw).await?;
+                if signed_in.sub != sub {
+                    return Err(Error::TokenRejected(
+                        "the refreshed ID token names another subject".to_owned(),
+                    ));
+                }
+                Some(signed_in)
+            }
+            None => None,
+        };
+        Ok(Refreshed {
+            signed_in,
+            refresh_token: answer.refresh_token.map(RefreshToken),
+        })
+    }
+}
