@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result, bail};
 use audit::Event;
 use clap::{ArgGroup, Subcommand};
-use gateway::config::Config;
+use config::Config;
 use state::{
     Binding, BindingState, KillOutcome, KillQueued, Revoke, Revoked, Sqlite, Store, is_fingerprint,
 };

@@ -189,8 +189,8 @@ fn run(command: Command) -> Result<ExitCode> {
     }
 }
 
-pub(crate) fn load_config(path: &Path) -> Result<gateway::config::Config, ExitCode> {
-    gateway::config::load(path).map_err(|errors| {
+pub(crate) fn load_config(path: &Path) -> Result<config::Config, ExitCode> {
+    config::load(path).map_err(|errors| {
         for p in &errors.0 {
             eprintln!("{p}");
         }

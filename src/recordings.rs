@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Subcommand, ValueEnum};
-use gateway::config::Config;
+use config::Config;
 use recorder::{
     Catalog, ChannelRecord, ExportFormat, SessionFilter, SessionRecord, Status, StorageConfig,
 };

@@ -62,7 +62,7 @@ const SHELL_SECOND: &str = "second segment \u{1b}[1mbold\u{1b}[0m\r\n";
 ///   fails (spool full), signed with a key that is not the gateway's, as
 ///   if someone with write access to storage had made it.
 fn record(config: &Path) {
-    let cfg = gateway::config::load(config).unwrap_or_else(|e| panic!("config: {e:?}"));
+    let cfg = config::load(config).unwrap_or_else(|e| panic!("config: {e:?}"));
     let host_key_path = cfg.host_keys.first().unwrap();
     let host_key = gateway::keys::load_or_generate_host_key(host_key_path).unwrap();
     let seed = host_key.key_data().ed25519().unwrap().private.to_bytes();

@@ -9,7 +9,6 @@
 //! The entry point is [`run`], which takes an already bound listener so that
 //! callers (and tests) choose the address, port 0 included.
 
-pub mod config;
 mod connection;
 mod error;
 mod forward;

@@ -23,10 +23,10 @@ use audit::{Event, SessionId};
 use recorder::{ChannelKind, ChannelRecorder, FileOp, Recorder, ScpTransfer, SftpTracker};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RecordMode;
 use crate::lines::RECORDING_LOST;
 use crate::lock;
 use crate::registry::{EndCause, LiveSession};
+use config::RecordMode;
 
 /// How long a strict route waits for the storage probe before refusing.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);

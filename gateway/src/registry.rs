@@ -18,8 +18,8 @@ use russh::Disconnect;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
 use crate::{lines, lock};
+use config::Config;
 
 /// How long a session's channels get to show the closing line before the
 /// connection itself is closed.

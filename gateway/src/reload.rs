@@ -19,8 +19,8 @@ use audit::Event;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config};
 use crate::shared::Shared;
+use config::{self, Config};
 
 /// How often the file is read to see whether it changed.
 const FILE_POLL: Duration = Duration::from_secs(1);

@@ -22,13 +22,13 @@ use audit::{Event, SessionId};
 
 use std::sync::RwLock;
 
-use crate::config::Config;
 use crate::connection::{Connection, Lifecycle};
 use crate::keys::{self, UserCa};
 use crate::recording::SessionSlot;
 use crate::shared::Shared;
 use crate::sign_in::SignIn;
 use crate::{Error, lines, reevaluate};
+use config::Config;
 
 /// How long live sessions get to end after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

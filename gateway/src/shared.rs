@@ -8,10 +8,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::Semaphore;
 
-use crate::config::Config;
 use crate::keys::UserCa;
 use crate::registry::Registry;
 use crate::sign_in::SignIn;
+use config::Config;
 
 /// State shared by every connection.
 pub(crate) struct Shared {

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 use policy::lang::{Identity, IdentityKind, Timestamp};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::{Limits, SignInConfig};
 use crate::{Error, lock};
+use config::{Limits, SignInConfig};
 use identity::{Idp, LazyIdp, SignedIn};
 use state::{Binding, NewBinding, Secret, Store};
 

@@ -21,8 +21,8 @@ use russh::{Channel, ChannelOpenFailure, Preferred};
 use tokio::net::TcpStream;
 
 use crate::Error;
-use crate::config::{HostKeyCheck, Route};
 use crate::keys::{CertRequest, UserCa};
+use config::{HostKeyCheck, Route};
 
 /// Everything needed to dial one route on behalf of one session.
 #[derive(Clone)]

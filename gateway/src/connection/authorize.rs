@@ -8,8 +8,8 @@ use std::sync::Arc;
 use audit::{Event, SessionId};
 use policy::lang::{Decision, Identity, IdentityKind, Request, Timestamp};
 
-use crate::config::{Config, Route};
 use crate::lines;
+use config::{Config, Route};
 
 /// What an authorized connection may do.
 pub(crate) struct Authorized {

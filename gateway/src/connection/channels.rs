@@ -11,11 +11,11 @@ use russh::server::{ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelId, ChannelOpenFailure, Pty, Sig};
 
 use super::Connection;
-use crate::config::RecordMode;
 use crate::proxy::{self, ChannelRecording, UpstreamChannel, WindowSize};
 use crate::recording::Tap;
 use crate::upstream::DialContext;
 use crate::{Error, lines};
+use config::RecordMode;
 
 /// How long a forwarded channel request may wait for the target's reply.
 /// Requests are answered in order, so this only bounds a broken target.

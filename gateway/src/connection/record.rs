@@ -11,8 +11,8 @@ use tracing::Instrument;
 
 use super::Connection;
 use super::channels::ChannelRequest;
-use crate::config::RecordMode;
 use crate::{lines, recording};
+use config::RecordMode;
 
 impl Connection {
     /// Starts the connection's recording with its first recorded channel.

@@ -9,7 +9,13 @@
 //!
 //! The raw types live in `raw.rs`, the validation in `validate.rs`; this
 //! file holds the typed configuration the gateway runs with.
+//!
+//! The crate has no SSH and no IO beyond reading the file and the key and
+//! secret files it names: the CLI, the gateway and the web crates all load
+//! configuration through it without pulling in russh.
 
+mod error;
+mod keys;
 mod raw;
 mod validate;
 
@@ -20,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use policy::lang::{CompiledRoutePolicy, Identity, PolicySet};
-use russh::keys::PublicKey;
+use ssh_key::PublicKey;
 
 pub use crate::error::{ConfigErrors, ConfigProblem};
 pub use identity::IdpSettings;

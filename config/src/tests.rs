@@ -13,9 +13,17 @@ use super::*;
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGu0ixU5Zn1h2cCa5w9K8dXbK8VVZy6FTvJ/6Zp7pXiO";
 
+/// A fresh unencrypted ed25519 key file, as `gatehouse ca init` writes.
+fn write_test_key(path: &std::path::Path) {
+    let seed: [u8; 32] = rand::RngExt::random(&mut rand::rng());
+    let key = ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&seed));
+    let pem = key.to_openssh(ssh_key::LineEnding::LF).unwrap();
+    std::fs::write(path, pem.as_bytes()).unwrap();
+}
+
 fn with_ca(yaml: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
-    crate::keys::generate_private_key(&dir.path().join("ca"), "test ca").unwrap();
+    write_test_key(&dir.path().join("ca"));
     // Appended, so the positions in the tests are those of `yaml`.
     let text = format!("{yaml}user_ca: ca\nstate_dir: state\n");
     (dir, text)
