@@ -48,25 +48,130 @@ fn a_client_that_never_authenticates_is_closed_after_auth_timeout() {
     );
 }
 
+/// A TCP connection from `source` (a loopback address other than
+/// 127.0.0.1, so the test's own logins stay apart from it).
+fn connect_from(source: [u8; 4], port: u16) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(std::net::SocketAddr::from((source, 0)))
+            .unwrap();
+        let stream = socket
+            .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .unwrap();
+        stream.into_std().unwrap()
+    })
+}
+
+/// Makes a blocking std stream of one that tokio handed over.
+fn blocking(stream: TcpStream) -> TcpStream {
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
 #[test]
-fn unauthenticated_connections_beyond_the_cap_are_refused() {
+fn a_full_unauthenticated_pool_sheds_a_silent_connection_for_a_newcomer() {
     let w = World::new();
-    let gw = w.start_with(&[w.route("t", "")], "limits: {max_unauthenticated: 1}\n");
-    // The first connection holds the only unauthenticated slot.
-    let mut first = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    let gw = w.start_with(
+        &[w.route("t", "")],
+        "limits: {max_unauthenticated: 1, penalties: {exempt: [127.0.0.1]}}\n",
+    );
+    // The first connection holds the only unauthenticated slot, silently.
+    let mut first = blocking(connect_from([127, 0, 0, 2], gw.port));
     let mut banner = [0u8; 7];
     first.read_exact(&mut banner).unwrap();
     assert_eq!(&banner, b"SSH-2.0");
-    // The second is closed without a banner.
-    let mut second = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    let (got, closed) = read_until_closed(&mut second, Duration::from_secs(10));
-    assert!(closed.is_some(), "second connection stayed open");
-    assert!(got.is_empty(), "refused connections get no banner: {got:?}");
-    let log = gw.wait_for_log("event=\"connection.refused\"");
-    assert!(log.contains("limit=\"max_unauthenticated\""), "{log}");
-    // Once the slot is free again, a real client gets in.
-    drop(first);
-    std::thread::sleep(Duration::from_millis(300));
+    // A newcomer is not refused: it takes the silent one's slot.
+    let mut second = blocking(connect_from([127, 0, 0, 3], gw.port));
+    second.read_exact(&mut banner).unwrap();
+    assert_eq!(&banner, b"SSH-2.0", "the newcomer gets a banner");
+    let (_, closed) = read_until_closed(&mut first, Duration::from_secs(10));
+    assert!(closed.is_some(), "the silent connection was closed");
+    let log = gw.wait_for_log("event=\"connection.dropped\"");
+    assert!(log.contains("reason=\"shed\""), "{log}");
+    // And a real client gets in while the second one sits there.
+    let (code, out, err) = w.ssh(&gw, &format!("{}@t", common::LOGIN), &["echo in"]);
+    assert_eq!((code, out.trim()), (0, "in"), "{err}");
+    drop(second);
+}
+
+#[test]
+fn two_hundred_silent_connections_do_not_lock_out_real_logins() {
+    let w = World::new();
+    // Default limits: 64 unauthenticated slots, 10 per source.
+    let gw = w.start(&[w.route("t", "")]);
+    let silent: Vec<TcpStream> = (0..200u16)
+        .map(|i| {
+            let [hi, lo] = i.to_be_bytes();
+            connect_from([127, 0, 2 + hi, 2 + lo], gw.port)
+        })
+        .collect();
+    let mut got_in = 0;
+    let mut errors = Vec::new();
+    for _ in 0..5 {
+        let (code, out, err) = w.ssh(&gw, &format!("{}@t", common::LOGIN), &["echo in"]);
+        if (code, out.trim()) == (0, "in") {
+            got_in += 1;
+        } else {
+            errors.push(err);
+        }
+    }
+    assert_eq!(got_in, 5, "5 of 5 logins get in: {errors:?}");
+    let log = gw.wait_for_log("event=\"connection.dropped\"");
+    assert!(log.contains("reason=\"shed\""), "{log}");
+    drop(silent);
+}
+
+#[test]
+fn a_silent_connection_is_closed_after_the_handshake_timeout() {
+    let w = World::new();
+    let gw = w.start_with(
+        &[w.route("t", "")],
+        "limits: {handshake_timeout: 1s, penalties: {exempt: [127.0.0.1]}}\n",
+    );
+    let mut silent = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    let (got, closed_after) = read_until_closed(&mut silent, Duration::from_secs(20));
+    assert!(got.starts_with(b"SSH-2.0-Gatehouse"), "{got:?}");
+    let closed_after = closed_after.expect("closed well before auth_timeout (120 s)");
+    assert!(closed_after < Duration::from_secs(10), "{closed_after:?}");
+    let log = gw.wait_for_log("event=\"connection.dropped\"");
+    assert!(log.contains("reason=\"handshake_timeout\""), "{log}");
+}
+
+#[test]
+fn a_source_that_keeps_leaving_is_penalized_and_others_are_not() {
+    let w = World::new();
+    let gw = w.start(&[w.route("t", "")]);
+    // Each connection that leaves without authenticating adds one second
+    // (noauth); at 15 s the source's netblock is refused.
+    for _ in 0..20 {
+        let mut s = blocking(connect_from([127, 0, 0, 9], gw.port));
+        let mut banner = [0u8; 7];
+        if s.read_exact(&mut banner).is_err() {
+            break;
+        }
+        drop(s);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = gw.wait_for_log("event=\"source.penalized\"");
+    assert!(log.contains("source=127.0.0.9/32"), "{log}");
+    assert!(log.contains("cause=\"noauth\""), "{log}");
+    // Refused now: closed without a banner.
+    let mut refused = blocking(connect_from([127, 0, 0, 9], gw.port));
+    let (got, closed) = read_until_closed(&mut refused, Duration::from_secs(10));
+    assert!(closed.is_some() && got.is_empty(), "{got:?}");
+    let log = gw.wait_for_log("limit=\"penalty\"");
+    assert!(log.contains("event=\"connection.refused\""), "{log}");
+    // Another source, and the real user, are unaffected.
+    let mut other = blocking(connect_from([127, 0, 0, 10], gw.port));
+    let mut banner = [0u8; 7];
+    other.read_exact(&mut banner).unwrap();
+    assert_eq!(&banner, b"SSH-2.0");
     let (code, out, err) = w.ssh(&gw, &format!("{}@t", common::LOGIN), &["echo in"]);
     assert_eq!((code, out.trim()), (0, "in"), "{err}");
 }

@@ -187,9 +187,29 @@ const fn level_name(level: &'static str) -> &'static str {
 }
 
 events! {
-    /// A connection was refused at accept because a connection limit
-    /// (`limit`: the setting's name) was full.
-    ConnectionRefused = "connection.refused", WARN { peer: String, limit: &'static str }
+    /// Connections were refused at accept, counted over a few seconds and
+    /// written once per `limit`: the setting that refused them
+    /// (`max_connections`, `max_unauthenticated_per_source`) or `penalty`
+    /// for a penalized source. `peer` is the last one refused, `sources`
+    /// how many netblocks were refused.
+    ConnectionRefused = "connection.refused", WARN {
+        peer: String, limit: &'static str, count: u64, sources: u64,
+    }
+    /// Unauthenticated connections were closed by the gateway, counted over
+    /// a few seconds: `reason` is `shed` (the unauthenticated pool was full
+    /// and a newcomer took the slot), `handshake_timeout` (no key exchange
+    /// within `handshake_timeout`) or `preauth_bytes` (more than
+    /// `max_preauth_bytes` before authenticating).
+    ConnectionDropped = "connection.dropped", WARN {
+        peer: String, reason: &'static str, count: u64, sources: u64,
+    }
+    /// A source netblock is refused until `until_s` seconds from now after
+    /// repeated failures; `cause` is the failure that tipped it over
+    /// (`authfail`, `noauth`, `grace_exceeded`). Written once per penalty,
+    /// not per refused connection.
+    SourcePenalized = "source.penalized", WARN {
+        source: String, cause: &'static str, until_s: u64,
+    }
     /// A client did not authenticate within `auth_timeout`.
     AuthTimeout = "auth.timeout", INFO { session_id: SessionId, peer: String }
     /// A client authenticated and the policy allowed the route; `method` is
@@ -407,6 +427,8 @@ impl Event {
             | Event::RecordingFailed { session_id, .. }
             | Event::RecordingRecovering { session_id, .. } => Some(session_id),
             Event::ConnectionRefused { .. }
+            | Event::ConnectionDropped { .. }
+            | Event::SourcePenalized { .. }
             | Event::IdpUnavailable { .. }
             | Event::BindingRevoked { .. }
             | Event::RecordingReindexed { .. }

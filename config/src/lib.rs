@@ -108,6 +108,67 @@ pub struct Limits {
     /// Device authorizations in flight at once from one client address,
     /// so one host cannot take them all.
     pub max_sign_ins_per_source: usize,
+    /// Unauthenticated connections at once from one source netblock; more
+    /// are refused at accept.
+    pub max_unauthenticated_per_source: usize,
+    /// The prefix lengths that group IPv4 and IPv6 sources into one
+    /// netblock for the per-source limit and penalties (OpenSSH's
+    /// `PerSourceNetBlockSize`).
+    pub source_netblock_v4: u8,
+    /// See `source_netblock_v4`.
+    pub source_netblock_v6: u8,
+    /// A connection that has not finished the version and key exchange by
+    /// then is closed, well before `auth_timeout`.
+    pub handshake_timeout: Duration,
+    /// Bytes a client may send before it authenticates; a flood of
+    /// `IGNORE` or garbage ends its connection.
+    pub max_preauth_bytes: u64,
+    /// Penalties for sources that fail authentication or time out.
+    pub penalties: Penalties,
+}
+
+/// Penalties for sources that fail (OpenSSH 9.8's `PerSourcePenalties`):
+/// each failure adds its duration to the source netblock's penalty, which
+/// runs down in real time. Once what is left reaches `min`, the netblock's
+/// new connections are refused until it has run out. It never exceeds
+/// `max`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Penalties {
+    /// Whether penalties apply at all.
+    pub enabled: bool,
+    /// Added when a client tried to authenticate and disconnected or was
+    /// refused without succeeding.
+    pub authfail: Duration,
+    /// Added when a client left before it tried to authenticate.
+    pub noauth: Duration,
+    /// Added when a client ran out of `handshake_timeout` or
+    /// `auth_timeout`, or sent more than `max_preauth_bytes`.
+    pub grace_exceeded: Duration,
+    /// A penalty is enforced once it reaches this much.
+    pub min: Duration,
+    /// The longest a penalty can be.
+    pub max: Duration,
+    /// Netblocks tracked at once; beyond it new failures are not tracked
+    /// until old penalties run out (OpenSSH's `overflow:permissive`).
+    pub max_sources: usize,
+    /// Sources never penalized (a monitoring host, a bastion's own jump
+    /// host).
+    pub exempt: Vec<ipnet::IpNet>,
+}
+
+impl Default for Penalties {
+    fn default() -> Self {
+        Penalties {
+            enabled: true,
+            authfail: Duration::from_secs(5),
+            noauth: Duration::from_secs(1),
+            grace_exceeded: Duration::from_secs(10),
+            min: Duration::from_secs(15),
+            max: Duration::from_secs(600),
+            max_sources: 65_536,
+            exempt: Vec::new(),
+        }
+    }
 }
 
 /// Where sessions are recorded (issue 4).
@@ -142,6 +203,12 @@ impl Default for Limits {
             keepalive_interval: Some(Duration::from_secs(60)),
             max_sign_ins: 256,
             max_sign_ins_per_source: 8,
+            max_unauthenticated_per_source: 10,
+            source_netblock_v4: 32,
+            source_netblock_v6: 64,
+            handshake_timeout: Duration::from_secs(10),
+            max_preauth_bytes: 256 * 1024,
+            penalties: Penalties::default(),
         }
     }
 }

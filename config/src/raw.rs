@@ -44,6 +44,27 @@ pub(super) struct RawLimits {
     pub(super) keepalive_interval: Option<S<String>>,
     pub(super) max_sign_ins: Option<S<u64>>,
     pub(super) max_sign_ins_per_source: Option<S<u64>>,
+    pub(super) max_unauthenticated_per_source: Option<S<u64>>,
+    pub(super) source_netblock_v4: Option<S<u64>>,
+    pub(super) source_netblock_v6: Option<S<u64>>,
+    pub(super) handshake_timeout: Option<S<String>>,
+    pub(super) max_preauth_bytes: Option<S<u64>>,
+    #[serde(default)]
+    pub(super) penalties: RawPenalties,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPenalties {
+    pub(super) enabled: Option<bool>,
+    pub(super) authfail: Option<S<String>>,
+    pub(super) noauth: Option<S<String>>,
+    pub(super) grace_exceeded: Option<S<String>>,
+    pub(super) min: Option<S<String>>,
+    pub(super) max: Option<S<String>>,
+    pub(super) max_sources: Option<S<u64>>,
+    #[serde(default)]
+    pub(super) exempt: Vec<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -264,3 +264,20 @@ fn host_port_forms() {
     assert_eq!(split_host_port("h:0"), None);
     assert_eq!(split_host_port(":22"), None);
 }
+
+#[test]
+fn pre_login_limits_are_checked_with_positions() {
+    let got = errors(
+        "limits:\n  source_netblock_v4: 33\n  max_preauth_bytes: 100\n  handshake_timeout: soon\n  penalties:\n    exempt: [10.0.0.0/8, not-an-address]\n    min: 10m\n    max: 1m\n",
+    );
+    assert_eq!(
+        got,
+        vec![
+            "2:23: a prefix length must be between 1 and 32".to_owned(),
+            "3:22: max_preauth_bytes must be at least 16384: a key exchange and a few keys need that much".to_owned(),
+            "4:22: bad duration \"soon\": expected number at 0 (write e.g. 30s, 5m, 1h)".to_owned(),
+            "6:26: bad address \"not-an-address\" in penalties.exempt: write 10.0.0.0/8 or 192.0.2.7".to_owned(),
+            "8:10: penalties: max must not be shorter than min".to_owned(),
+        ]
+    );
+}

@@ -416,8 +416,39 @@ impl Validator {
             d.max_sign_ins_per_source,
             "max_sign_ins_per_source",
         );
+        let max_unauthenticated_per_source = count(
+            &raw.max_unauthenticated_per_source,
+            d.max_unauthenticated_per_source,
+            "max_unauthenticated_per_source",
+        );
+        let source_netblock_v4 = self.prefix(&raw.source_netblock_v4, d.source_netblock_v4, 32);
+        let source_netblock_v6 = self.prefix(&raw.source_netblock_v6, d.source_netblock_v6, 128);
+        let max_preauth_bytes = match &raw.max_preauth_bytes {
+            None => d.max_preauth_bytes,
+            Some(s) if s.value < 16 * 1024 => {
+                self.problem(
+                    s,
+                    "max_preauth_bytes must be at least 16384: a key exchange and a few keys need that much",
+                );
+                d.max_preauth_bytes
+            }
+            Some(s) => s.value,
+        };
+        let handshake_timeout = self.duration(&raw.handshake_timeout, d.handshake_timeout);
+        if handshake_timeout.is_zero()
+            && let Some(s) = &raw.handshake_timeout
+        {
+            self.problem(s, "handshake_timeout must be longer than 0s");
+        }
+        let penalties = self.penalties(&raw.penalties);
         let optional = |v: Duration| if v.is_zero() { None } else { Some(v) };
         Limits {
+            max_unauthenticated_per_source,
+            source_netblock_v4,
+            source_netblock_v6,
+            handshake_timeout,
+            max_preauth_bytes,
+            penalties,
             max_sign_ins,
             max_sign_ins_per_source,
             max_connections,
@@ -429,6 +460,63 @@ impl Validator {
             keepalive_interval: optional(
                 self.duration(&raw.keepalive_interval, Duration::from_secs(60)),
             ),
+        }
+    }
+
+    /// A netblock prefix length, at most `max` bits.
+    fn prefix(&mut self, v: &Option<S<u64>>, default: u8, max: u8) -> u8 {
+        match v {
+            None => default,
+            Some(s) => match u8::try_from(s.value) {
+                Ok(p) if (1..=max).contains(&p) => p,
+                _ => {
+                    self.problem(s, format!("a prefix length must be between 1 and {max}"));
+                    default
+                }
+            },
+        }
+    }
+
+    fn penalties(&mut self, raw: &RawPenalties) -> Penalties {
+        let d = Penalties::default();
+        let min = self.duration(&raw.min, d.min);
+        let max = self.duration(&raw.max, d.max);
+        if max < min
+            && let Some(s) = raw.max.as_ref().or(raw.min.as_ref())
+        {
+            self.problem(s, "penalties: max must not be shorter than min");
+        }
+        let max_sources = match &raw.max_sources {
+            None => d.max_sources,
+            Some(s) if s.value == 0 => {
+                self.problem(s, "penalties: max_sources must be at least 1");
+                d.max_sources
+            }
+            Some(s) => usize::try_from(s.value).unwrap_or(usize::MAX),
+        };
+        let mut exempt = Vec::new();
+        for e in &raw.exempt {
+            let text = e.value.trim();
+            match text.parse::<ipnet::IpNet>() {
+                Ok(net) => exempt.push(net),
+                Err(_) => match text.parse::<std::net::IpAddr>() {
+                    Ok(ip) => exempt.push(ipnet::IpNet::from(ip)),
+                    Err(_) => self.problem(
+                        e,
+                        format!("bad address {text:?} in penalties.exempt: write 10.0.0.0/8 or 192.0.2.7"),
+                    ),
+                },
+            }
+        }
+        Penalties {
+            enabled: raw.enabled.unwrap_or(d.enabled),
+            authfail: self.duration(&raw.authfail, d.authfail),
+            noauth: self.duration(&raw.noauth, d.noauth),
+            grace_exceeded: self.duration(&raw.grace_exceeded, d.grace_exceeded),
+            min,
+            max,
+            max_sources,
+            exempt,
         }
     }
 

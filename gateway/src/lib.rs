@@ -9,11 +9,13 @@
 //! The entry point is [`run`], which takes an already bound listener so that
 //! callers (and tests) choose the address, port 0 included.
 
+mod admission;
 mod connection;
 mod error;
 mod forward;
 pub mod keys;
 mod lines;
+mod metered;
 mod proxy;
 mod pump;
 mod recording;

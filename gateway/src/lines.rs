@@ -102,6 +102,13 @@ pub(crate) fn key_not_registered(fingerprint: &str) -> String {
 pub(crate) const NO_KEY_OFFERED: &str =
     "gatehouse: access denied: offer a registered SSH key (passwords are not accepted)";
 
+/// The version and key exchange did not finish within `handshake_timeout`.
+pub(crate) const HANDSHAKE_TIMED_OUT: &str = "gatehouse: key exchange timed out";
+
+/// The unauthenticated pool was full and a newcomer took this slot.
+pub(crate) const SHED: &str =
+    "gatehouse: too many connections are waiting to log in; run ssh again";
+
 /// Authentication did not finish within `auth_timeout`.
 pub(crate) const AUTH_TIMED_OUT: &str = "gatehouse: authentication timed out";
 

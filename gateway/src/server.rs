@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use russh::{Disconnect, MethodKind, MethodSet, Preferred, SshId, cipher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -22,8 +22,10 @@ use audit::{Event, SessionId};
 
 use std::sync::RwLock;
 
+use crate::admission::{self, Admission, Dropped, Refused, Slot};
 use crate::connection::{Connection, Lifecycle};
 use crate::keys::{self, UserCa};
+use crate::metered::Metered;
 use crate::recording::SessionSlot;
 use crate::shared::Shared;
 use crate::sign_in::SignIn;
@@ -99,7 +101,7 @@ pub async fn run(
         sessions: Arc::default(),
         ca,
         ssh: Arc::new(ssh),
-        unauthenticated: Arc::new(Semaphore::new(limits.max_unauthenticated)),
+        admission: Admission::new(limits.clone()),
         connections: Arc::new(Semaphore::new(limits.max_connections)),
         sign_in,
         recorder,
@@ -133,6 +135,10 @@ pub async fn run(
         shutdown.clone(),
     ));
     tokio::spawn(crate::reload::follow(Arc::clone(&shared), shutdown.clone()));
+    tokio::spawn(admission::report(
+        Arc::clone(&shared.admission),
+        shutdown.clone(),
+    ));
     tracing::info!(
         addr = %listener.local_addr()?,
         routes = shared.config().routes.len(),
@@ -160,13 +166,15 @@ pub async fn run(
                 }
             },
         };
+        // Refused connections are closed at once, without a banner, and
+        // counted; the audit log gets one line per limit every few seconds.
         let Ok(connection) = Arc::clone(&shared.connections).try_acquire_owned() else {
-            refuse(peer, "max_connections");
+            shared.admission.refused(peer.ip(), Refused::MaxConnections);
             continue;
         };
-        let Ok(unauthenticated) = Arc::clone(&shared.unauthenticated).try_acquire_owned() else {
-            refuse(peer, "max_unauthenticated");
-            continue;
+        let unauthenticated = match shared.admission.admit(peer.ip(), Instant::now()) {
+            Ok(slot) => slot,
+            Err(_) => continue,
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
@@ -209,14 +217,6 @@ fn open_recorder(
         .map_err(|e| Error::Recording(format!("cannot open the recorder: {e}")))
 }
 
-fn refuse(peer: SocketAddr, limit: &'static str) {
-    Event::ConnectionRefused {
-        peer: peer.to_string(),
-        limit,
-    }
-    .emit();
-}
-
 /// A new session id: a UUIDv7, so ids sort by start time.
 fn new_session_id() -> SessionId {
     SessionId::new(uuid::Uuid::now_v7().simple().to_string())
@@ -226,7 +226,7 @@ async fn serve_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
     peer: SocketAddr,
-    unauthenticated: OwnedSemaphorePermit,
+    unauthenticated: Slot,
     shutdown: CancellationToken,
 ) {
     let id = new_session_id();
@@ -239,7 +239,11 @@ async fn serve_connection(
         login = tracing::field::Empty,
     );
     let started = Instant::now();
-    let auth_timeout = shared.config().limits.auth_timeout;
+    let limits = shared.config().limits.clone();
+    let auth_timeout = limits.auth_timeout;
+    let handshake_deadline =
+        tokio::time::Instant::now() + limits.handshake_timeout.min(auth_timeout);
+    let slot = Arc::clone(&unauthenticated.state);
     async move {
         let authenticated = CancellationToken::new();
         // When an unauthenticated connection is cut off. A pending sign-in
@@ -264,22 +268,33 @@ async fn serve_connection(
                 recording: Arc::clone(&recording),
             },
         );
-        // The version exchange happens inside run_stream; bound it too.
-        let running = match tokio::time::timeout(
-            auth_timeout,
-            run_stream(Arc::clone(&shared.ssh), stream, handler),
-        )
-        .await
-        {
-            Ok(Ok(running)) => running,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "handshake failed");
-                return;
-            }
-            Err(_) => {
+        // The version exchange happens inside run_stream, the key exchange
+        // after it; both must be over by `handshake_timeout`, long before
+        // `auth_timeout`, so silent sockets give their slots back soon.
+        let ssh = run_stream(
+            Arc::clone(&shared.ssh),
+            Metered::new(stream, Arc::clone(&slot), limits.max_preauth_bytes),
+            handler,
+        );
+        tokio::pin!(ssh);
+        let running = tokio::select! {
+            result = &mut ssh => match result {
+                Ok(running) => running,
+                Err(e) => {
+                    tracing::debug!(error = %e, "handshake failed");
+                    if slot.sent_too_much() {
+                        shared.admission.dropped(peer.ip(), Dropped::PreauthBytes);
+                    }
+                    return;
+                }
+            },
+            () = tokio::time::sleep_until(handshake_deadline) => {
                 tracing::debug!("no SSH version exchange in time");
+                slot.overstayed();
+                shared.admission.dropped(peer.ip(), Dropped::HandshakeTimeout);
                 return;
             }
+            () = slot.shed.cancelled() => return,
         };
         let handle = running.handle();
         tokio::pin!(running);
@@ -308,13 +323,32 @@ async fn serve_connection(
         };
         tokio::pin!(auth_phase);
         let mut auth_phase_over = false;
+        let mut handshake_over = false;
+        let mut shed = false;
         let mut told_shutdown = false;
         let result = loop {
             tokio::select! {
                 result = &mut running => break result,
+                () = tokio::time::sleep_until(handshake_deadline), if !handshake_over => {
+                    handshake_over = true;
+                    if !slot.kex_done.is_cancelled() {
+                        slot.overstayed();
+                        shared.admission.dropped(peer.ip(), Dropped::HandshakeTimeout);
+                        let _ = handle
+                            .disconnect(Disconnect::ByApplication, lines::HANDSHAKE_TIMED_OUT.into(), "en".into())
+                            .await;
+                    }
+                }
+                () = slot.shed.cancelled(), if !shed => {
+                    shed = true;
+                    let _ = handle
+                        .disconnect(Disconnect::ByApplication, lines::SHED.into(), "en".into())
+                        .await;
+                }
                 timed_out = &mut auth_phase, if !auth_phase_over => {
                     auth_phase_over = true;
                     if timed_out {
+                        slot.overstayed();
                         Event::AuthTimeout { session_id: id.clone(), peer: peer.to_string() }.emit();
                         let _ = handle
                             .disconnect(Disconnect::ByApplication, lines::AUTH_TIMED_OUT.into(), "en".into())
@@ -331,6 +365,9 @@ async fn serve_connection(
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "connection ended with an error");
+        }
+        if slot.sent_too_much() {
+            shared.admission.dropped(peer.ip(), Dropped::PreauthBytes);
         }
         // Channels stop with the connection; then the recording is sealed.
         shared.sessions().remove(&id);

@@ -8,6 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::Semaphore;
 
+use crate::admission::Admission;
 use crate::keys::UserCa;
 use crate::registry::Registry;
 use crate::sign_in::SignIn;
@@ -24,7 +25,8 @@ pub(crate) struct Shared {
     /// The user CA that signs certificates for targets.
     pub(crate) ca: Arc<UserCa>,
     pub(crate) ssh: Arc<russh::server::Config>,
-    pub(crate) unauthenticated: Arc<Semaphore>,
+    /// Who may hold an unauthenticated slot, and penalties.
+    pub(crate) admission: Arc<Admission>,
     pub(crate) connections: Arc<Semaphore>,
     /// Device-code sign-in, when the `idp` section is configured.
     pub(crate) sign_in: Option<Arc<SignIn>>,

@@ -17,7 +17,9 @@ use policy::lang::Identity;
 use russh::keys::{HashAlg, PublicKey};
 use russh::server::{Auth, PublicKeyOffer, VerifiedPublicKey};
 use russh::{MethodKind, MethodSet};
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::watch;
+
+use crate::admission::Slot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -46,7 +48,7 @@ const SIGN_IN_TITLE: &str = "Sign in to Gatehouse";
 pub(crate) struct Authenticating {
     /// Held until authentication succeeds, so unauthenticated connections
     /// are capped separately from authenticated ones.
-    pub(super) unauthenticated: OwnedSemaphorePermit,
+    pub(super) unauthenticated: Slot,
     /// Cancelled when authentication succeeds; stops the auth timer.
     pub(super) authenticated: CancellationToken,
     /// Moves the unauthenticated connection's deadline (see
@@ -90,7 +92,7 @@ enum SignInStage {
 impl Authenticating {
     /// A connection that has not authenticated yet.
     pub(super) fn new(
-        unauthenticated: OwnedSemaphorePermit,
+        unauthenticated: Slot,
         authenticated: CancellationToken,
         auth_deadline: watch::Sender<tokio::time::Instant>,
     ) -> Self {

@@ -31,7 +31,9 @@ use russh::server::{
     Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey,
 };
 use russh::{Channel, ChannelId, Pty, Sig};
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::watch;
+
+use crate::admission::Slot;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
@@ -97,7 +99,7 @@ impl Connection {
         id: SessionId,
         peer: SocketAddr,
         span: tracing::Span,
-        unauthenticated: OwnedSemaphorePermit,
+        unauthenticated: Slot,
         lifecycle: Lifecycle,
     ) -> Self {
         let Lifecycle {
@@ -123,6 +125,15 @@ impl Connection {
         }
     }
 
+    /// An authentication request arrived, so the key exchange is over: the
+    /// connection is past `handshake_timeout` and, if it leaves without
+    /// authenticating, failed authentication rather than never tried.
+    fn key_exchange_done(&self) {
+        if let Some(pre) = &self.pre {
+            pre.unauthenticated.state.authenticating();
+        }
+    }
+
     /// The route's name once authenticated, for lines and audit events.
     fn route_name(&self) -> String {
         self.live
@@ -139,6 +150,7 @@ impl Connection {
             return;
         };
         pre.authenticated.cancel();
+        pre.unauthenticated.authenticated();
         drop(pre.unauthenticated);
         let Some(authorized) = pre.authorized else {
             return;
@@ -185,6 +197,7 @@ impl russh::server::Handler for Connection {
     type Error = Error;
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        self.key_exchange_done();
         Ok(self.authenticate_none(user))
     }
 
@@ -193,6 +206,7 @@ impl russh::server::Handler for Connection {
         _user: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        self.key_exchange_done();
         Ok(self.authenticate_offer(&offer))
     }
 
@@ -201,6 +215,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
+        self.key_exchange_done();
         Ok(self.authenticate_key(user, &key).await)
     }
 
@@ -210,6 +225,7 @@ impl russh::server::Handler for Connection {
         _submethods: &str,
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
+        self.key_exchange_done();
         Ok(self
             .authenticate_interactive(user, response.is_some())
             .await)
