@@ -478,6 +478,8 @@ mod tests {
             let concerns_session = !matches!(
                 spec.name,
                 "connection.refused"
+                    | "connection.dropped"
+                    | "source.penalized"
                     | "idp.unavailable"
                     | "binding.revoked"
                     | "recording.reindexed"
