@@ -108,6 +108,42 @@ fn target_down_gets_its_line_and_audit_detail() {
 }
 
 #[test]
+fn a_target_that_accepts_and_never_speaks_is_bounded_by_connect_timeout() {
+    let w = World::new();
+    // Accepts TCP (the kernel does, into the backlog) and never answers.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = mute.local_addr().unwrap();
+    let gw = w.start(&[
+        w.route_to(
+            "mute",
+            &addr.to_string(),
+            &w.sshd.host_public_key(),
+            "connect_timeout: 2s",
+        ),
+        w.route("t", ""),
+    ]);
+    let started = std::time::Instant::now();
+    let (code, _, err) = w.ssh(&gw, &format!("{LOGIN}@mute"), &["true"]);
+    let took = started.elapsed();
+    assert_eq!(code, 255, "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.trim().starts_with("gatehouse: target mute")),
+        "one plain line about the target: {err}"
+    );
+    assert!(
+        took < Duration::from_secs(9),
+        "bounded by connect_timeout: {took:?}"
+    );
+    let log = gw.wait_for_log("event=\"target.error\"");
+    assert!(log.contains("route=mute"), "{log}");
+    // The gateway goes on serving other routes.
+    let (code, out, err) = w.ssh(&gw, &format!("{LOGIN}@t"), &["echo", "up"]);
+    assert_eq!((code, out.trim()), (0, "up"), "{err}");
+    drop(mute);
+}
+
+#[test]
 fn host_key_mismatch_refuses_the_connection() {
     let w = World::new();
     let other = keygen(w.dir.path(), "not-the-host-key");
