@@ -79,39 +79,11 @@ pub enum Error {
     /// The state database failed.
     #[error(transparent)]
     State(#[from] state::Error),
-    /// The identity provider could not be reached in time or answered
-    /// something unusable (discovery, JWKS, device authorization, token).
-    #[error("identity provider {issuer} unavailable: {reason}")]
-    IdpUnavailable {
-        /// The configured issuer.
-        issuer: String,
-        /// The transport or protocol error.
-        reason: String,
-    },
-    /// The user denied the sign-in at the identity provider.
-    #[error("sign-in was denied at the identity provider")]
-    SignInDenied,
-    /// The device code expired before the user finished signing in.
-    #[error("sign-in expired before it was completed")]
-    SignInExpired,
-    /// The SSH client went away while its sign-in was pending; polling
-    /// stopped at once.
-    #[error("sign-in cancelled: the SSH client went away")]
-    SignInCancelled,
-    /// The ID token failed verification (signature, issuer, audience,
-    /// expiry, or a required claim missing).
-    #[error("ID token rejected: {0}")]
-    TokenRejected(String),
-    /// The IdP refused to renew a sign-in (`invalid_grant`: the refresh
-    /// token was revoked or expired, or the user was disabled).
-    #[error("the identity provider refused to renew the sign-in: {0}")]
-    RefreshRejected(String),
-    /// The signed-in email's domain is not in `idp.allowed_domains`.
-    #[error("email domain of {email} is not allowed")]
-    DomainNotAllowed {
-        /// The email from the ID token.
-        email: String,
-    },
+    /// Sign-in at the identity provider failed: unavailable, denied,
+    /// expired, cancelled, a rejected token or refresh, a domain not
+    /// allowed. Its user line comes from `lines.rs` like every other.
+    #[error(transparent)]
+    Identity(#[from] identity::Error),
     /// Session recording could not be set up (no ed25519 host key to sign
     /// with, an unusable spool or state database).
     #[error("recording: {0}")]
@@ -128,24 +100,6 @@ pub enum Error {
     },
 }
 
-/// The identity crate's errors become the gateway's own variants, so that
-/// every user line stays in one place (`lines.rs`).
-impl From<identity::Error> for Error {
-    fn from(e: identity::Error) -> Self {
-        match e {
-            identity::Error::IdpUnavailable { issuer, reason } => {
-                Error::IdpUnavailable { issuer, reason }
-            }
-            identity::Error::SignInDenied => Error::SignInDenied,
-            identity::Error::SignInExpired => Error::SignInExpired,
-            identity::Error::SignInCancelled => Error::SignInCancelled,
-            identity::Error::TokenRejected(why) => Error::TokenRejected(why),
-            identity::Error::RefreshRejected(why) => Error::RefreshRejected(why),
-            identity::Error::DomainNotAllowed { email } => Error::DomainNotAllowed { email },
-        }
-    }
-}
-
 impl Error {
     /// Which side caused the error.
     pub fn side(&self) -> Side {
@@ -154,20 +108,14 @@ impl Error {
             | Error::HostKeyRejected { .. }
             | Error::CertRejected { .. }
             | Error::TargetProtocol { .. } => Side::Target,
-            Error::Ssh(_)
-            | Error::SignInDenied
-            | Error::SignInExpired
-            | Error::SignInCancelled
-            | Error::TokenRejected(_)
-            | Error::RefreshRejected(_)
-            | Error::DomainNotAllowed { .. } => Side::Client,
+            Error::Identity(identity::Error::IdpUnavailable { .. }) => Side::Internal,
+            Error::Ssh(_) | Error::Identity(_) => Side::Client,
             Error::Config(_)
             | Error::KeyFile { .. }
             | Error::Mint(_)
             | Error::Io(_)
             | Error::State(_)
-            | Error::Recording(_)
-            | Error::IdpUnavailable { .. } => Side::Internal,
+            | Error::Recording(_) => Side::Internal,
         }
     }
 
@@ -179,12 +127,15 @@ impl Error {
             Error::HostKeyRejected { route, .. } => lines::host_key_rejected(route),
             Error::CertRejected { route, login, .. } => lines::cert_rejected(route, login),
             Error::TargetProtocol { route, .. } => lines::target_failed(route),
-            Error::SignInDenied => lines::SIGN_IN_DENIED.to_owned(),
-            Error::SignInExpired => lines::SIGN_IN_EXPIRED.to_owned(),
-            Error::SignInCancelled => lines::SIGN_IN_CANCELLED.to_owned(),
-            Error::IdpUnavailable { .. } => lines::IDP_UNAVAILABLE.to_owned(),
-            Error::TokenRejected(_) => lines::TOKEN_REJECTED.to_owned(),
-            Error::DomainNotAllowed { email } => lines::domain_not_allowed(email),
+            Error::Identity(e) => match e {
+                identity::Error::SignInDenied => lines::SIGN_IN_DENIED.to_owned(),
+                identity::Error::SignInExpired => lines::SIGN_IN_EXPIRED.to_owned(),
+                identity::Error::SignInCancelled => lines::SIGN_IN_CANCELLED.to_owned(),
+                identity::Error::IdpUnavailable { .. } => lines::IDP_UNAVAILABLE.to_owned(),
+                identity::Error::TokenRejected(_) => lines::TOKEN_REJECTED.to_owned(),
+                identity::Error::DomainNotAllowed { email } => lines::domain_not_allowed(email),
+                identity::Error::RefreshRejected(_) => lines::INTERNAL.to_owned(),
+            },
             _ => lines::INTERNAL.to_owned(),
         }
     }

@@ -106,7 +106,7 @@ impl SignIn {
     }
 
     /// The discovered IdP, discovering it first if no attempt succeeded
-    /// yet; fails fast with [`Error::IdpUnavailable`] just after a failed
+    /// yet; fails fast with `identity::Error::IdpUnavailable` just after a failed
     /// attempt.
     pub(crate) async fn idp(&self) -> Result<Idp, Error> {
         Ok(self.idp.get().await?)

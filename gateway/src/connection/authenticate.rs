@@ -450,7 +450,7 @@ impl Connection {
                     .wait_for_sign_in(&auth, &cancel)
                     .await
                     .map_err(Error::from);
-                if let Err(e @ Error::SignInCancelled) = &result {
+                if let Err(e @ Error::Identity(identity::Error::SignInCancelled)) = &result {
                     Event::SigninFailed {
                         session_id: id,
                         peer: peer.to_string(),
