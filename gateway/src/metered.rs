@@ -1,4 +1,4 @@
-//! The client's TCP stream, with a cap on what it may send before it
+//! The client's stream (TCP, or in memory under the fuzzer), with a cap on what it may send before it
 //! authenticates.
 //!
 //! russh buffers what the client sends while it negotiates. A client that
@@ -13,25 +13,23 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-
 use crate::admission::SlotState;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A [`TcpStream`] that counts bytes read until authentication.
-pub(crate) struct Metered {
-    inner: TcpStream,
+/// A stream that counts bytes read until authentication.
+pub(crate) struct Metered<S> {
+    inner: S,
     slot: Arc<SlotState>,
     cap: u64,
 }
 
-impl Metered {
-    pub(crate) fn new(inner: TcpStream, slot: Arc<SlotState>, cap: u64) -> Self {
+impl<S> Metered<S> {
+    pub(crate) fn new(inner: S, slot: Arc<SlotState>, cap: u64) -> Self {
         Metered { inner, slot, cap }
     }
 }
 
-impl AsyncRead for Metered {
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -57,7 +55,7 @@ impl AsyncRead for Metered {
     }
 }
 
-impl AsyncWrite for Metered {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

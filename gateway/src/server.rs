@@ -12,7 +12,7 @@ use russh::server::run_stream;
 use std::borrow::Cow;
 
 use russh::{Disconnect, MethodKind, MethodSet, Preferred, SshId, cipher};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -44,68 +44,7 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let host_keys = config
-        .host_keys
-        .iter()
-        .map(|p| keys::load_or_generate_host_key(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let ca = Arc::new(UserCa::load(&config.user_ca)?);
-    let limits = config.limits.clone();
-    let store: Arc<dyn state::Store> = Arc::new(state::Sqlite::open(&config.state_dir)?);
-    // Whatever the store lists as live on this gateway is from an earlier
-    // run of it: nothing is live here yet.
-    store
-        .gateway_started(&config.gateway_id, std::time::SystemTime::now())
-        .await?;
-    let recorder = open_recorder(&config, &host_keys, Arc::clone(&store))?;
-    let sign_in = match &config.sign_in {
-        Some(c) => Some(Arc::new(SignIn::open(
-            c.clone(),
-            &limits,
-            Arc::clone(&store),
-        )?)),
-        None => None,
-    };
-    let ssh = russh::server::Config {
-        server_id: SshId::Standard("SSH-2.0-Gatehouse".into()),
-        methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::KeyboardInteractive][..]),
-        auth_rejection_time: limits.auth_rejection_delay,
-        // OpenSSH clients probe with `none` first; delaying that answer
-        // would add a full rejection delay to every login.
-        auth_rejection_time_initial: Some(Duration::ZERO),
-        keys: host_keys,
-        inactivity_timeout: limits.idle_timeout,
-        keepalive_interval: limits.keepalive_interval,
-        keepalive_max: 3,
-        nodelay: true,
-        preferred: Preferred {
-            // The client picks; offer AES-GCM too, which OpenSSH prefers on
-            // CPUs with AES instructions and russh leaves out by default.
-            cipher: Cow::Borrowed(&[
-                cipher::CHACHA20_POLY1305,
-                cipher::AES_128_GCM,
-                cipher::AES_256_GCM,
-                cipher::AES_256_CTR,
-                cipher::AES_192_CTR,
-                cipher::AES_128_CTR,
-            ]),
-            ..Preferred::DEFAULT
-        },
-        // Clients with many agent keys try each in turn.
-        max_auth_attempts: 30,
-        ..Default::default()
-    };
-    let shared = Arc::new(Shared {
-        config: RwLock::new(Arc::new(config)),
-        store,
-        sessions: Arc::default(),
-        ca,
-        ssh: Arc::new(ssh),
-        admission: Admission::new(limits.clone()),
-        connections: Arc::new(Semaphore::new(limits.max_connections)),
-        sign_in,
-        recorder,
-    });
+    let shared = open(config).await?;
     {
         // Seal what an earlier process left in the spool (a crash, a kill)
         // in the background: new sessions need not wait for uploads.
@@ -204,6 +143,82 @@ pub async fn run(
     Ok(())
 }
 
+/// Loads keys, opens the state store, the recorder and sign-in: what a
+/// gateway needs before it accepts its first connection.
+pub(crate) async fn open(config: Config) -> Result<Arc<Shared>, Error> {
+    let host_keys = config
+        .host_keys
+        .iter()
+        .map(|p| keys::load_or_generate_host_key(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ca = Arc::new(UserCa::load(&config.user_ca)?);
+    let limits = config.limits.clone();
+    let store: Arc<dyn state::Store> = Arc::new(state::Sqlite::open(&config.state_dir)?);
+    // Whatever the store lists as live on this gateway is from an earlier
+    // run of it: nothing is live here yet.
+    store
+        .gateway_started(&config.gateway_id, std::time::SystemTime::now())
+        .await?;
+    let recorder = open_recorder(&config, &host_keys, Arc::clone(&store))?;
+    let sign_in = match &config.sign_in {
+        Some(c) => Some(Arc::new(SignIn::open(
+            c.clone(),
+            &limits,
+            Arc::clone(&store),
+        )?)),
+        None => None,
+    };
+    let ssh = ssh_config(&limits, host_keys);
+    Ok(Arc::new(Shared {
+        config: RwLock::new(Arc::new(config)),
+        store,
+        sessions: Arc::default(),
+        ca,
+        ssh: Arc::new(ssh),
+        admission: Admission::new(limits.clone()),
+        connections: Arc::new(Semaphore::new(limits.max_connections)),
+        sign_in,
+        recorder,
+    }))
+}
+
+/// russh's settings: the algorithms offered, the rejection delay, the
+/// keepalives.
+pub(crate) fn ssh_config(
+    limits: &config::Limits,
+    host_keys: Vec<russh::keys::PrivateKey>,
+) -> russh::server::Config {
+    russh::server::Config {
+        server_id: SshId::Standard("SSH-2.0-Gatehouse".into()),
+        methods: MethodSet::from(&[MethodKind::PublicKey, MethodKind::KeyboardInteractive][..]),
+        auth_rejection_time: limits.auth_rejection_delay,
+        // OpenSSH clients probe with `none` first; delaying that answer
+        // would add a full rejection delay to every login.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: host_keys,
+        inactivity_timeout: limits.idle_timeout,
+        keepalive_interval: limits.keepalive_interval,
+        keepalive_max: 3,
+        nodelay: true,
+        preferred: Preferred {
+            // The client picks; offer AES-GCM too, which OpenSSH prefers on
+            // CPUs with AES instructions and russh leaves out by default.
+            cipher: Cow::Borrowed(&[
+                cipher::CHACHA20_POLY1305,
+                cipher::AES_128_GCM,
+                cipher::AES_256_GCM,
+                cipher::AES_256_CTR,
+                cipher::AES_192_CTR,
+                cipher::AES_128_CTR,
+            ]),
+            ..Preferred::DEFAULT
+        },
+        // Clients with many agent keys try each in turn.
+        max_auth_attempts: 30,
+        ..Default::default()
+    }
+}
+
 /// Opens the recorder, signing with the first ed25519 host key
 /// ([`keys::recording_signer`]): the key users already trust as the
 /// gateway's, so `recordings verify` needs no new key distribution.
@@ -222,13 +237,15 @@ fn new_session_id() -> SessionId {
     SessionId::new(uuid::Uuid::now_v7().simple().to_string())
 }
 
-async fn serve_connection(
+pub(crate) async fn serve_connection<S>(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     unauthenticated: Slot,
     shutdown: CancellationToken,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let id = new_session_id();
     let span = tracing::info_span!(
         "session",
