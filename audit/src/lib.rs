@@ -224,6 +224,12 @@ events! {
         session_id: SessionId, peer: String, identity: String, key_fingerprint: String,
         user: String, reason: String,
     }
+    /// The state database failed (locked, disk full, unreadable) while a
+    /// client logged in, so the login was refused: without it the gateway
+    /// sees no revocations or kill requests. `operation` is what failed.
+    StateUnavailable = "state.unavailable", ERROR {
+        session_id: SessionId, peer: String, operation: &'static str, error: String,
+    }
     /// A device-code sign-in was not started because a sign-in limit
     /// (`limit`) was reached.
     SigninRefused = "signin.refused", WARN {
@@ -388,6 +394,7 @@ impl Event {
             Event::AuthTimeout { session_id, .. }
             | Event::AuthAccepted { session_id, .. }
             | Event::AuthDenied { session_id, .. }
+            | Event::StateUnavailable { session_id, .. }
             | Event::SigninRefused { session_id, .. }
             | Event::SigninStarted { session_id, .. }
             | Event::SigninFailed { session_id, .. }

@@ -103,6 +103,11 @@ pub(crate) const NO_KEY_OFFERED: &str =
     "gatehouse: access denied: offer a registered SSH key (passwords are not accepted)";
 
 /// The version and key exchange did not finish within `handshake_timeout`.
+/// The state database failed while a client logged in (locked, disk
+/// full): the gateway cannot see revocations then, so it refuses.
+pub(crate) const STATE_UNAVAILABLE: &str =
+    "gatehouse: the gateway cannot reach its state database; try again in a minute";
+
 pub(crate) const HANDSHAKE_TIMED_OUT: &str = "gatehouse: key exchange timed out";
 
 /// The unauthenticated pool was full and a newcomer took this slot.

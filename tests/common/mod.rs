@@ -286,9 +286,14 @@ pub struct Gateway {
 impl Gateway {
     pub fn start(config: &Path) -> Gateway {
         let mut cmd = Command::new(bin());
-        cmd.args(["serve", "--config"])
-            .arg(config)
-            .env("GATEHOUSE_LOG", "info,russh=warn");
+        cmd.args(["serve", "--config"]).arg(config);
+        Gateway::start_command(cmd)
+    }
+
+    /// Starts `gatehouse serve` as `cmd` runs it (a wrapper that execs the
+    /// binary, say), and waits for its listening line.
+    pub fn start_command(mut cmd: Command) -> Gateway {
+        cmd.env("GATEHOUSE_LOG", "info,russh=warn");
         let child = ChildGuard::spawn(cmd).expect("spawn gatehouse");
         let line = child
             .wait_for_stdout_line(Duration::from_secs(20))

@@ -273,8 +273,10 @@ impl Connection {
             }
             Ok(None) => {}
             Err(e) => {
-                // A broken store must not lock people out: they sign in.
-                tracing::error!(error = %e, "cannot look up login binding; asking to sign in");
+                // Fail closed: a binding revoked a moment ago looks like
+                // no binding at all when the store cannot be read.
+                self.state_failed("live_binding", &e);
+                return keyboard_interactive_only();
             }
         }
         // Proven but not bound: partial success, and sign in next.
@@ -284,6 +286,56 @@ impl Connection {
         Auth::Reject {
             proceed_with_methods: Some(MethodSet::from(&[MethodKind::KeyboardInteractive][..])),
             partial_success: true,
+        }
+    }
+
+    /// Called with every answer to a login attempt: before a client is let
+    /// in, its session is recorded in the state database as held by this
+    /// gateway, so `gatehouse sessions kill` and revocations reach it. If
+    /// the database fails (locked, disk full), the login fails closed with
+    /// a line; sessions already live are not touched.
+    pub(super) async fn hold_before_accept(&mut self, answer: Auth, interactive: bool) -> Auth {
+        if !matches!(answer, Auth::Accept) {
+            return answer;
+        }
+        let Some(authorized) = self.pre.as_ref().and_then(|p| p.authorized.as_ref()) else {
+            return answer;
+        };
+        let held = state::LiveSession {
+            session_id: self.id.to_string(),
+            gateway_id: self.shared.config().gateway_id.clone(),
+            identity: authorized.identity.label().to_owned(),
+            route: authorized.route.name.clone(),
+            started_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0),
+        };
+        match self.shared.store().session_opened(held).await {
+            Ok(()) => Auth::Accept,
+            Err(e) => {
+                self.state_failed("session_opened", &e);
+                if interactive {
+                    self.show(lines::STATE_UNAVAILABLE.to_owned())
+                } else {
+                    keyboard_interactive_only()
+                }
+            }
+        }
+    }
+
+    /// Audits a state database failure during login and remembers the
+    /// line for the keyboard-interactive round that shows it.
+    fn state_failed(&mut self, operation: &'static str, e: &dyn std::fmt::Display) {
+        Event::StateUnavailable {
+            session_id: self.id.clone(),
+            peer: self.peer.to_string(),
+            operation,
+            error: e.to_string(),
+        }
+        .emit();
+        if let Some(pre) = self.pre.as_mut() {
+            pre.refusal = Some(lines::STATE_UNAVAILABLE.to_owned());
         }
     }
 
@@ -569,7 +621,12 @@ fn prompt(name: &'static str, instructions: String) -> Auth {
 /// What the user reads while signing in (design §1): the link with the
 /// code in it, the code to type for those who cannot click, and the
 /// expiry.
-fn sign_in_instructions(complete: Option<&str>, uri: &str, code: &str, left: Duration) -> String {
+pub(crate) fn sign_in_instructions(
+    complete: Option<&str>,
+    uri: &str,
+    code: &str,
+    left: Duration,
+) -> String {
     let mut text = match complete {
         Some(link) => format!("  Open {link}\n  or go to {uri} and enter {code}\n"),
         None => format!("  Go to {uri} and enter {code}\n"),

@@ -22,6 +22,9 @@ mod channels;
 mod forwarding;
 mod record;
 
+pub(crate) use authenticate::sign_in_instructions;
+pub(crate) use authorize::split_user;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -142,9 +145,9 @@ impl Connection {
             .unwrap_or_default()
     }
 
-    /// Authentication succeeded: the pre-login state goes, the session
-    /// joins the live registry, and is recorded in the state database as
-    /// held by this gateway (so `gatehouse sessions kill` reaches it here).
+    /// Authentication succeeded: the pre-login state goes and the session
+    /// joins the live registry (the state database has it already:
+    /// [`Connection::hold_before_accept`]).
     async fn go_live(&mut self, session: &mut Session) {
         let Some(pre) = self.pre.take() else {
             return;
@@ -169,21 +172,6 @@ impl Connection {
             session.handle(),
         ));
         self.shared.sessions().insert(Arc::clone(&live));
-        let held = state::LiveSession {
-            session_id: self.id.to_string(),
-            gateway_id: self.shared.config().gateway_id.clone(),
-            identity: authorized.identity.label().to_owned(),
-            route: authorized.route.name.clone(),
-            started_at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0),
-        };
-        if let Err(e) = self.shared.store().session_opened(held).await {
-            // The session goes on: only a kill from another host would
-            // miss it, and the audit log has it.
-            tracing::warn!(error = %e, "cannot record the live session in the state database");
-        }
         self.live = Some(Live {
             authorized,
             session: live,
@@ -216,7 +204,8 @@ impl russh::server::Handler for Connection {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         self.key_exchange_done();
-        Ok(self.authenticate_key(user, &key).await)
+        let answer = self.authenticate_key(user, &key).await;
+        Ok(self.hold_before_accept(answer, false).await)
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -226,9 +215,10 @@ impl russh::server::Handler for Connection {
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
         self.key_exchange_done();
-        Ok(self
+        let answer = self
             .authenticate_interactive(user, response.is_some())
-            .await)
+            .await;
+        Ok(self.hold_before_accept(answer, true).await)
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
