@@ -371,3 +371,55 @@ async fn concurrent_use_from_tasks_and_connections_does_not_hit_locks() {
     assert_eq!(shared.bindings().await.unwrap().len(), 4);
     assert_eq!(shared.revision().await.unwrap(), 4 * 15);
 }
+
+fn live(id: &str) -> state::LiveSession {
+    state::LiveSession {
+        session_id: id.to_owned(),
+        gateway_id: "gw".to_owned(),
+        identity: "alice".to_owned(),
+        route: "db".to_owned(),
+        started_at_ms: T0 * 1000,
+    }
+}
+
+/// Another process holding the write lock makes a write fail after the
+/// busy timeout; the writes queued behind it then fail quickly instead of
+/// five seconds each, and once the lock is gone writes succeed (and wait
+/// the full timeout again).
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_fail_quickly_while_another_process_holds_the_lock() {
+    let f = fixture();
+    let holder = raw(&f.state);
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+
+    let first = std::time::Instant::now();
+    assert!(f.store.session_opened(live("s1")).await.is_err());
+    let first = first.elapsed();
+    assert!(first >= Duration::from_secs(5), "gave up after {first:?}");
+
+    let second = std::time::Instant::now();
+    assert!(f.store.session_opened(live("s2")).await.is_err());
+    let second = second.elapsed();
+    assert!(second < Duration::from_secs(5), "waited {second:?} again");
+
+    holder.execute_batch("COMMIT").unwrap();
+    f.store.session_opened(live("s3")).await.unwrap();
+    let ids: Vec<String> = f
+        .store
+        .live_sessions()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.session_id)
+        .collect();
+    assert_eq!(ids, ["s3"]);
+
+    // Recovered: a short lock is waited out again.
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        holder.execute_batch("COMMIT").unwrap();
+    });
+    f.store.session_opened(live("s4")).await.unwrap();
+    release.join().unwrap();
+}

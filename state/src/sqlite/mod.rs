@@ -59,6 +59,12 @@ struct Inner {
     /// the file exists (a broken key file fails at startup, not at the
     /// first sign-in); created only when the first token is sealed.
     key: Option<LessSafeKey>,
+    /// Set when a call failed after waiting out the whole busy timeout
+    /// (another process holds the lock): later calls then wait only
+    /// [`schema::DEGRADED_BUSY_TIMEOUT`], so callers queued behind this
+    /// connection's mutex fail in turn quickly instead of five seconds
+    /// each. The first call that succeeds restores the full timeout.
+    degraded: bool,
 }
 
 impl fmt::Debug for Sqlite {
@@ -117,7 +123,11 @@ impl Sqlite {
             shared: Arc::new(Shared {
                 db_path,
                 key_path,
-                inner: Mutex::new(Inner { conn, key }),
+                inner: Mutex::new(Inner {
+                    conn,
+                    key,
+                    degraded: false,
+                }),
                 rng: SystemRandom::new(),
             }),
         })
@@ -138,7 +148,11 @@ impl Sqlite {
             shared: Arc::new(Shared {
                 db_path: db_path.clone(),
                 key_path: PathBuf::new(),
-                inner: Mutex::new(Inner { conn, key: None }),
+                inner: Mutex::new(Inner {
+                    conn,
+                    key: None,
+                    degraded: false,
+                }),
                 rng: SystemRandom::new(),
             }),
         })
@@ -158,7 +172,20 @@ impl Sqlite {
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
             let mut inner = shared.lock();
-            f(&shared, &mut inner)
+            let started = std::time::Instant::now();
+            let result = f(&shared, &mut inner);
+            match (&result, inner.degraded) {
+                (Err(_), false) if started.elapsed() >= schema::BUSY_TIMEOUT => {
+                    inner.degraded = true;
+                    let _ = inner.conn.busy_timeout(schema::DEGRADED_BUSY_TIMEOUT);
+                }
+                (Ok(_), true) => {
+                    inner.degraded = false;
+                    let _ = inner.conn.busy_timeout(schema::BUSY_TIMEOUT);
+                }
+                _ => {}
+            }
+            result
         })
         .await
         .map_err(|e| Error::Unavailable(e.to_string()))?

@@ -12,6 +12,10 @@ use rusqlite::{Connection, TransactionBehavior};
 /// a `gatehouse` command run beside it) to release the database.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The busy timeout after a call has waited out [`BUSY_TIMEOUT`] and
+/// failed, until one succeeds again.
+pub(super) const DEGRADED_BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// Schema migrations. Entry `i` takes the schema from version `i` to
 /// `i + 1` (`PRAGMA user_version`). Append new entries; never edit one
 /// that has shipped: databases in the field ran it as written.
