@@ -105,6 +105,12 @@ impl SignIn {
         &self.config.idp.issuer
     }
 
+    /// `idp.http_timeout`: the bound on each request to the IdP, and on
+    /// starting a sign-in as a whole.
+    pub(crate) fn http_timeout(&self) -> Duration {
+        self.config.idp.http_timeout
+    }
+
     /// The discovered IdP, discovering it first if no attempt succeeded
     /// yet; fails fast with `identity::Error::IdpUnavailable` just after a failed
     /// attempt.

@@ -63,6 +63,8 @@ use tokio_util::sync::CancellationToken;
 mod device;
 mod discovery;
 mod error;
+#[doc(hidden)]
+pub mod fuzz;
 mod http;
 mod refresh;
 #[cfg(test)]
@@ -144,7 +146,7 @@ impl IdpSettings {
             groups_claim: "groups".to_owned(),
             poll_interval: None,
             allowed_domains: Vec::new(),
-            http_timeout: Duration::from_secs(10),
+            http_timeout: Duration::from_secs(5),
         }
     }
 }

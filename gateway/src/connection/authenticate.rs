@@ -457,6 +457,21 @@ impl Connection {
             let auth = idp.start_device_authorization().await?;
             Ok::<_, Error>((idp, auth))
         };
+        // Each request is bounded by `http_timeout`; so is the whole start,
+        // so an IdP that never answers costs the user one timeout, not one
+        // per request.
+        let bound = sign_in.http_timeout();
+        let started = async {
+            tokio::time::timeout(bound, started).await.unwrap_or_else(|_| {
+                Err(Error::Identity(identity::Error::IdpUnavailable {
+                    issuer: sign_in.issuer().to_owned(),
+                    reason: format!(
+                        "no answer to the sign-in within {}",
+                        humantime::format_duration(bound)
+                    ),
+                }))
+            })
+        };
         let (idp, auth) = match started.await {
             Ok(pair) => pair,
             Err(e) => {
