@@ -205,6 +205,20 @@ pub(crate) struct OAuthError {
     pub(crate) error_description: Option<String>,
 }
 
+/// The longest OAuth `error` code kept; RFC 6749's are under 30 characters.
+pub(crate) const MAX_ERROR_CODE: usize = 64;
+
+/// Text an IdP wrote, as it may go into an error message and the audit
+/// log: at most `max` characters, control characters replaced. Found by
+/// the `token_response` fuzz target: an `error` code of any length went
+/// into the message whole.
+pub(crate) fn idp_text(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// Sorts a token endpoint answer into a terminal error or a [`Poll`].
 pub(crate) fn classify_token_response(
     issuer: &str,
@@ -241,6 +255,7 @@ pub(crate) fn classify_token_response(
     else {
         return Ok(Poll::Failed(format!("token endpoint: HTTP {status}")));
     };
+    let error = idp_text(&error, MAX_ERROR_CODE);
     match error.as_str() {
         "authorization_pending" => Ok(Poll::Pending),
         "slow_down" => Ok(Poll::SlowDown),
@@ -250,11 +265,7 @@ pub(crate) fn classify_token_response(
             "token endpoint: HTTP {status}: {error}"
         ))),
         _ => {
-            let description: String = error_description
-                .unwrap_or_default()
-                .chars()
-                .take(MAX_DESCRIPTION)
-                .collect();
+            let description = idp_text(&error_description.unwrap_or_default(), MAX_DESCRIPTION);
             Err(Error::IdpUnavailable {
                 issuer: issuer.to_owned(),
                 reason: format!("token endpoint: {error}: {description}"),

@@ -2,7 +2,7 @@
 //! without the browser (a route's `reauth_every`).
 
 use super::*;
-use crate::device::OAuthError;
+use crate::device::{MAX_ERROR_CODE, OAuthError, idp_text};
 
 impl Idp {
     /// Renews a sign-in with its refresh token (RFC 6749 §6), for routes
@@ -25,7 +25,7 @@ impl Idp {
         let status = response.status();
         if status != StatusCode::OK {
             let error = serde_json::from_slice::<OAuthError>(response.body())
-                .map(|e| e.error)
+                .map(|e| idp_text(&e.error, MAX_ERROR_CODE))
                 .unwrap_or_else(|_| format!("HTTP {status}"));
             return Err(if status.is_server_error() {
                 self.unavailable(format!("token endpoint: {error}"))

@@ -261,3 +261,21 @@ fn defaults_are_the_documented_ones() {
     assert!(s.client_secret.is_none() && s.poll_interval.is_none());
     assert!(s.allowed_domains.is_empty());
 }
+
+/// Found by the `token_response` fuzz target: an IdP's `error` code went
+/// into the message (and the audit log) whole, however long, and control
+/// characters in the description reached the log.
+#[test]
+fn what_the_idp_writes_is_bounded_in_error_messages() {
+    let long = "e".repeat(100_000);
+    for status in [400, 500] {
+        let body = format!(r#"{{"error":"{long}","error_description":"a\u001b[2Jb{long}"}}"#);
+        let message = match classify(status, &body) {
+            Err(e) => e.to_string(),
+            Ok(Poll::Failed(reason)) => reason,
+            Ok(_) => panic!("classified as a poll outcome"),
+        };
+        assert!(message.len() < 500, "{} bytes", message.len());
+        assert!(!message.contains('\u{1b}'), "{message:?}");
+    }
+}
