@@ -13,6 +13,8 @@ mod admission;
 mod connection;
 mod error;
 mod forward;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod keys;
 mod lines;
 mod metered;

@@ -1,0 +1,163 @@
+//! The fuzz targets of Gatehouse, one function per target: everything a
+//! stranger, a hostile client, a broken IdP or a corrupt file can hand the
+//! gateway. `fuzz/` wraps each in a libFuzzer entry point; `tests/corpora.rs`
+//! replays every committed corpus file through the same function under
+//! `cargo test`, so an input that once crashed stays fixed.
+//!
+//! A target panics only on a finding: a crash in the code under test, or a
+//! broken property asserted here (positions inside the input, bounded
+//! output, printable prompts).
+
+use std::net::IpAddr;
+use std::path::Path;
+
+pub use gateway::fuzz::{Harness, sign_in_prompt, user_name};
+pub use identity::fuzz::token_response;
+
+/// The names of all targets, as `fuzz/fuzz_targets/<name>.rs` and
+/// `fuzz/corpus/<name>/`.
+pub const TARGETS: &[&str] = &[
+    "config",
+    "policy",
+    "user_name",
+    "sign_in_prompt",
+    "token_response",
+    "asciicast",
+    "sftp",
+    "scp",
+    "preauth",
+    "auth",
+];
+
+/// Lines in `text` as YAML counts them: `\r\n`, a lone `\r` and `\n`
+/// each end a line (YAML 1.2, 5.4), and a position just past the end is
+/// on the next one.
+fn lines_of(text: &str) -> u64 {
+    let breaks = text.replace("\r\n", "\n").replace('\r', "\n");
+    u64::try_from(breaks.matches('\n').count()).unwrap_or(u64::MAX) + 1
+}
+
+/// The gateway configuration file. Every problem has a position inside the
+/// file or none at all.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let path = Path::new("/fuzz/gatehouse.yaml");
+    if let Err(errors) = config::parse(path, text) {
+        assert!(!errors.0.is_empty(), "an error without problems");
+        for problem in &errors.0 {
+            assert!(problem.line <= lines_of(text), "{problem} is past the end");
+            assert!(!problem.message.is_empty());
+        }
+    }
+}
+
+/// The policy language: compile, then decide for a fixed identity at a
+/// few instants. Errors point inside the text; a decision's next check is
+/// in the future.
+pub fn policy(data: &[u8]) {
+    use policy::lang::{Identity, IdentityKind, Request, Timestamp, evaluate, parse_and_compile};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let set = match parse_and_compile(text) {
+        Ok(set) => set,
+        Err(errors) => {
+            assert!(!errors.is_empty(), "an error without problems");
+            for e in &errors {
+                assert!(e.line <= lines_of(text), "{e} is past the end");
+            }
+            return;
+        }
+    };
+    let identity = Identity {
+        email: Some("alice@example.com".into()),
+        groups: vec!["ops".into(), "sre".into()],
+        ..Identity::new(IdentityKind::User, "alice")
+    };
+    let instants = [0, 1_700_000_000, 1_767_225_599, 4_102_444_800];
+    for (name, route) in set.routes() {
+        for secs in instants {
+            let Ok(now) = Timestamp::from_second(secs) else {
+                continue;
+            };
+            let decision = evaluate(
+                route,
+                &Request {
+                    identity: &identity,
+                    login: "root",
+                    source: IpAddr::from([192, 0, 2, 1]),
+                    now,
+                    session_start: None,
+                },
+            );
+            // A re-check due now or earlier would make the gateway spin.
+            if let Some(next) = decision.next_check {
+                assert!(
+                    next > now,
+                    "route {name}: next check {next} is not after {now}"
+                );
+            }
+            assert!(
+                !decision.reason.is_empty() || decision.allowed,
+                "route {name}: a denial without a reason"
+            );
+        }
+    }
+}
+
+/// A recording as the replay tools read it (asciicast v2 or v3).
+pub fn asciicast(data: &[u8]) {
+    if let Ok(cast) = recorder::asciicast::read(data) {
+        let _ = cast.output();
+        let _ = cast.exit_status();
+        let _ = cast.duration_us();
+    }
+}
+
+/// The SFTP tracker fed both directions of a channel in pieces: each piece
+/// is a header byte (low bit: direction; the rest: length) and that many
+/// bytes. It must never panic, and what it remembers stays bounded.
+pub fn sftp(data: &[u8]) {
+    let mut tracker = recorder::SftpTracker::new();
+    let mut ops = Vec::new();
+    let mut rest = data;
+    while let Some((&header, tail)) = rest.split_first() {
+        let len = usize::from(header >> 1).min(tail.len());
+        let (piece, tail) = tail.split_at(len);
+        if header & 1 == 0 {
+            tracker.client_data(piece, &mut ops);
+        } else {
+            tracker.server_data(piece, &mut ops);
+        }
+        rest = tail;
+    }
+    tracker.finish(&mut ops);
+    // Each operation needs a response packet (at least 9 bytes) or an open
+    // handle, and at most MAX_HANDLES handles are tracked.
+    assert!(ops.len() <= data.len() / 9 + recorder::sftp::MAX_HANDLES);
+    for op in &ops {
+        let chars = op.path.chars().count();
+        assert!(chars <= recorder::sftp::PREFIX_CAP, "{chars} characters");
+    }
+}
+
+/// The SCP command line and its byte counts: the first line is the
+/// command, each later byte a chunk of traffic (low bit: direction).
+pub fn scp(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (command, traffic) = text.split_once('\n').unwrap_or((&text, ""));
+    let Some(mut transfer) = recorder::ScpTransfer::from_command(command) else {
+        return;
+    };
+    for b in traffic.bytes() {
+        if b & 1 == 0 {
+            transfer.client_data(usize::from(b));
+        } else {
+            transfer.server_data(usize::from(b));
+        }
+    }
+    let op = transfer.finish(Some(0));
+    assert!(command.contains(op.path.as_str()));
+}
