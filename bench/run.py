@@ -170,7 +170,9 @@ class Env:
         self.recording_yaml = ""   # a `recording:` section; "" = defaults
 
     # -- setup --
-    def setup(self):
+    def setup(self, jump=True, idp=True):
+        """Keys, the target sshd, and unless turned off the jump sshd and
+        the dev IdP; then the gateway."""
         os.chmod(self.tmp, 0o755)
         os.makedirs("/run/sshd", exist_ok=True)
         if subprocess.run(["id", USER], capture_output=True).returncode != 0:
@@ -194,8 +196,9 @@ class Env:
                 self.gw_error = f"`gatehouse ca init` failed: {e}"
         (t / "trusted_cas").write_text("\n".join(cas) + "\n")
         self.target_port = self.start_sshd("target")
-        self.jump_port = self.start_sshd("jump")
-        if self.gatehouse and not self.gw_error:
+        if jump:
+            self.jump_port = self.start_sshd("jump")
+        if idp and self.gatehouse and not self.gw_error:
             try:
                 self.start_idp()
             except BenchError as e:
