@@ -7,7 +7,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -122,22 +122,6 @@ fn a_locked_state_database_refuses_new_logins_and_keeps_live_ones() {
     live.echo("after");
 }
 
-/// Writes zeros to `path` until the file system is full.
-fn fill(path: &Path) {
-    let mut f = std::fs::File::create(path).expect("create the filler");
-    let chunk = vec![0u8; 64 * 1024];
-    loop {
-        match f.write(&chunk) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
-            Err(e) => panic!("filling {}: {e}", path.display()),
-        }
-    }
-    // Whatever fits in the last partial block.
-    while f.write(&[0u8; 512]).is_ok_and(|n| n > 0) {}
-}
-
 #[test]
 fn a_full_state_disk_refuses_new_logins_and_keeps_live_ones() {
     let w = World::new();
@@ -154,7 +138,17 @@ fn a_full_state_disk_refuses_new_logins_and_keeps_live_ones() {
     );
     // The gateway gets a small file system of its own for the state
     // directory: a tmpfs in a mount namespace (a user namespace makes
-    // that possible without privileges).
+    // that possible without privileges). A helper inside the namespace
+    // fills it when `fill` appears and empties it when `empty` does
+    // (signal files outside the tmpfs), then reports in `filled`/`emptied`.
+    let script = "mount -t tmpfs -o size=16m,mode=0700 tmpfs \"$1\" || exit 1
+(i=0; while [ ! -e \"$4/fill\" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+ head -c 64M /dev/zero > \"$1/filler\" 2>/dev/null; touch \"$4/filled\"
+ i=0; while [ ! -e \"$4/empty\" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+ rm -f \"$1/filler\"; touch \"$4/emptied\") &
+exec \"$2\" serve --config \"$3\"";
+    let signals = w.path("signals");
+    std::fs::create_dir(&signals).unwrap();
     let mut cmd = Command::new(require_program("unshare"));
     cmd.args([
         "--user",
@@ -162,33 +156,27 @@ fn a_full_state_disk_refuses_new_logins_and_keeps_live_ones() {
         "--mount",
         "sh",
         "-c",
-        "mount -t tmpfs -o size=16m,mode=0700 tmpfs \"$1\" && exec \"$2\" serve --config \"$3\"",
+        script,
         "sh",
     ])
     .arg(&state)
     .arg(bin())
-    .arg(&config);
+    .arg(&config)
+    .arg(&signals);
     let gw = Gateway::start_command(cmd);
-    // The test reaches the gateway's tmpfs through its view of the file
-    // system.
-    let inside = PathBuf::from(format!("/proc/{}/root", gw.child.pid()))
-        .join(state.strip_prefix("/").unwrap());
-    assert!(
-        inside.join("gatehouse.db").is_file(),
-        "no state database on the gateway's tmpfs at {}: {:?}\n{}",
-        inside.display(),
-        std::fs::read_dir(&inside).map(|d| d
-            .filter_map(Result::ok)
-            .map(|e| e.file_name())
-            .collect::<Vec<_>>()),
-        gw.log()
-    );
+    let signal = |name: &str, answer: &str| {
+        std::fs::write(signals.join(name), "").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !signals.join(answer).exists() {
+            assert!(std::time::Instant::now() < deadline, "no {answer}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
 
     let mut live = LiveShell::start(&w, &gw);
     live.echo("before");
 
-    let filler = inside.join("filler");
-    fill(&filler);
+    signal("fill", "filled");
     let (code, _, err) = w.ssh(&gw, &format!("{LOGIN}@t"), &["true"]);
     assert_eq!(code, 255, "{err}");
     assert_line(&err, STATE_LINE);
@@ -196,7 +184,7 @@ fn a_full_state_disk_refuses_new_logins_and_keeps_live_ones() {
     let log = gw.wait_for_log("event=\"state.unavailable\"");
     assert!(log.contains("operation=\"session_opened\""), "{log}");
 
-    std::fs::remove_file(&filler).unwrap();
+    signal("empty", "emptied");
     let (code, out, err) = w.ssh(&gw, &format!("{LOGIN}@t"), &["echo", "back"]);
     assert_eq!((code, out.trim()), (0, "back"), "{err}");
     live.echo("after");

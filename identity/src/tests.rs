@@ -257,7 +257,7 @@ fn defaults_are_the_documented_ones() {
     let s = IdpSettings::new("https://idp.example", "gatehouse");
     assert_eq!(s.scopes, ["openid", "email", "profile"]);
     assert_eq!(s.groups_claim, "groups");
-    assert_eq!(s.http_timeout, S(10));
+    assert_eq!(s.http_timeout, S(5));
     assert!(s.client_secret.is_none() && s.poll_interval.is_none());
     assert!(s.allowed_domains.is_empty());
 }
