@@ -409,9 +409,15 @@ fn an_idp_that_never_answers_gives_a_line_within_ten_seconds() {
         );
         assert!(took < Duration::from_secs(10), "the line took {took:?}");
     }
-    assert!(!held.lock().unwrap().is_empty(), "the gateway never asked the IdP");
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the gateway never asked the IdP"
+    );
     let log = gw.wait_for_log("event=\"signin.failed\"");
-    assert!(log.contains(&format!("identity provider {issuer} unavailable")), "{log}");
+    assert!(
+        log.contains(&format!("identity provider {issuer} unavailable")),
+        "{log}"
+    );
     // Registered keys still get in.
     let (code, out, err) = w.ssh(&gw, &format!("{LOGIN}@ops"), &["echo", "service"]);
     assert_eq!((code, out.trim()), (0, "service"), "{err}");

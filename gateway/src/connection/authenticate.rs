@@ -462,15 +462,17 @@ impl Connection {
         // per request.
         let bound = sign_in.http_timeout();
         let started = async {
-            tokio::time::timeout(bound, started).await.unwrap_or_else(|_| {
-                Err(Error::Identity(identity::Error::IdpUnavailable {
-                    issuer: sign_in.issuer().to_owned(),
-                    reason: format!(
-                        "no answer to the sign-in within {}",
-                        humantime::format_duration(bound)
-                    ),
-                }))
-            })
+            tokio::time::timeout(bound, started)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Identity(identity::Error::IdpUnavailable {
+                        issuer: sign_in.issuer().to_owned(),
+                        reason: format!(
+                            "no answer to the sign-in within {}",
+                            humantime::format_duration(bound)
+                        ),
+                    }))
+                })
         };
         let (idp, auth) = match started.await {
             Ok(pair) => pair,
