@@ -219,6 +219,20 @@ pub(crate) fn idp_text(text: &str, max: usize) -> String {
         .collect()
 }
 
+/// What went wrong reading an IdP's JSON, without the JSON: serde_json's
+/// own message quotes the values it did not expect (a string of any
+/// length, found by the `token_response` fuzz target), so only the kind of
+/// error and its position are kept.
+pub(crate) fn json_error(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "JSON of the wrong shape",
+        serde_json::error::Category::Eof => "JSON cut short",
+    };
+    format!("{kind} at line {} column {}", e.line(), e.column())
+}
+
 /// Sorts a token endpoint answer into a terminal error or a [`Poll`].
 pub(crate) fn classify_token_response(
     issuer: &str,
@@ -242,9 +256,9 @@ pub(crate) fn classify_token_response(
             Ok(MaybeIdToken { id_token: None, .. }) => Err(Error::TokenRejected(
                 "the token response has no id_token (is the openid scope granted?)".to_owned(),
             )),
-            // serde_json's message has no input text, only a position.
             Err(e) => Ok(Poll::Failed(format!(
-                "token endpoint: unreadable response: {e}"
+                "token endpoint: unreadable response: {}",
+                json_error(&e)
             ))),
         };
     }

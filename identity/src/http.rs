@@ -6,7 +6,9 @@ use openidconnect::http;
 
 /// An error and its sources, `: `-joined, because reqwest and
 /// openidconnect keep the useful part (connection refused, which claim)
-/// in the source chain.
+/// in the source chain. Bounded to [`MAX_ERROR_CHAIN`] characters with
+/// control characters replaced: a parse error's message quotes what the
+/// IdP sent.
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
@@ -18,8 +20,11 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
         }
         source = cause.source();
     }
-    text
+    crate::device::idp_text(&text, MAX_ERROR_CHAIN)
 }
+
+/// The longest error chain kept in a message.
+pub(crate) const MAX_ERROR_CHAIN: usize = 400;
 
 /// The one HTTP client: reqwest on rustls with ring, no redirects, every
 /// request bounded by `http_timeout`, bodies capped at [`MAX_BODY`].

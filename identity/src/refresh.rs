@@ -38,8 +38,12 @@ impl Idp {
             id_token: Option<String>,
             refresh_token: Option<String>,
         }
-        let answer: RefreshAnswer = serde_json::from_slice(response.body())
-            .map_err(|e| self.unavailable(format!("token endpoint: unreadable response: {e}")))?;
+        let answer: RefreshAnswer = serde_json::from_slice(response.body()).map_err(|e| {
+            self.unavailable(format!(
+                "token endpoint: unreadable response: {}",
+                crate::device::json_error(&e)
+            ))
+        })?;
         let signed_in = match answer.id_token {
             Some(raw) => {
                 let signed_in = self.verify_id_token(&raw).await?;

@@ -278,4 +278,14 @@ fn what_the_idp_writes_is_bounded_in_error_messages() {
         assert!(message.len() < 500, "{} bytes", message.len());
         assert!(!message.contains('\u{1b}'), "{message:?}");
     }
+    // serde_json quotes an unexpected value whole in its message: a long
+    // string where the ID token's object should be was the second finding.
+    let message = match classify(200, &format!("\"{long}\"")) {
+        Ok(Poll::Failed(reason)) => reason,
+        other => panic!("not a failed poll: {other:?}"),
+    };
+    assert_eq!(
+        message,
+        "token endpoint: unreadable response: JSON of the wrong shape at line 1 column 100002"
+    );
 }
