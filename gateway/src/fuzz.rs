@@ -168,8 +168,9 @@ impl Harness {
 
     /// A real SSH client (russh's) completes the key exchange, then runs
     /// up to eight authentication steps that `data` chooses: `none`,
-    /// keyboard-interactive starts and answers (any number, any text),
-    /// and public keys, registered or not, under any user name. Only the
+    /// keyboard-interactive starts and answers (any number, any text; an
+    /// open round is always answered, as russh's client requires), and
+    /// public keys, registered or not, under any user name. Only the
     /// registered key as `ghtest@t` may get in; every text shown must be
     /// printable.
     /// Returns whether someone got in.
@@ -182,10 +183,19 @@ impl Harness {
             let steps = async {
                 let mut handle = client::connect_stream(config, stream, AnyHostKey).await?;
                 let mut input = Input(data);
+                // russh's client sends an answer only while a
+                // keyboard-interactive round is open, and while one is
+                // open it sends nothing else (it waits for the answer and
+                // drops other requests). Either way it would wait for a
+                // reply that never comes, so an open round is always
+                // answered and answers are sent only then.
+                let mut round_open = false;
                 for _ in 0..8 {
                     let Some(op) = input.byte() else { break };
+                    let op = if round_open { 2 } else { op };
                     let in_as = match op % 4 {
                         0 => {
+                            round_open = false;
                             let user = input.string();
                             let result = handle.authenticate_none(user.as_str()).await?;
                             assert!(!result.success(), "`none` let {user:?} in");
@@ -197,17 +207,21 @@ impl Harness {
                             let reply = handle
                                 .authenticate_keyboard_interactive_start(user.as_str(), Some(sub))
                                 .await?;
+                            round_open = interactive_round(&reply);
                             interactive_reply(&reply, &user)
                         }
+                        2 if !round_open => continue,
                         2 => {
                             let n = input.byte().unwrap_or(0) % 5;
                             let answers = (0..n).map(|_| input.string()).collect();
                             let reply = handle
                                 .authenticate_keyboard_interactive_respond(answers)
                                 .await?;
+                            round_open = interactive_round(&reply);
                             interactive_reply(&reply, "")
                         }
                         _ => {
+                            round_open = false;
                             let registered = op & 0x80 == 0;
                             let key = if registered {
                                 Arc::clone(&self.registered)
@@ -266,6 +280,15 @@ fn interactive_reply(reply: &client::KeyboardInteractiveAuthResponse, user: &str
             false
         }
     }
+}
+
+/// Whether the gateway's reply leaves a keyboard-interactive round open
+/// for answers.
+fn interactive_round(reply: &client::KeyboardInteractiveAuthResponse) -> bool {
+    matches!(
+        reply,
+        client::KeyboardInteractiveAuthResponse::InfoRequest { .. }
+    )
 }
 
 /// Accepts whatever host key the gateway shows: the harness's own.
