@@ -189,3 +189,55 @@ exec \"$2\" serve --config \"$3\"";
     assert_eq!((code, out.trim()), (0, "back"), "{err}");
     live.echo("after");
 }
+
+/// How many sessions the state database holds as live.
+fn live_rows(db: &Path) -> String {
+    let out = Command::new(require_program("python3"))
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1], timeout=30)\n\
+             print(c.execute('SELECT count(*) FROM live_sessions').fetchone()[0])\n",
+        ])
+        .arg(db)
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A login cut off by its deadline while the gateway waits to write it as
+/// live: the write still lands once the lock goes, and the gateway must
+/// take it back, or the state database shows a session that never was
+/// (until the gateway restarts).
+#[test]
+fn a_login_cut_off_while_it_is_written_leaves_no_live_session() {
+    let w = World::new();
+    let gw = w.start_with(
+        &[w.route("t", "")],
+        "limits: {auth_timeout: 2s, penalties: {exempt: [127.0.0.1]}}\n",
+    );
+    let db = w.path("state/gatehouse.db");
+    let lock = hold_write_lock(&db);
+    // The gateway's write waits up to 5 s for the lock; the connection's
+    // deadline ends it after 2 s, and the lock goes right after that.
+    let (code, _, err) = w.ssh(&gw, &format!("{LOGIN}@t"), &["true"]);
+    assert_eq!(code, 255, "{err}");
+    drop(lock);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = live_rows(&db);
+        if rows == "0" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{rows} live session(s) left behind\n{}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The gateway is none the worse: the same login now gets in.
+    let (code, out, err) = w.ssh(&gw, &format!("{LOGIN}@t"), &["echo", "in"]);
+    assert_eq!((code, out.trim()), (0, "in"), "{err}");
+}

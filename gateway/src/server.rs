@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use russh::server::run_stream;
@@ -268,6 +269,7 @@ pub(crate) async fn serve_connection<S>(
         let (auth_deadline, mut deadline) =
             tokio::sync::watch::channel(tokio::time::Instant::now() + auth_timeout);
         let recording: SessionSlot = Arc::default();
+        let opened = Arc::new(AtomicBool::new(false));
         // Dropped (and so cancelled) when this connection is done, which
         // stops its channels and hangs up their upstream connections.
         let closed = CancellationToken::new();
@@ -283,6 +285,7 @@ pub(crate) async fn serve_connection<S>(
                 auth_deadline,
                 closed,
                 recording: Arc::clone(&recording),
+                opened: Arc::clone(&opened),
             },
         );
         // The version exchange happens inside run_stream, the key exchange
@@ -388,7 +391,9 @@ pub(crate) async fn serve_connection<S>(
         }
         // Channels stop with the connection; then the recording is sealed.
         shared.sessions().remove(&id);
-        if authenticated.is_cancelled()
+        // Whenever the row was written, authenticated or not: a client can
+        // leave between the write and russh's success message.
+        if opened.load(Ordering::Acquire)
             && let Err(e) = shared.store().session_closed(id.as_str()).await
         {
             tracing::warn!(error = %e, "cannot record the session's end in the state database");

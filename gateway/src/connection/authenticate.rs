@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use audit::Event;
@@ -311,9 +312,14 @@ impl Connection {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                 .unwrap_or(0),
         };
+        // Set before the write: if the connection is cut off while it
+        // waits (the auth deadline, shutdown), the write still lands and
+        // the accept-loop task must remove it.
+        self.opened.store(true, Ordering::Release);
         match self.shared.store().session_opened(held).await {
             Ok(()) => Auth::Accept,
             Err(e) => {
+                self.opened.store(false, Ordering::Release);
                 self.state_failed("session_opened", &e);
                 if interactive {
                     self.show(lines::STATE_UNAVAILABLE.to_owned())

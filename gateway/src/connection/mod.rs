@@ -28,6 +28,7 @@ pub(crate) use authorize::split_user;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use audit::SessionId;
 use russh::server::{
@@ -63,6 +64,8 @@ pub struct Connection {
     recording: SessionSlot,
     /// Ends every channel of the session with the line it carries.
     ender: watch::Sender<Option<String>>,
+    /// Set once the state database holds this session as live.
+    opened: Arc<AtomicBool>,
     /// Until authentication succeeds; then `None`.
     pre: Option<Authenticating>,
     /// After authentication succeeds.
@@ -94,6 +97,11 @@ pub(crate) struct Lifecycle {
     pub closed: CancellationToken,
     /// The connection's recording, sealed by the accept-loop task.
     pub recording: SessionSlot,
+    /// Set while the state database holds (or is being asked to hold) the
+    /// session as live, which starts before russh tells the client it is
+    /// in: the accept-loop task closes it there whenever this is set, even
+    /// if the client left or timed out in between.
+    pub opened: Arc<AtomicBool>,
 }
 
 impl Connection {
@@ -110,6 +118,7 @@ impl Connection {
             auth_deadline,
             closed,
             recording,
+            opened,
         } = lifecycle;
         Connection {
             shared,
@@ -119,6 +128,7 @@ impl Connection {
             closed,
             recording,
             ender: watch::Sender::new(None),
+            opened,
             pre: Some(Authenticating::new(
                 unauthenticated,
                 authenticated,
