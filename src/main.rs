@@ -236,9 +236,8 @@ fn serve(path: &Path) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener =
+            listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         // Tests and scripts read this line to learn the port.
         let mut out = std::io::stdout();
@@ -255,6 +254,23 @@ fn serve(path: &Path) -> Result<ExitCode> {
         gateway::run(listener, config, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The listen queue asked of the kernel (which caps it at
+/// `net.core.somaxconn`, 4096 by default). Under a flood of thousands of
+/// connections a second, tokio's default of 1,024 fills, and a real
+/// client's SYN is dropped and retried a whole second later.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn wait_for_stop_signal() {

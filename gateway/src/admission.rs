@@ -7,8 +7,9 @@
 //!   slots;
 //! - when the pool of `max_unauthenticated` slots is full, a newcomer takes
 //!   the slot of the least promising holder (one that has not finished the
-//!   key exchange, from the netblock holding most slots, the oldest), which
-//!   is closed, instead of every newcomer being refused;
+//!   key exchange, has sent nothing, is from the netblock holding most
+//!   slots, the oldest), which is closed, instead of every newcomer being
+//!   refused;
 //! - sources that fail collect penalties as OpenSSH 9.8's
 //!   `PerSourcePenalties` do, and are refused at accept while one is
 //!   enforced.
@@ -512,15 +513,20 @@ impl Inner {
     }
 
     /// The holder to shed: one still in the key exchange before one that
-    /// is authenticating, then from the netblock holding most slots, then
-    /// the oldest.
+    /// is authenticating; among those, one that has sent nothing at all
+    /// before one that has (a real client sends its version line at once,
+    /// a stalled socket never does); then from the netblock holding most
+    /// slots; then the oldest. Under a flood of silent sockets a slot
+    /// lives only milliseconds, less than a real key exchange takes, so
+    /// without the second rule a real client would be shed mid-exchange.
     fn victim(&self) -> Option<u64> {
         self.holders
             .iter()
             .min_by_key(|(_, h)| {
                 let progressed = h.state.stage.load(Ordering::Acquire) != ACCEPTED;
+                let spoke = h.state.preauth_bytes.load(Ordering::Acquire) > 0;
                 let crowd = self.per_block.get(&h.block).copied().unwrap_or(0);
-                (progressed, std::cmp::Reverse(crowd), h.since)
+                (progressed, spoke, std::cmp::Reverse(crowd), h.since)
             })
             .map(|(id, _)| *id)
     }

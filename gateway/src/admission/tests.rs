@@ -98,6 +98,37 @@ fn a_full_pool_sheds_a_silent_holder_from_the_most_crowded_netblock() {
 }
 
 #[test]
+fn a_full_pool_sheds_a_socket_that_never_spoke_before_a_client_in_its_key_exchange() {
+    let a = Admission::new(limits(3, 10));
+    let t0 = Instant::now();
+    // A real client mid key exchange: it has sent its version line. It is
+    // the oldest and alone in its netblock; the silent sockets are younger
+    // and fewer per netblock than it would take to outrank it.
+    let real = a.admit(ip("127.0.0.1"), t0).unwrap();
+    assert!(real.state.read(21, 1 << 20));
+    let silent = a
+        .admit(ip("127.0.0.2"), t0 + Duration::from_millis(1))
+        .unwrap();
+    let junk = a
+        .admit(ip("127.0.0.3"), t0 + Duration::from_millis(2))
+        .unwrap();
+    assert!(junk.state.read(4096, 1 << 20));
+    let newcomer = a
+        .admit(ip("127.0.0.4"), t0 + Duration::from_millis(3))
+        .unwrap();
+    assert!(silent.state.shed.is_cancelled(), "the silent socket goes");
+    assert!(!real.state.shed.is_cancelled());
+    assert!(!junk.state.shed.is_cancelled());
+    // The next newcomer sheds the one before it, silent so far, and
+    // still not the older real client.
+    let _next = a
+        .admit(ip("127.0.0.5"), t0 + Duration::from_millis(4))
+        .unwrap();
+    assert!(newcomer.state.shed.is_cancelled());
+    assert!(!real.state.shed.is_cancelled());
+}
+
+#[test]
 fn a_full_pool_of_clients_past_the_key_exchange_sheds_the_oldest() {
     let a = Admission::new(limits(2, 10));
     let t0 = Instant::now();
