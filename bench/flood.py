@@ -12,16 +12,21 @@ exempt from anything), against a gateway with default limits:
 
 - stalled: STALLED connections that connect and then send nothing, each
   reconnecting 100 ms after the gateway closes it;
-- authfail: real `ssh` clients with an unregistered key, started at
-  AUTHFAIL_RATE per second (at most 400 at a time);
+- authfail: SSH clients (russh's, from gateway/examples/authfail_flood.rs)
+  that offer an unregistered key, started at AUTHFAIL_RATE per second (at
+  most 400 at a time);
 - junk: JUNK connections that send a version line and then a stream of
   SSH_MSG_IGNORE and PING packets before key exchange, or plain garbage.
+
+Each load runs in a process of its own.
 
 The legitimate client logs in SAMPLES times before the flood (its normal
 time) and SAMPLES times during it. The report gives p50/p99 of both, their
 ratio (the target is <= 2x), the gateway's peak RSS (target <= 256 MiB),
 what the flood achieved, and what the gateway counted and audited. See
-bench/README.md. Stdlib only; uses bench/run.py's environment.
+bench/README.md. Stdlib only; uses bench/run.py's environment. Build first:
+cargo build --release -p gatehouse && cargo build --release -p gateway
+--example authfail_flood.
 """
 import argparse
 import asyncio
@@ -129,66 +134,69 @@ async def junk(port, n, stop_at, stats):
     await asyncio.gather(*(one(i) for i in range(n)))
 
 
-async def authfail(port, rate, stop_at, stats, key):
-    running = set()
-    i = 0
-    next_at = time.monotonic()
-    while time.monotonic() < stop_at:
-        now = time.monotonic()
-        if now < next_at:
-            await asyncio.sleep(next_at - now)
-            continue
-        next_at += 1 / rate
-        running = {p for p in running if p.returncode is None}
-        if len(running) >= 400:
-            stats["authfail_skipped"] += 1
-            continue
-        source = SOURCES[i % len(SOURCES)]
-        i += 1
-        try:
-            p = await asyncio.create_subprocess_exec(
-                "ssh", "-F", "/dev/null", "-i", str(key), "-b", source,
-                "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "ConnectTimeout=10", "-o", "LogLevel=QUIET", "-p", str(port),
-                "ghbench@target@127.0.0.1", "true",
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        except OSError:
-            stats["authfail_spawn_errors"] += 1
-            continue
-        stats["authfail_started"] += 1
-        running.add(p)
-
-        async def reap(p=p):
-            rc = await p.wait()
-            stats["authfail_got_in" if rc == 0 else "authfail_refused"] += 1
-        asyncio.ensure_future(reap())
-    for p in running:
-        if p.returncode is None:
-            try:
-                p.kill()
-            except ProcessLookupError:
-                pass
-    await asyncio.sleep(1)
+def authfail_binary(gatehouse):
+    """The failed-authentication generator (gateway/examples/authfail_flood.rs),
+    next to the gateway binary it is built with."""
+    cand = Path(gatehouse).parent / "examples" / "authfail_flood"
+    return str(cand) if cand.is_file() and os.access(cand, os.X_OK) else None
 
 
-def flood_main(port, seconds, n_stalled, rate, n_junk, key, out):
-    """The flood, in its own process so the measuring side keeps a core."""
+def authfail(port, rate, seconds, binary):
+    """Failed authentications at RATE/s, from the generator's own process
+    (russh clients: a process per `ssh` would need more CPU than 2 cores)."""
+    out = subprocess.run([binary, str(port), str(rate), str(seconds), "400"],
+                         capture_output=True, text=True, timeout=seconds + 60)
+    if out.returncode != 0:
+        raise RuntimeError(f"authfail_flood failed: {out.stderr.strip()}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def load_main(kind, port, seconds, n, binary, out):
+    """One load, in a process of its own, so each gets its share of the
+    CPU and the measuring side keeps a core."""
+    stats = {k: 0 for k in [
+        "stalled_connections", "stalled_connect_errors", "stalled_held_s",
+        "junk_connections", "junk_connect_errors", "junk_bytes"]}
+    stop_at = time.monotonic() + seconds
+    if kind == "stalled":
+        asyncio.run(stalled(port, n, stop_at, stats))
+    elif kind == "junk":
+        asyncio.run(junk(port, n, stop_at, stats))
+    else:
+        stats = authfail(port, n, seconds, binary)
+    out.put((kind, stats))
+
+
+def start_flood(port, args, binary):
+    """Starts the three loads; returns their processes and result queue."""
+    q = multiprocessing.Queue()
+    procs = []
+    for kind, n in (("stalled", args.stalled), ("junk", args.junk),
+                    ("authfail", args.authfail_rate)):
+        if n <= 0:
+            continue
+        p = multiprocessing.Process(target=load_main,
+                                    args=(kind, port, args.seconds, n, binary, q))
+        p.start()
+        procs.append(p)
+    return procs, q
+
+
+def collect_flood(procs, q, seconds):
     stats = {k: 0 for k in [
         "stalled_connections", "stalled_connect_errors", "stalled_held_s",
         "junk_connections", "junk_connect_errors", "junk_bytes",
-        "authfail_started", "authfail_refused", "authfail_got_in", "authfail_skipped",
-        "authfail_spawn_errors"]}
-    stop_at = time.monotonic() + seconds
-
-    async def main():
-        tasks = [stalled(port, n_stalled, stop_at, stats), junk(port, n_junk, stop_at, stats)]
-        if rate > 0:
-            tasks.append(authfail(port, rate, stop_at, stats, key))
-        await asyncio.gather(*tasks)
-    asyncio.run(main())
+        "authfail_started", "authfail_refused", "authfail_got_in", "authfail_closed",
+        "authfail_connect_errors", "authfail_timed_out", "authfail_skipped"]}
+    for _ in procs:
+        _, got = q.get(timeout=seconds + 120)
+        for k, v in got.items():
+            if k in stats:
+                stats[k] += v
+    for p in procs:
+        p.join(30)
     stats["seconds"] = seconds
-    out.put(stats)
+    return stats
 
 
 # ------------------------------------------------------------ measurement
@@ -299,9 +307,13 @@ def render(info, args, base, during, fails, rss_base, rss_peak, flood, audit, el
         f"connect errors, held {flood['stalled_held_s'] / max(1, flood['stalled_connections']):.1f} s "
         f"on average before the gateway closed them |",
         f"| failed authentications | {args.authfail_rate}/s | "
-        f"{flood['authfail_started']} ssh clients started "
-        f"({flood['authfail_started'] / args.seconds:.0f}/s), {flood['authfail_refused']} refused, "
-        f"{flood['authfail_got_in']} got in, {flood['authfail_skipped']} skipped (400 running) |",
+        f"{flood['authfail_started']} SSH clients started "
+        f"({flood['authfail_started'] / args.seconds:.0f}/s): {flood['authfail_refused']} "
+        f"authenticated and were refused, {flood['authfail_closed']} closed by the gateway "
+        f"before authenticating, {flood['authfail_got_in']} got in, "
+        f"{flood['authfail_connect_errors']} connect errors, "
+        f"{flood['authfail_timed_out']} timed out, "
+        f"{flood['authfail_skipped']} skipped (400 running) |",
         f"| IGNORE/PING and garbage floods | {args.junk} at a time | "
         f"{flood['junk_connections']} connections, {flood['junk_bytes'] / (1 << 20):.0f} MiB sent "
         f"before the gateway cut them off |",
@@ -329,6 +341,10 @@ def main():
     gatehouse = find_gatehouse(args.gatehouse)
     if not gatehouse:
         sys.exit("build the gateway first: cargo build --release -p gatehouse")
+    binary = authfail_binary(gatehouse)
+    if args.authfail_rate > 0 and not binary:
+        sys.exit("build the generator first: cargo build --release -p gateway "
+                 "--example authfail_flood")
     # 2,000 sockets here and as many in the gateway (which inherits this).
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -343,23 +359,17 @@ def main():
         env.setup(jump=False, idp=False)
         if env.gw_error:
             sys.exit(f"gateway unavailable: {env.gw_error}")
-        stranger = Path(tmp) / "stranger_key"
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", stranger])
         login_times(env, 3)  # warm up
         print(f"normal logins ({args.samples}) ...", file=sys.stderr)
         base, base_fail = login_times(env, args.samples)
         rss_base = rss_kib(env.gw.pid)
         sampler = RssSampler(env.gw.pid)
         sampler.start()
-        q = multiprocessing.Queue()
-        flood = multiprocessing.Process(target=flood_main, args=(
-            env.gw_port, args.seconds, args.stalled, args.authfail_rate, args.junk, stranger, q))
-        flood.start()
+        flood, q = start_flood(env.gw_port, args, binary)
         time.sleep(min(10, args.seconds / 4))  # let the flood fill every pool
         print(f"logins during the flood ({args.samples}) ...", file=sys.stderr)
         during, during_fail = login_times(env, args.samples, stop_at=started + 10**9)
-        flood_stats = q.get(timeout=args.seconds + 120)
-        flood.join(30)
+        flood_stats = collect_flood(flood, q, args.seconds)
         sampler.stop.set()
         sampler.join()
         env.check_gateway()
@@ -376,8 +386,9 @@ def main():
             indent=1))
         print(report)
     finally:
-        if flood is not None and flood.is_alive():
-            flood.kill()
+        for p in flood or []:
+            if p.is_alive():
+                p.kill()
         env.close()
 
 
