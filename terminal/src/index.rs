@@ -1,0 +1,339 @@
+//! [`Index`]: keyframes for seeking and the text that was on screen, built
+//! in one pass over a [`Timeline`] and kept in a sidecar object beside the
+//! recording.
+//!
+//! The recording stays the source of truth: the sidecar records the
+//! SHA-256 of the recording it was built from, and one that does not match
+//! (or does not decode) is rebuilt, never trusted.
+
+use std::collections::HashSet;
+use std::io::Read;
+
+use serde::{Deserialize, Serialize};
+
+use crate::screen::{Dirty, Screen, Snapshot};
+use crate::timeline::{Change, Timeline, apply};
+use crate::{Error, Result};
+
+/// The sidecar format's version; another is rebuilt.
+const SIDECAR_VERSION: u32 = 1;
+
+/// The largest sidecar read, decompressed. One bigger is rebuilt.
+const MAX_SIDECAR: u64 = 512 << 20;
+
+/// The longest line of text kept for search, in characters.
+const MAX_LINE: usize = 4096;
+
+/// When keyframes are taken: after whichever comes first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Recording time since the last keyframe, in microseconds.
+    pub every_us: u64,
+    /// Output bytes since the last keyframe.
+    pub every_bytes: u64,
+}
+
+impl Default for Policy {
+    /// Every 5 s or 64 KiB of output: seeking then replays at most that
+    /// much, a few milliseconds of emulation.
+    fn default() -> Self {
+        Policy {
+            every_us: 5_000_000,
+            every_bytes: 64 << 10,
+        }
+    }
+}
+
+/// A screen snapshot once `steps` steps of the timeline have happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keyframe {
+    /// Steps applied.
+    pub steps: usize,
+    /// The time of the last of them.
+    pub time_us: u64,
+    /// The screen then.
+    pub snapshot: Snapshot,
+}
+
+/// A line of text as it appeared on screen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextLine {
+    /// Steps applied when the line reached this text: seeking there shows
+    /// it.
+    pub steps: usize,
+    /// The time of that step.
+    pub time_us: u64,
+    /// Whether it was on the alternate screen (vim, less, top).
+    pub alternate: bool,
+    /// The row it was on.
+    pub row: usize,
+    /// The text, trailing spaces removed.
+    pub text: String,
+}
+
+/// Keyframes and on-screen text of one recording channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    /// When keyframes were taken.
+    pub policy: Policy,
+    /// Keyframes in step order; the first is at step 0.
+    pub keyframes: Vec<Keyframe>,
+    /// Every line that appeared on either screen, in order of appearance.
+    /// A line that scrolls keeps its first entry; a line being typed is
+    /// one entry, updated as it grows.
+    pub text: Vec<TextLine>,
+}
+
+/// The sidecar object: an index and the recording it belongs to.
+#[derive(Serialize, Deserialize)]
+struct Sidecar {
+    version: u32,
+    /// Hex SHA-256 of the recording's bytes (the uncompressed cast).
+    recording_sha256: String,
+    index: Index,
+}
+
+/// Hex SHA-256 of a recording's bytes.
+pub fn recording_hash(recording: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, recording);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The rows of one screen as the text tracker last saw them.
+#[derive(Default)]
+struct Rows {
+    /// Each row's text after the previous step.
+    text: Vec<String>,
+    /// The entry each row last produced, if the row has not moved since.
+    entry: Vec<Option<usize>>,
+}
+
+impl Rows {
+    fn fit(&mut self, height: usize) {
+        self.text.resize(height, String::new());
+        self.entry.resize(height, None);
+    }
+}
+
+/// Tracks the text on screen while the index is built.
+#[derive(Default)]
+struct TextTracker {
+    primary: Rows,
+    alternate: Rows,
+    on_alternate: bool,
+}
+
+impl TextTracker {
+    /// Records the rows a step changed. A row whose new text was already
+    /// on that screen has moved (scrolled, or come back when a full-screen
+    /// program ended), and is not recorded again; a row that grew from its
+    /// previous text (typing) updates its entry.
+    fn observe(
+        &mut self,
+        screen: &Screen,
+        dirty: &[usize],
+        steps: usize,
+        time_us: u64,
+        out: &mut Vec<TextLine>,
+    ) {
+        let alternate = screen.is_alternate();
+        if alternate && !self.on_alternate {
+            // A full-screen program starts on a screen of its own.
+            self.alternate = Rows::default();
+        }
+        self.on_alternate = alternate;
+        let rows = if alternate {
+            &mut self.alternate
+        } else {
+            &mut self.primary
+        };
+        // The rows fit a new height only after this step: a resize moves
+        // rows, and what was on a row now cut off is still "already on
+        // screen".
+        let before: HashSet<&str> = if dirty.len() > 1 {
+            rows.text.iter().map(String::as_str).collect()
+        } else {
+            HashSet::new()
+        };
+        let mut updates = Vec::with_capacity(dirty.len());
+        for &row in dirty {
+            let Some(mut text) = screen.line(row) else {
+                continue;
+            };
+            if let Some((cut, _)) = text.char_indices().nth(MAX_LINE) {
+                text.truncate(cut);
+            }
+            let old = rows.text.get(row).map_or("", String::as_str);
+            if text == old {
+                continue;
+            }
+            let entry = if text.trim().is_empty() || before.contains(text.as_str()) {
+                // Blank, or moved here from another row.
+                None
+            } else if let Some(i) = rows
+                .entry
+                .get(row)
+                .copied()
+                .flatten()
+                .filter(|_| !old.is_empty() && text.starts_with(old))
+            {
+                if let Some(line) = out.get_mut(i) {
+                    line.text.clone_from(&text);
+                    line.steps = steps;
+                    line.time_us = time_us;
+                }
+                Some(i)
+            } else {
+                out.push(TextLine {
+                    steps,
+                    time_us,
+                    alternate,
+                    row,
+                    text: text.clone(),
+                });
+                Some(out.len() - 1)
+            };
+            updates.push((row, text, entry));
+        }
+        drop(before);
+        rows.fit(usize::from(screen.size().1));
+        for (row, text, entry) in updates {
+            if let (Some(r), Some(e)) = (rows.text.get_mut(row), rows.entry.get_mut(row)) {
+                *r = text;
+                *e = entry;
+            }
+        }
+    }
+}
+
+impl Index {
+    /// Builds the index in one pass over the timeline.
+    pub fn build(timeline: &Timeline, policy: Policy) -> Result<Index> {
+        let mut screen = timeline.start()?;
+        let mut dirty = Dirty::default();
+        let mut keyframes = vec![Keyframe {
+            steps: 0,
+            time_us: 0,
+            snapshot: screen.snapshot(),
+        }];
+        let mut text = Vec::new();
+        let mut tracker = TextTracker::default();
+        let (mut last_us, mut bytes) = (0u64, 0u64);
+        for (i, step) in timeline.steps().iter().enumerate() {
+            let steps = i + 1;
+            match &step.change {
+                Change::Output(out) => {
+                    let rows = screen.feed_dirty(out, &mut dirty);
+                    tracker.observe(&screen, &rows, steps, step.time_us, &mut text);
+                    bytes = bytes.saturating_add(u64::try_from(out.len()).unwrap_or(u64::MAX));
+                }
+                change => {
+                    apply(&mut screen, change);
+                    if let Change::Resize { .. } = change {
+                        // Every row may have changed.
+                        let rows = screen.feed_dirty("", &mut dirty);
+                        tracker.observe(&screen, &rows, steps, step.time_us, &mut text);
+                    }
+                }
+            }
+            if step.time_us.saturating_sub(last_us) >= policy.every_us
+                || bytes >= policy.every_bytes
+            {
+                keyframes.push(Keyframe {
+                    steps,
+                    time_us: step.time_us,
+                    snapshot: screen.snapshot(),
+                });
+                last_us = step.time_us;
+                bytes = 0;
+            }
+        }
+        Ok(Index {
+            policy,
+            keyframes,
+            text,
+        })
+    }
+
+    /// The last keyframe at or before `steps`.
+    pub fn keyframe_before(&self, steps: usize) -> Option<&Keyframe> {
+        let after = self.keyframes.partition_point(|k| k.steps <= steps);
+        after.checked_sub(1).and_then(|i| self.keyframes.get(i))
+    }
+
+    /// The sidecar object for this index and the recording it was built
+    /// from: zstd-compressed JSON.
+    pub fn to_sidecar(&self, recording: &[u8]) -> Result<Vec<u8>> {
+        let sidecar = Sidecar {
+            version: SIDECAR_VERSION,
+            recording_sha256: recording_hash(recording),
+            index: self.clone(),
+        };
+        let json = serde_json::to_vec(&sidecar).map_err(|e| Error::Sidecar(e.to_string()))?;
+        zstd::encode_all(json.as_slice(), 3).map_err(|e| Error::Sidecar(e.to_string()))
+    }
+
+    /// The index in a sidecar object, if it belongs to `recording`. An
+    /// error says why it cannot be used (corrupt, another version,
+    /// another recording); the caller rebuilds.
+    pub fn from_sidecar(sidecar: &[u8], recording: &[u8]) -> Result<Index> {
+        let mut json = Vec::new();
+        zstd::Decoder::new(sidecar)
+            .map_err(|e| Error::Sidecar(format!("not zstd: {e}")))?
+            .take(MAX_SIDECAR + 1)
+            .read_to_end(&mut json)
+            .map_err(|e| Error::Sidecar(format!("cannot decompress: {e}")))?;
+        if u64::try_from(json.len()).unwrap_or(u64::MAX) > MAX_SIDECAR {
+            return Err(Error::Sidecar("larger than 512 MiB".to_owned()));
+        }
+        let sidecar: Sidecar = serde_json::from_slice(&json).map_err(|e| {
+            Error::Sidecar(format!(
+                "unreadable at line {} column {}",
+                e.line(),
+                e.column()
+            ))
+        })?;
+        if sidecar.version != SIDECAR_VERSION {
+            return Err(Error::Sidecar(format!("version {}", sidecar.version)));
+        }
+        if sidecar.recording_sha256 != recording_hash(recording) {
+            return Err(Error::Sidecar(
+                "built from another version of the recording".to_owned(),
+            ));
+        }
+        Ok(sidecar.index)
+    }
+
+    /// The index from `sidecar` if it is sound and belongs to
+    /// `recording`, else built afresh; says which.
+    pub fn load_or_build(
+        sidecar: Option<&[u8]>,
+        recording: &[u8],
+        timeline: &Timeline,
+    ) -> Result<(Index, Loaded)> {
+        if let Some(bytes) = sidecar {
+            match Index::from_sidecar(bytes, recording) {
+                Ok(index) => return Ok((index, Loaded::FromSidecar)),
+                Err(Error::Sidecar(why)) => {
+                    return Ok((
+                        Index::build(timeline, Policy::default())?,
+                        Loaded::Rebuilt(why),
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((Index::build(timeline, Policy::default())?, Loaded::Built))
+    }
+}
+
+/// Where [`Index::load_or_build`] got the index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Loaded {
+    /// From a sound sidecar.
+    FromSidecar,
+    /// There was no sidecar: built.
+    Built,
+    /// The sidecar could not be used, for this reason: rebuilt.
+    Rebuilt(String),
+}
