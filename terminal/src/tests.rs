@@ -269,15 +269,13 @@ fn a_sidecar_round_trips_and_a_bad_one_is_rebuilt() {
 }
 
 #[test]
-fn hostile_sizes_are_refused_or_clamped() {
-    assert!(matches!(
-        Timeline::new(&cast(0, 24, &[])),
-        Err(Error::Size { .. })
-    ));
-    assert!(matches!(
-        Timeline::new(&cast(65_535, 65_535, &[])),
-        Err(Error::Size { .. })
-    ));
+fn missing_and_hostile_sizes_are_defaulted_or_clamped() {
+    assert_eq!(Timeline::new(&cast(0, 0, &[])).unwrap().size(), (80, 24));
+    assert_eq!(
+        Timeline::new(&cast(65_535, 65_535, &[])).unwrap().size(),
+        (MAX_SIDE, MAX_SIDE)
+    );
+    assert!(matches!(Screen::new(0, 24, 0), Err(Error::Size { .. })));
     let huge = cast(
         80,
         24,

@@ -3,9 +3,9 @@
 
 use recorder::asciicast::{Cast, Event};
 
+use crate::Result;
 use crate::index::Index;
 use crate::screen::{MAX_SIDE, Screen};
-use crate::{Error, Result};
 
 /// Lines of primary-screen history each screen keeps. Only search and
 /// the player's scrollback view read it; seeking does not need it.
@@ -48,13 +48,13 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// The steps of a parsed recording. Fails only on a first size that
-    /// is zero or larger than [`MAX_SIDE`].
+    /// The steps of a parsed recording. A first size of zero (a client
+    /// that sent none, as `ssh -tt` without a terminal does) is taken as
+    /// 80×24, each way; one larger than [`MAX_SIDE`] is cut to it.
     pub fn new(cast: &Cast) -> Result<Timeline> {
-        let (cols, rows) = (cast.header.term.cols, cast.header.term.rows);
-        if cols == 0 || rows == 0 || cols > MAX_SIDE || rows > MAX_SIDE {
-            return Err(Error::Size { cols, rows });
-        }
+        let side = |n: u16, default: u16| if n == 0 { default } else { n.min(MAX_SIDE) };
+        let cols = side(cast.header.term.cols, 80);
+        let rows = side(cast.header.term.rows, 24);
         let steps = cast
             .events
             .iter()
