@@ -15,6 +15,7 @@ mod hostkey;
 mod logins;
 mod policy;
 mod recordings;
+mod replay;
 mod text;
 
 /// Where `ca init` and `ca show` look when given neither --key nor --config.
@@ -89,6 +90,9 @@ enum Command {
         #[command(subcommand)]
         command: recordings::RecordingsCommand,
     },
+    /// Play a session's recording in the terminal: seek, step, search,
+    /// markers; or export a time range of it.
+    Replay(replay::ReplayArgs),
     /// Ask the policy a question, or test it against a table of expected
     /// decisions.
     Policy {
@@ -185,6 +189,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Logins { command } => logins::run(command),
         Command::Sessions { command } => recordings::run_sessions(command),
         Command::Recordings { command } => recordings::run_recordings(command),
+        Command::Replay(args) => replay::run(args),
         Command::Policy { command } => policy::run(command),
     }
 }

@@ -221,7 +221,7 @@ pub fn recording_signer_public_key(config: &Config) -> Result<[u8; 32]> {
 
 /// How the index is opened.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum IndexUse {
+pub(crate) enum IndexUse {
     /// Read the index only; a missing state database means nothing is indexed.
     Read,
     /// Read from storage; the index only helps find objects, so a missing
@@ -234,7 +234,7 @@ enum IndexUse {
 /// Opens the catalog of a configuration, or `None` for [`IndexUse::Read`]
 /// when no state database exists yet. Not creating one matters: run as
 /// root, this command would leave a database the gateway's user cannot write.
-fn open_catalog(config: &Config, how: IndexUse) -> Result<Option<Catalog>> {
+pub(crate) fn open_catalog(config: &Config, how: IndexUse) -> Result<Option<Catalog>> {
     let rec = &config.recording.recorder;
     let store: Arc<dyn state::Store> = match (Sqlite::exists(&config.state_dir), how) {
         (true, _) | (false, IndexUse::Write) => {
@@ -261,7 +261,7 @@ fn describe(storage: &StorageConfig) -> String {
 
 /// A current-thread runtime for the catalog's storage calls: one command,
 /// one request at a time.
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -409,25 +409,7 @@ fn export(
     let signed = rt
         .block_on(catalog.meta(id))
         .with_context(|| format!("cannot export session {id}"))?;
-    // The catalog reports an unknown channel as an unknown session; name
-    // the channels instead, so the user can pick one.
-    let channels: Vec<&str> = signed
-        .meta
-        .channels
-        .iter()
-        .map(|c| c.channel.as_str())
-        .collect();
-    let channel = match channel {
-        Some(ch) if !channels.contains(&ch) => bail!(
-            "session {id} has no channel {ch:?}; its channels are {}",
-            channels.join(", ")
-        ),
-        Some(ch) => ch,
-        None => match channels.first() {
-            Some(first) => first,
-            None => bail!("session {id} recorded no channels, so there is nothing to export"),
-        },
-    };
+    let channel = pick_channel(&signed, id, channel)?.channel.as_str();
     let bytes = rt
         .block_on(catalog.export(id, Some(channel), format))
         .with_context(|| format!("cannot export session {id} channel {channel}"))?;
@@ -446,6 +428,29 @@ fn export(
             let mut out = std::io::stdout().lock();
             finish_stdout(out.write_all(&bytes).and_then(|()| out.flush()))
         }
+    }
+}
+
+/// The channel the user asked for, or the session's first. The catalog
+/// reports an unknown channel as an unknown session; this names the
+/// channels instead, so the user can pick one.
+pub(crate) fn pick_channel<'a>(
+    signed: &'a recorder::SignedMeta,
+    id: &str,
+    channel: Option<&str>,
+) -> Result<&'a recorder::meta::ChannelMeta> {
+    let channels = &signed.meta.channels;
+    match channel {
+        Some(ch) => channels.iter().find(|c| c.channel == ch).ok_or_else(|| {
+            let names: Vec<&str> = channels.iter().map(|c| c.channel.as_str()).collect();
+            anyhow!(
+                "session {id} has no channel {ch:?}; its channels are {}",
+                names.join(", ")
+            )
+        }),
+        None => channels.first().ok_or_else(|| {
+            anyhow!("session {id} recorded no channels, so there is nothing to show")
+        }),
     }
 }
 
@@ -538,11 +543,11 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 /// A Unix-milliseconds time as RFC 3339 UTC to the second.
-fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
-fn plural(n: u64) -> &'static str {
+pub(crate) fn plural(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 

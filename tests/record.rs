@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::tmux::Tmux;
 use common::{Gateway, LOGIN, World, policy};
 use recorder::asciicast::Event;
 use recorder::{Catalog, FileOpKind, SessionFilter, SessionRecord, Status, StorageConfig};
@@ -312,59 +312,6 @@ fn a_shell_recording_replays_to_the_screen_the_user_saw() {
         replayed.join("\n")
     );
     assert!(seen.iter().any(|l| l.contains("café ── done")), "{seen:?}");
-}
-
-/// A tmux server on its own socket, killed on drop.
-struct Tmux {
-    socket: PathBuf,
-}
-
-impl Tmux {
-    fn new(socket: &Path) -> Tmux {
-        Tmux {
-            socket: socket.to_owned(),
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new(sshd_test::require_program("tmux"))
-            .arg("-S")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "tmux {args:?}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn capture(&self, target: &str) -> String {
-        self.run(&["capture-pane", "-p", "-t", target])
-    }
-
-    fn wait_for(&self, target: &str, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let screen = self.capture(target);
-            if screen.contains(needle) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{needle:?} never appeared in {target}:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .arg("kill-server")
-            .status();
-    }
 }
 
 /// The recording section for a SeaweedFS bucket.

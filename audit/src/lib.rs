@@ -378,6 +378,16 @@ events! {
     RecordingRecovering = "recording.recovering", INFO { session_id: SessionId, status: &'static str }
     /// `gatehouse recordings reindex` rebuilt the index from storage.
     RecordingReindexed = "recording.reindexed", INFO { sessions: u64 }
+    /// Someone replayed or exported a recording (`gatehouse replay`).
+    /// `viewer` is the local user who ran it, `viewer_email` what they gave
+    /// with `--as` (empty if nothing), `mode` is `play` or `export`,
+    /// `ranges` the recording times shown (`m:ss-m:ss`, comma-separated),
+    /// and `verified` whether the recording passed verification (false
+    /// only with `--force`).
+    RecordingViewed = "recording.viewed", INFO {
+        session_id: SessionId, channel: String, viewer: String, viewer_email: String,
+        mode: &'static str, ranges: String, verified: bool
+    }
     /// A changed configuration was rejected; the old one stays in force.
     /// `detail` lists every problem with file:line:col.
     ConfigRejected = "config.rejected", ERROR { trigger: &'static str, problems: u64, detail: String }
@@ -432,7 +442,8 @@ impl Event {
             | Event::RecordingSealed { session_id, .. }
             | Event::RecordingInterrupted { session_id, .. }
             | Event::RecordingFailed { session_id, .. }
-            | Event::RecordingRecovering { session_id, .. } => Some(session_id),
+            | Event::RecordingRecovering { session_id, .. }
+            | Event::RecordingViewed { session_id, .. } => Some(session_id),
             Event::ConnectionRefused { .. }
             | Event::ConnectionDropped { .. }
             | Event::SourcePenalized { .. }

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use sshd_test::{ChildGuard, Sshd, ensure_user, require_program};
 
+pub mod tmux;
+
 /// The login every test uses on targets.
 pub const LOGIN: &str = "ghtest";
 

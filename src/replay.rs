@@ -1,0 +1,246 @@
+//! `gatehouse replay ID`: play a recording in the terminal, or export a
+//! time range of it. The player is `replay_tui`; the screens come from the
+//! `terminal` crate's keyframe index, kept as a sidecar object beside the
+//! recording (built on first open, checked against the recording on every
+//! open). Every view is audited (`recording.viewed`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, ValueEnum};
+use replay_tui::{Info, Player, Verification, clock, parse_clock};
+use terminal::{Index, Loaded, Timeline};
+
+use crate::load_config;
+use crate::recordings::{
+    IndexUse, open_catalog, pick_channel, plural, recording_signer_public_key, rfc3339, runtime,
+};
+
+/// `gatehouse replay` arguments.
+#[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    gatehouse replay --config /etc/gatehouse/gatehouse.yaml ID\n  \
+    gatehouse replay -c gatehouse.yaml ID --channel 1 --as auditor@example.com\n  \
+    gatehouse replay -c gatehouse.yaml ID --from 1:20 --to 3:00 --format txt\n\n\
+    The recording is verified first (signature and hash chain); one that fails opens \
+    only with --force, under a red banner. Press ? in the player for its keys. Every \
+    view and export is written to the audit log as recording.viewed.")]
+pub(crate) struct ReplayArgs {
+    /// The configuration file: storage, index and host keys.
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The session id (see `gatehouse sessions list`).
+    id: String,
+    /// The channel, as listed by `gatehouse sessions show` (default: the
+    /// first).
+    #[arg(long, value_name = "CH")]
+    channel: Option<String>,
+    /// Open a recording that fails verification, under a banner.
+    #[arg(long)]
+    force: bool,
+    /// Longest pause played in full while the idle cap is on (`i`).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    idle_limit: Duration,
+    /// Searches are regular expressions instead of plain text.
+    #[arg(long)]
+    regex: bool,
+    /// Start paused.
+    #[arg(long)]
+    paused: bool,
+    /// Who you are, for the audit event (your email).
+    #[arg(long = "as", value_name = "EMAIL")]
+    viewer_email: Option<String>,
+    /// Export from this time (`mm:ss` or `hh:mm:ss`) instead of playing.
+    #[arg(long, value_name = "TIME")]
+    from: Option<String>,
+    /// Export up to this time.
+    #[arg(long, value_name = "TIME")]
+    to: Option<String>,
+    /// Export as asciicast v3 (starting from the screen at --from) or as
+    /// the text that appeared on screen.
+    #[arg(long, value_enum)]
+    format: Option<ExportAs>,
+    /// Write the export to FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+/// `--format` of `replay`.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum ExportAs {
+    /// asciicast v3.
+    Cast,
+    /// Text, one line per line that appeared, with its time.
+    Txt,
+}
+
+/// The sidecar's object key, beside the sealed recording.
+fn sidecar_key(sealed_key: &str) -> String {
+    match sealed_key.strip_suffix(".cast.zst") {
+        Some(stem) => format!("{stem}.keyframes.zst"),
+        None => format!("{sealed_key}.keyframes.zst"),
+    }
+}
+
+fn time_arg(name: &str, text: Option<&str>, default: u64) -> Result<u64> {
+    match text {
+        None => Ok(default),
+        Some(t) => parse_clock(t)
+            .ok_or_else(|| anyhow!("--{name} {t:?} is not a time; use mm:ss or hh:mm:ss")),
+    }
+}
+
+/// Who ran the command: the local user.
+fn local_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+fn ranges_text(ranges: &[(u64, u64)]) -> String {
+    ranges
+        .iter()
+        .map(|(a, b)| format!("{}-{}", clock(*a), clock(*b)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub(crate) fn run(args: ReplayArgs) -> Result<ExitCode> {
+    let config = match load_config(&args.config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let id = args.id.as_str();
+    let trusted = recording_signer_public_key(&config)?;
+    let catalog = open_catalog(&config, IndexUse::Storage)?
+        .ok_or_else(|| anyhow!("cannot open the recordings"))?;
+    let rt = runtime()?;
+    let signed = rt
+        .block_on(catalog.meta(id))
+        .with_context(|| format!("cannot open session {id}"))?;
+    let channel = pick_channel(&signed, id, args.channel.as_deref())?.clone();
+    let report = rt
+        .block_on(catalog.verify(id, Some(&trusted)))
+        .with_context(|| format!("cannot verify session {id}"))?;
+    let verification = if report.ok {
+        Verification::Verified {
+            segments: report.segments_checked,
+        }
+    } else if args.force {
+        Verification::Failed(report.problems.clone())
+    } else {
+        for problem in &report.problems {
+            eprintln!("{id}: {problem}");
+        }
+        bail!(
+            "session {id} failed verification with {} problem{}; open it anyway with --force",
+            report.problems.len(),
+            plural(report.problems.len() as u64)
+        );
+    };
+    let bytes = rt
+        .block_on(catalog.cast_bytes(id, Some(&channel.channel)))
+        .with_context(|| format!("cannot read session {id} channel {}", channel.channel))?;
+    let cast = recorder::asciicast::read(&bytes)
+        .with_context(|| format!("session {id} channel {}", channel.channel))?;
+    let timeline = Timeline::new(&cast).with_context(|| format!("session {id}"))?;
+
+    // The keyframe index: the sidecar if it belongs to these bytes, else
+    // built now and stored for the next open (best effort: a read-only
+    // credential still plays).
+    let key = sidecar_key(&channel.sealed_key);
+    let sidecar = rt.block_on(catalog.storage().get(&key)).ok();
+    let (index, loaded) = Index::load_or_build(sidecar.as_deref(), &bytes, &timeline)?;
+    if loaded != Loaded::FromSidecar {
+        if let Loaded::Rebuilt(why) = &loaded {
+            tracing::warn!(session_id = id, reason = %why, "rebuilt the keyframe sidecar");
+        }
+        match index.to_sidecar(&bytes) {
+            Ok(data) => {
+                if let Err(e) = rt.block_on(catalog.storage().put(&key, data.into())) {
+                    tracing::warn!(session_id = id, error = %e, "cannot store the keyframe sidecar");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(session_id = id, error = %e, "cannot encode the keyframe sidecar")
+            }
+        }
+    }
+
+    let viewed = |mode: &'static str, ranges: &[(u64, u64)]| {
+        audit::Event::RecordingViewed {
+            session_id: audit::SessionId::new(id),
+            channel: channel.channel.clone(),
+            viewer: local_user(),
+            viewer_email: args.viewer_email.clone().unwrap_or_default(),
+            mode,
+            ranges: ranges_text(ranges),
+            verified: report.ok,
+        }
+        .emit();
+    };
+
+    if args.format.is_some() || args.from.is_some() || args.to.is_some() {
+        let from = time_arg("from", args.from.as_deref(), 0)?;
+        let to = time_arg("to", args.to.as_deref(), timeline.duration_us())?;
+        if from > to {
+            bail!("--from {} is after --to {}", clock(from), clock(to));
+        }
+        let data = match args.format.unwrap_or(ExportAs::Cast) {
+            ExportAs::Cast => {
+                let header = String::from_utf8_lossy(&bytes)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                replay_tui::export::cast(&timeline, &index, &header, from, to)?
+            }
+            ExportAs::Txt => replay_tui::export::text(&index, from, to).into_bytes(),
+        };
+        write_out(args.output.as_deref(), &data)?;
+        viewed("export", &[(from, to)]);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let meta = &signed.meta;
+    let info = Info {
+        session_id: id.to_owned(),
+        channel: channel.channel.clone(),
+        identity: meta.session.identity.clone(),
+        login_route: format!("{}@{}", meta.session.login, meta.session.route),
+        target: meta.session.target.clone(),
+        started: rfc3339(meta.started_at_ms),
+        ended: rfc3339(meta.ended_at_ms),
+        exit_status: channel.exit_status.or(meta.exit_status),
+        cert_serial: meta.session.cert_serial,
+        verification,
+    };
+    let mut player = Player::new(
+        timeline,
+        index,
+        info,
+        args.idle_limit,
+        args.regex,
+        !args.paused,
+    )?;
+    let result = replay_tui::run(&mut player);
+    // After the terminal is restored, so the event never lands on the UI.
+    viewed("play", &player.watched());
+    result.context("the terminal failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_out(path: Option<&Path>, data: &[u8]) -> Result<()> {
+    match path {
+        Some(p) => std::fs::write(p, data).with_context(|| format!("cannot write {}", p.display())),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(data)
+                .and_then(|()| out.flush())
+                .context("cannot write to stdout")
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! `gatehouse replay` end to end (issue 12): a recording made through the
+//! real gateway with real `ssh`, played by the real binary in tmux
+//! (`send-keys` to type, `capture-pane` to read), and exported.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::tmux::Tmux;
+use common::{LOGIN, World, bin, run};
+use sshd_test::require_program;
+
+/// What the recorded session prints, with pauses so the parts land at
+/// different seconds: a first line, 60 lines that scroll the first away,
+/// a full-screen program's text on the alternate screen, and the end.
+const SCRIPT: &str = "printf 'first-line\\n'; seq -f 'row-%g' 1 60; sleep 2; \
+     printf '\\033[?1049h\\033[H\\033[2J\\033[5;3Honly-in-the-editor'; sleep 2; \
+     printf '\\033[?1049l'; printf 'after-editor\\n'; sleep 2; echo all-done";
+
+fn gatehouse(args: &[&str], config: &Path) -> (i32, String, String) {
+    let mut c = Command::new(bin());
+    c.args(args).arg("--config").arg(config);
+    run(c, Duration::from_secs(60))
+}
+
+/// Records SCRIPT on a pty through the gateway; returns the session id
+/// once the recording is sealed.
+fn record(w: &World) -> String {
+    let gw = w.start(&[w.route("t", "")]);
+    let mut ssh = Command::new(require_program("ssh"));
+    ssh.args(w.ssh_args(&w.client_key, gw.port))
+        .arg("-tt")
+        .arg(format!("{LOGIN}@t@127.0.0.1"))
+        .arg(SCRIPT);
+    let (code, out, err) = run(ssh, Duration::from_secs(60));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("all-done"), "{out}");
+    let config = w.path("gatehouse.yaml");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out, err) = gatehouse(&["sessions", "list", "--json"], &config);
+        assert_eq!(code, 0, "{err}");
+        // One JSON object per line.
+        let sealed = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|s| s["status"] == "sealed")
+            .and_then(|s| s["session_id"].as_str().map(str::to_owned));
+        if let Some(id) = sealed {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "never sealed: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn export_gives_the_text_of_a_range_and_is_audited() {
+    let w = World::new();
+    let id = record(&w);
+    let config = w.path("gatehouse.yaml");
+
+    let (code, all, err) = gatehouse(&["replay", &id, "--format", "txt"], &config);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = all.lines().collect();
+    let find = |text: &str| {
+        lines
+            .iter()
+            .position(|l| l.ends_with(text))
+            .unwrap_or_else(|| panic!("no {text:?} in:\n{all}"))
+    };
+    // In order; the full-screen text is marked; what scrolled away is there.
+    let (first, editor, after) = (
+        find(" first-line"),
+        find(" only-in-the-editor"),
+        find(" after-editor"),
+    );
+    assert!(first < find(" row-60") && find(" row-60") < editor && editor < after);
+    assert!(lines[editor].contains(" | "), "{}", lines[editor]);
+    assert!(lines[first].starts_with("0:00  "), "{}", lines[first]);
+    // Each line once, although it scrolled through every row.
+    assert_eq!(all.matches("row-1\n").count(), 1, "{all}");
+    // The audit event names the viewer, the range and the mode.
+    assert!(err.contains("event=\"recording.viewed\""), "{err}");
+    assert!(err.contains("mode=\"export\""), "{err}");
+    assert!(err.contains(&format!("session_id={id}")), "{err}");
+    assert!(err.contains("verified=true"), "{err}");
+
+    // A range: the first two seconds hold the first part only.
+    let (code, part, err) = gatehouse(
+        &[
+            "replay", &id, "--from", "0:00", "--to", "0:01", "--format", "txt",
+        ],
+        &config,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        part.contains("first-line") && part.contains("row-60"),
+        "{part}"
+    );
+    assert!(!part.contains("only-in-the-editor"), "{part}");
+    assert!(err.contains("ranges=0:00-0:01"), "{err}");
+
+    // As asciicast: from 0:03 it opens on the editor's screen, as it was.
+    let out = w.path("range.cast");
+    let (code, _, err) = gatehouse(
+        &[
+            "replay",
+            &id,
+            "--from",
+            "0:03",
+            "--format",
+            "cast",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        &config,
+    );
+    assert_eq!(code, 0, "{err}");
+    let cast = recorder::asciicast::read(&std::fs::read(&out).unwrap()).unwrap();
+    let first_output = cast
+        .events
+        .iter()
+        .find_map(|e| match &e.event {
+            recorder::asciicast::Event::Output(t) => Some(t.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        first_output.contains("only-in-the-editor"),
+        "{first_output:?}"
+    );
+    assert!(cast.output().contains("all-done"));
+    assert!(!cast.output().contains("first-line"), "before the range");
+
+    // Bad input: one line, non-zero.
+    let (code, _, err) = gatehouse(&["replay", "no-such-session", "--format", "txt"], &config);
+    assert_ne!(code, 0);
+    assert!(err.contains("no-such-session"), "{err}");
+    let (code, _, err) = gatehouse(&["replay", &id, "--from", "soon"], &config);
+    assert_ne!(code, 0);
+    assert!(err.contains("not a time"), "{err}");
+}
+
+#[test]
+fn the_player_seeks_searches_steps_and_restores_the_terminal() {
+    let w = World::new();
+    let id = record(&w);
+    let config = w.path("gatehouse.yaml");
+    let tmux = Tmux::new(&w.path("tmux.sock"));
+    let exited = w.path("exited");
+    let command = format!(
+        "{} replay --config {} {id} --paused; echo \"exit=$?\" > {}; stty -a > {}.stty; sleep 60",
+        bin().display(),
+        config.display(),
+        exited.display(),
+        exited.display(),
+    );
+    tmux.start("p", 140, 40, &command);
+    let screen = tmux.wait_for("p", "? help", Duration::from_secs(30));
+    assert!(screen.contains("⏸ 0:00"), "{screen}");
+    assert!(screen.contains("verified"), "{screen}");
+    assert!(screen.contains("alice@example.com"), "{screen}");
+
+    // Search the alternate screen: the player jumps to the editor.
+    tmux.keys("p", &["/"]);
+    tmux.keys("p", &["-l", "only-in-the-editor"]);
+    tmux.keys("p", &["Enter"]);
+    let screen = tmux.wait_for("p", "match 1 of 1", Duration::from_secs(10));
+    assert!(screen.contains("only-in-the-editor"), "{screen}");
+    assert!(
+        !screen.contains("row-60"),
+        "the primary screen is hidden:\n{screen}"
+    );
+
+    // Back to the start: an empty screen, then one output event at a time.
+    tmux.keys("p", &["0"]);
+    let screen = tmux
+        .wait_until("p", Duration::from_secs(10), |s| {
+            !s.contains("only-in-the-editor")
+        })
+        .unwrap_or_else(|s| panic!("still on the editor:\n{s}"));
+    assert!(!screen.contains("first-line"), "{screen}");
+    tmux.keys("p", &["."]);
+    tmux.wait_for("p", "first-line", Duration::from_secs(10));
+    // Forward to the end (90 %, then 5 s on), and one step back.
+    tmux.keys("p", &["9", "Right"]);
+    tmux.wait_for("p", "all-done", Duration::from_secs(10));
+    tmux.keys("p", &[","]);
+    let screen = tmux
+        .wait_until("p", Duration::from_secs(10), |s| !s.contains("all-done"))
+        .unwrap_or_else(|s| panic!("step back left all-done:\n{s}"));
+    assert!(screen.contains("after-editor"), "{screen}");
+
+    // SIGTERM: the player leaves, and the terminal is as it was.
+    let pane_pid = tmux.run(&["display", "-p", "-t", "p", "#{pane_pid}"]);
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", pane_pid.trim())).unwrap();
+    let player: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &player.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !w.path("exited.stty").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the player did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let code = std::fs::read_to_string(&exited).unwrap();
+    assert_eq!(code.trim(), "exit=0");
+    let stty = std::fs::read_to_string(w.path("exited.stty")).unwrap();
+    assert!(
+        stty.split_whitespace().any(|f| f == "icanon")
+            && stty.split_whitespace().any(|f| f == "echo"),
+        "the terminal was left raw: {stty}"
+    );
+    // The alternate screen is gone: the pane shows the shell's screen,
+    // not the player's.
+    let screen = tmux.capture("p");
+    assert!(!screen.contains("? help"), "{screen}");
+}
+
+#[test]
+fn a_tampered_recording_opens_only_with_force_under_a_banner() {
+    let w = World::new();
+    let id = record(&w);
+    let config = w.path("gatehouse.yaml");
+    // Change one byte of one uploaded segment.
+    let mut parts = Vec::new();
+    let mut dirs = vec![w.path("state/recordings")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.to_string_lossy().ends_with(".part.zst") {
+                parts.push(p);
+            }
+        }
+    }
+    let part = parts
+        .first()
+        .unwrap_or_else(|| panic!("no segment in storage"));
+    let mut bytes = std::fs::read(part).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(part, bytes).unwrap();
+
+    let (code, _, err) = gatehouse(&["replay", &id, "--format", "txt"], &config);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("failed verification"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+
+    let tmux = Tmux::new(&w.path("tmux.sock"));
+    let command = format!(
+        "{} replay --config {} {id} --paused --force; sleep 60",
+        bin().display(),
+        config.display(),
+    );
+    tmux.start("p", 140, 40, &command);
+    let screen = tmux.wait_for("p", "NOT VERIFIED", Duration::from_secs(30));
+    assert!(screen.contains("segment"), "{screen}");
+    tmux.keys("p", &["q"]);
+}
