@@ -146,19 +146,24 @@ pub(crate) fn run(args: ReplayArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot read session {id} channel {}", channel.channel))?;
     let cast = recorder::asciicast::read(&bytes)
         .with_context(|| format!("session {id} channel {}", channel.channel))?;
-    let timeline = Timeline::new(&cast).with_context(|| format!("session {id}"))?;
+    let header = String::from_utf8_lossy(bytes.split(|&b| b == b'\n').next().unwrap_or_default())
+        .into_owned();
+    let hash = terminal::recording_hash(&bytes);
+    // From here on the timeline holds the recording: the bytes go.
+    drop(bytes);
+    let timeline = Timeline::from_cast(cast).with_context(|| format!("session {id}"))?;
 
     // The keyframe index: the sidecar if it belongs to these bytes, else
     // built now and stored for the next open (best effort: a read-only
     // credential still plays).
     let key = sidecar_key(&channel.sealed_key);
     let sidecar = rt.block_on(catalog.storage().get(&key)).ok();
-    let (index, loaded) = Index::load_or_build(sidecar.as_deref(), &bytes, &timeline)?;
+    let (index, loaded) = Index::load_or_build(sidecar.as_deref(), &hash, &timeline)?;
     if loaded != Loaded::FromSidecar {
         if let Loaded::Rebuilt(why) = &loaded {
             tracing::warn!(session_id = id, reason = %why, "rebuilt the keyframe sidecar");
         }
-        match index.to_sidecar(&bytes) {
+        match index.to_sidecar(&hash) {
             Ok(data) => {
                 if let Err(e) = rt.block_on(catalog.storage().put(&key, data.into())) {
                     tracing::warn!(session_id = id, error = %e, "cannot store the keyframe sidecar");
@@ -190,14 +195,7 @@ pub(crate) fn run(args: ReplayArgs) -> Result<ExitCode> {
             bail!("--from {} is after --to {}", clock(from), clock(to));
         }
         let data = match args.format.unwrap_or(ExportAs::Cast) {
-            ExportAs::Cast => {
-                let header = String::from_utf8_lossy(&bytes)
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                replay_tui::export::cast(&timeline, &index, &header, from, to)?
-            }
+            ExportAs::Cast => replay_tui::export::cast(&timeline, &index, &header, from, to)?,
             ExportAs::Txt => replay_tui::export::text(&index, from, to).into_bytes(),
         };
         write_out(args.output.as_deref(), &data)?;

@@ -7,7 +7,7 @@
 //! (or does not decode) is rebuilt, never trusted.
 
 use std::collections::HashSet;
-use std::io::Read;
+use std::io::Read as _;
 
 use serde::{Deserialize, Serialize};
 
@@ -262,11 +262,11 @@ impl Index {
     }
 
     /// The sidecar object for this index and the recording it was built
-    /// from: zstd-compressed JSON.
-    pub fn to_sidecar(&self, recording: &[u8]) -> Result<Vec<u8>> {
+    /// from (its [`recording_hash`]): zstd-compressed JSON.
+    pub fn to_sidecar(&self, recording_sha256: &str) -> Result<Vec<u8>> {
         let sidecar = Sidecar {
             version: SIDECAR_VERSION,
-            recording_sha256: recording_hash(recording),
+            recording_sha256: recording_sha256.to_owned(),
             index: self.clone(),
         };
         let json = serde_json::to_vec(&sidecar).map_err(|e| Error::Sidecar(e.to_string()))?;
@@ -277,26 +277,31 @@ impl Index {
     /// error says why it cannot be used (corrupt, another version,
     /// another recording); the caller rebuilds.
     pub fn from_sidecar(sidecar: &[u8], recording: &[u8]) -> Result<Index> {
-        let mut json = Vec::new();
-        zstd::Decoder::new(sidecar)
-            .map_err(|e| Error::Sidecar(format!("not zstd: {e}")))?
-            .take(MAX_SIDECAR + 1)
-            .read_to_end(&mut json)
-            .map_err(|e| Error::Sidecar(format!("cannot decompress: {e}")))?;
-        if u64::try_from(json.len()).unwrap_or(u64::MAX) > MAX_SIDECAR {
-            return Err(Error::Sidecar("larger than 512 MiB".to_owned()));
-        }
-        let sidecar: Sidecar = serde_json::from_slice(&json).map_err(|e| {
-            Error::Sidecar(format!(
-                "unreadable at line {} column {}",
-                e.line(),
-                e.column()
-            ))
+        Index::from_sidecar_hashed(sidecar, &recording_hash(recording))
+    }
+
+    /// [`Index::from_sidecar`] for a recording whose [`recording_hash`] is
+    /// known, so its bytes can be dropped first. Decoded as a stream: the
+    /// JSON is never held whole.
+    pub fn from_sidecar_hashed(sidecar: &[u8], recording_sha256: &str) -> Result<Index> {
+        let decoder =
+            zstd::Decoder::new(sidecar).map_err(|e| Error::Sidecar(format!("not zstd: {e}")))?;
+        let reader = std::io::BufReader::new(decoder.take(MAX_SIDECAR));
+        let sidecar: Sidecar = serde_json::from_reader(reader).map_err(|e| {
+            if e.is_io() {
+                Error::Sidecar(format!("cannot decompress: {e}"))
+            } else {
+                Error::Sidecar(format!(
+                    "unreadable at line {} column {}",
+                    e.line(),
+                    e.column()
+                ))
+            }
         })?;
         if sidecar.version != SIDECAR_VERSION {
             return Err(Error::Sidecar(format!("version {}", sidecar.version)));
         }
-        if sidecar.recording_sha256 != recording_hash(recording) {
+        if sidecar.recording_sha256 != recording_sha256 {
             return Err(Error::Sidecar(
                 "built from another version of the recording".to_owned(),
             ));
@@ -304,15 +309,16 @@ impl Index {
         Ok(sidecar.index)
     }
 
-    /// The index from `sidecar` if it is sound and belongs to
-    /// `recording`, else built afresh; says which.
+    /// The index from `sidecar` if it is sound and belongs to the
+    /// recording whose [`recording_hash`] is `recording_sha256`, else built
+    /// afresh from the timeline; says which.
     pub fn load_or_build(
         sidecar: Option<&[u8]>,
-        recording: &[u8],
+        recording_sha256: &str,
         timeline: &Timeline,
     ) -> Result<(Index, Loaded)> {
         if let Some(bytes) = sidecar {
-            match Index::from_sidecar(bytes, recording) {
+            match Index::from_sidecar_hashed(bytes, recording_sha256) {
                 Ok(index) => return Ok((index, Loaded::FromSidecar)),
                 Err(Error::Sidecar(why)) => {
                     return Ok((

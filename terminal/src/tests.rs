@@ -246,16 +246,18 @@ fn a_sidecar_round_trips_and_a_bad_one_is_rebuilt() {
     let recording = b"the recording's bytes".to_vec();
     let timeline = Timeline::new(&session()).unwrap();
     let index = Index::build(&timeline, Policy::default()).unwrap();
-    let sidecar = index.to_sidecar(&recording).unwrap();
+    let sidecar = index.to_sidecar(&recording_hash(&recording)).unwrap();
     assert_eq!(Index::from_sidecar(&sidecar, &recording).unwrap(), index);
-    let (loaded, how) = Index::load_or_build(Some(&sidecar), &recording, &timeline).unwrap();
+    let (loaded, how) =
+        Index::load_or_build(Some(&sidecar), &recording_hash(&recording), &timeline).unwrap();
     assert_eq!((loaded, how), (index.clone(), Loaded::FromSidecar));
 
     // Another recording (a segment changed): detected by the hash.
     let other = b"the recording's bytez".to_vec();
     let err = Index::from_sidecar(&sidecar, &other).unwrap_err();
     assert!(err.to_string().contains("another version"), "{err}");
-    let (rebuilt, how) = Index::load_or_build(Some(&sidecar), &other, &timeline).unwrap();
+    let (rebuilt, how) =
+        Index::load_or_build(Some(&sidecar), &recording_hash(&other), &timeline).unwrap();
     assert!(matches!(how, Loaded::Rebuilt(_)));
     assert_eq!(rebuilt, index, "rebuilt from the recording alone");
 

@@ -52,21 +52,24 @@ impl Timeline {
     /// that sent none, as `ssh -tt` without a terminal does) is taken as
     /// 80×24, each way; one larger than [`MAX_SIDE`] is cut to it.
     pub fn new(cast: &Cast) -> Result<Timeline> {
+        Timeline::from_cast(cast.clone())
+    }
+
+    /// [`Timeline::new`], taking the recording's text instead of copying
+    /// it: a long recording is held once.
+    pub fn from_cast(cast: Cast) -> Result<Timeline> {
         let side = |n: u16, default: u16| if n == 0 { default } else { n.min(MAX_SIDE) };
         let cols = side(cast.header.term.cols, 80);
         let rows = side(cast.header.term.rows, 24);
-        let steps = cast
+        let mut steps: Vec<Step> = cast
             .events
-            .iter()
+            .into_iter()
             .filter_map(|e| {
-                let change = match &e.event {
-                    Event::Output(text) => Change::Output(text.clone()),
-                    Event::Resize { cols, rows } => Change::Resize {
-                        cols: *cols,
-                        rows: *rows,
-                    },
-                    Event::Marker(label) => Change::Marker(label.clone()),
-                    Event::Exit(code) => Change::Exit(*code),
+                let change = match e.event {
+                    Event::Output(text) => Change::Output(text),
+                    Event::Resize { cols, rows } => Change::Resize { cols, rows },
+                    Event::Marker(label) => Change::Marker(label),
+                    Event::Exit(code) => Change::Exit(code),
                     Event::Input(_) | Event::FileOp(_) | Event::Other { .. } => return None,
                 };
                 Some(Step {
@@ -75,6 +78,7 @@ impl Timeline {
                 })
             })
             .collect();
+        steps.shrink_to_fit();
         Ok(Timeline { cols, rows, steps })
     }
 
