@@ -40,24 +40,8 @@ pub(crate) enum SessionsCommand {
         /// The configuration file; the index is in its state_dir.
         #[arg(long, short)]
         config: PathBuf,
-        /// Only sessions of this identity (any case).
-        #[arg(long, value_name = "EMAIL")]
-        user: Option<String>,
-        /// Only sessions on this route.
-        #[arg(long, value_name = "NAME")]
-        route: Option<String>,
-        /// Only sessions that started at or after TIME.
-        #[arg(long, value_name = "TIME")]
-        since: Option<String>,
-        /// Only sessions that started before TIME.
-        #[arg(long, value_name = "TIME")]
-        until: Option<String>,
-        /// Only sessions in this state.
-        #[arg(long, value_parser = parse_status)]
-        status: Option<Status>,
-        /// At most N sessions (the newest).
-        #[arg(long, value_name = "N")]
-        limit: Option<usize>,
+        #[command(flatten)]
+        filter: FilterArgs,
         /// Print one JSON object per session and line instead of a table.
         #[arg(long)]
         json: bool,
@@ -167,29 +151,9 @@ pub(crate) fn run_sessions(command: SessionsCommand) -> Result<ExitCode> {
     match command {
         SessionsCommand::List {
             config,
-            user,
-            route,
-            since,
-            until,
-            status,
-            limit,
+            filter,
             json,
-        } => {
-            let now = SystemTime::now();
-            let filter = ListFilter {
-                user,
-                route,
-                since: since
-                    .map(|t| parse_time(&t, now).context("bad --since"))
-                    .transpose()?,
-                until: until
-                    .map(|t| parse_time(&t, now).context("bad --until"))
-                    .transpose()?,
-                status,
-                limit: limit.unwrap_or(0),
-            };
-            list(&config, &filter, json)
-        }
+        } => list(&config, &filter.parse()?, json),
         SessionsCommand::Show { config, id, json } => show(&config, &id, json),
         SessionsCommand::Kill { config, id, reason } => crate::logins::kill(&config, &id, &reason),
     }
@@ -268,8 +232,51 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The filters of `sessions list`, which `replay` shares.
+#[derive(clap::Args, Default)]
+pub(crate) struct FilterArgs {
+    /// Only sessions of this identity (any case).
+    #[arg(long, value_name = "EMAIL")]
+    user: Option<String>,
+    /// Only sessions on this route.
+    #[arg(long, value_name = "NAME")]
+    route: Option<String>,
+    /// Only sessions that started at or after TIME.
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only sessions that started before TIME.
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+    /// Only sessions in this state.
+    #[arg(long, value_parser = parse_status)]
+    status: Option<Status>,
+    /// At most N sessions (the newest).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+}
+
+impl FilterArgs {
+    pub(crate) fn parse(self) -> Result<ListFilter> {
+        let now = SystemTime::now();
+        Ok(ListFilter {
+            user: self.user,
+            route: self.route,
+            since: self
+                .since
+                .map(|t| parse_time(&t, now).context("bad --since"))
+                .transpose()?,
+            until: self
+                .until
+                .map(|t| parse_time(&t, now).context("bad --until"))
+                .transpose()?,
+            status: self.status,
+            limit: self.limit.unwrap_or(0),
+        })
+    }
+}
+
 /// `sessions list` filters, parsed.
-struct ListFilter {
+pub(crate) struct ListFilter {
     /// Identity, compared without case: emails are case-insensitive.
     user: Option<String>,
     /// Route name, exact.
@@ -289,7 +296,23 @@ fn list(config_path: &Path, filter: &ListFilter, json: bool) -> Result<ExitCode>
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let sessions = match open_catalog(&config, IndexUse::Read)? {
+    let sessions = find_sessions(&config, filter)?;
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        sessions
+            .iter()
+            .try_for_each(|s| writeln!(out, "{}", session_json(s, None)))
+    } else if sessions.is_empty() {
+        writeln!(out, "no sessions")
+    } else {
+        out.write_all(table(&sessions).as_bytes())
+    };
+    finish_stdout(written.and_then(|()| out.flush()))
+}
+
+/// The indexed sessions that pass `filter`, newest first.
+pub(crate) fn find_sessions(config: &Config, filter: &ListFilter) -> Result<Vec<SessionRecord>> {
+    Ok(match open_catalog(config, IndexUse::Read)? {
         None => Vec::new(),
         Some(catalog) => {
             // The index matches identities exactly; the user filter runs
@@ -318,18 +341,7 @@ fn list(config_path: &Path, filter: &ListFilter, json: bool) -> Result<ExitCode>
             }
             all
         }
-    };
-    let mut out = std::io::stdout().lock();
-    let written = if json {
-        sessions
-            .iter()
-            .try_for_each(|s| writeln!(out, "{}", session_json(s, None)))
-    } else if sessions.is_empty() {
-        writeln!(out, "no sessions")
-    } else {
-        out.write_all(table(&sessions).as_bytes())
-    };
-    finish_stdout(written.and_then(|()| out.flush()))
+    })
 }
 
 fn show(config_path: &Path, id: &str, json: bool) -> Result<ExitCode> {
@@ -574,7 +586,7 @@ fn session_json(s: &SessionRecord, channels: Option<&[ChannelRecord]>) -> serde_
 }
 
 /// The `sessions list` table: aligned columns, one session per line.
-fn table(sessions: &[SessionRecord]) -> String {
+pub(crate) fn table(sessions: &[SessionRecord]) -> String {
     let header = [
         "ID",
         "START",

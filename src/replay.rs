@@ -23,6 +23,7 @@ use crate::recordings::{
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
     gatehouse replay --config /etc/gatehouse/gatehouse.yaml ID\n  \
+    gatehouse replay -c gatehouse.yaml --user alice@example.com --since 1day\n  \
     gatehouse replay -c gatehouse.yaml ID --channel 1 --as auditor@example.com\n  \
     gatehouse replay -c gatehouse.yaml ID --from 1:20 --to 3:00 --format txt\n\n\
     The recording is verified first (signature and hash chain); one that fails opens \
@@ -32,8 +33,11 @@ pub(crate) struct ReplayArgs {
     /// The configuration file: storage, index and host keys.
     #[arg(long, short)]
     config: PathBuf,
-    /// The session id (see `gatehouse sessions list`).
-    id: String,
+    /// The session id (see `gatehouse sessions list`). Without one, a
+    /// list of the sessions that pass the filters opens; Enter plays one.
+    id: Option<String>,
+    #[command(flatten)]
+    filter: crate::recordings::FilterArgs,
     /// The channel, as listed by `gatehouse sessions show` (default: the
     /// first).
     #[arg(long, value_name = "CH")]
@@ -108,12 +112,42 @@ fn ranges_text(ranges: &[(u64, u64)]) -> String {
         .join(",")
 }
 
-pub(crate) fn run(args: ReplayArgs) -> Result<ExitCode> {
+/// The session to play: the one given, or the one picked from the list.
+fn choose_session(config: &config::Config, args: &mut ReplayArgs) -> Result<Option<String>> {
+    if let Some(id) = args.id.take() {
+        return Ok(Some(id));
+    }
+    let filter = std::mem::take(&mut args.filter).parse()?;
+    let sessions = crate::recordings::find_sessions(config, &filter)?;
+    if sessions.is_empty() {
+        bail!("no recorded sessions match; see gatehouse sessions list");
+    }
+    let table = crate::recordings::table(&sessions);
+    let mut lines = table.lines().map(str::to_owned);
+    let header = lines.next().unwrap_or_default();
+    let rows: Vec<String> = lines.collect();
+    let picked = replay_tui::pick(
+        &format!("Recorded sessions ({})", sessions.len()),
+        &header,
+        &rows,
+    )
+    .context("the terminal failed")?;
+    Ok(picked.and_then(|i| sessions.get(i).map(|s| s.info.session_id.clone())))
+}
+
+pub(crate) fn run(mut args: ReplayArgs) -> Result<ExitCode> {
     let config = match load_config(&args.config) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let id = args.id.as_str();
+    let exporting = args.format.is_some() || args.from.is_some() || args.to.is_some();
+    if args.id.is_none() && exporting {
+        bail!("an export needs a session id; see gatehouse sessions list");
+    }
+    let Some(id) = choose_session(&config, &mut args)? else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let id = id.as_str();
     let trusted = recording_signer_public_key(&config)?;
     let catalog = open_catalog(&config, IndexUse::Storage)?
         .ok_or_else(|| anyhow!("cannot open the recordings"))?;
@@ -121,7 +155,33 @@ pub(crate) fn run(args: ReplayArgs) -> Result<ExitCode> {
     let signed = rt
         .block_on(catalog.meta(id))
         .with_context(|| format!("cannot open session {id}"))?;
-    let channel = pick_channel(&signed, id, args.channel.as_deref())?.clone();
+    let channels = &signed.meta.channels;
+    let channel = if args.channel.is_none() && channels.len() > 1 && !exporting {
+        let rows: Vec<String> = channels
+            .iter()
+            .map(|c| {
+                format!(
+                    "{:<6} {:<10} {:>10}  {}",
+                    c.channel,
+                    c.kind,
+                    c.output_bytes,
+                    c.command.as_deref().unwrap_or("")
+                )
+            })
+            .collect();
+        let picked = replay_tui::pick(
+            &format!("Session {id}: {} channels", channels.len()),
+            &format!("{:<6} {:<10} {:>10}  COMMAND", "CH", "KIND", "OUTPUT"),
+            &rows,
+        )
+        .context("the terminal failed")?;
+        match picked.and_then(|i| channels.get(i)) {
+            Some(c) => c.clone(),
+            None => return Ok(ExitCode::SUCCESS),
+        }
+    } else {
+        pick_channel(&signed, id, args.channel.as_deref())?.clone()
+    };
     let report = rt
         .block_on(catalog.verify(id, Some(&trusted)))
         .with_context(|| format!("cannot verify session {id}"))?;
@@ -188,7 +248,7 @@ pub(crate) fn run(args: ReplayArgs) -> Result<ExitCode> {
         .emit();
     };
 
-    if args.format.is_some() || args.from.is_some() || args.to.is_some() {
+    if exporting {
         let from = time_arg("from", args.from.as_deref(), 0)?;
         let to = time_arg("to", args.to.as_deref(), timeline.duration_us())?;
         if from > to {

@@ -269,3 +269,32 @@ fn a_tampered_recording_opens_only_with_force_under_a_banner() {
     assert!(screen.contains("segment"), "{screen}");
     tmux.keys("p", &["q"]);
 }
+
+#[test]
+fn without_an_id_a_list_of_sessions_opens_and_enter_plays_one() {
+    let w = World::new();
+    let id = record(&w);
+    let config = w.path("gatehouse.yaml");
+    let tmux = Tmux::new(&w.path("tmux.sock"));
+    let command = format!(
+        "{} replay --config {} --user ALICE@example.com --paused; sleep 60",
+        bin().display(),
+        config.display(),
+    );
+    tmux.start("p", 160, 40, &command);
+    let screen = tmux.wait_for("p", "Recorded sessions (1)", Duration::from_secs(30));
+    assert!(screen.contains(&id), "{screen}");
+    assert!(screen.contains("ghtest@t"), "{screen}");
+    tmux.keys("p", &["Enter"]);
+    let screen = tmux.wait_for("p", "? help", Duration::from_secs(30));
+    assert!(
+        screen.contains(&id),
+        "the player shows the session:\n{screen}"
+    );
+    tmux.keys("p", &["q"]);
+
+    // A filter that matches nothing: one line, not an empty list.
+    let (code, _, err) = gatehouse(&["replay", "--route", "nowhere"], &config);
+    assert_ne!(code, 0);
+    assert!(err.contains("no recorded sessions match"), "{err}");
+}

@@ -13,10 +13,12 @@
 //! does no IO of its own beyond the terminal it draws on.
 
 pub mod export;
+mod pick;
 mod player;
 mod run;
 pub mod view;
 
+pub use pick::pick;
 pub use player::{Player, Prompt, SPEEDS, clock, parse_clock};
 pub use run::run;
 

@@ -16,6 +16,16 @@ const FRAME: Duration = Duration::from_millis(33);
 /// back as it was on every way out: return, error, signal and panic
 /// (ratatui's panic hook).
 pub fn run(player: &mut Player) -> io::Result<()> {
+    let stop = stop_flag()?;
+    let mut terminal = ratatui::try_init()?;
+    let result = event_loop(&mut terminal, player, &stop);
+    let restored = ratatui::try_restore();
+    result.and(restored)
+}
+
+/// Set by SIGTERM, SIGINT or SIGHUP, which then no longer kill the
+/// process: the loops check it and restore the terminal.
+pub(crate) fn stop_flag() -> io::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [
         signal_hook::consts::SIGTERM,
@@ -24,10 +34,7 @@ pub fn run(player: &mut Player) -> io::Result<()> {
     ] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
-    let mut terminal = ratatui::try_init()?;
-    let result = event_loop(&mut terminal, player, &stop);
-    let restored = ratatui::try_restore();
-    result.and(restored)
+    Ok(stop)
 }
 
 fn event_loop(
