@@ -13,9 +13,10 @@ use common::{LOGIN, World, bin, run};
 use sshd_test::require_program;
 
 /// What the recorded session prints, with pauses so the parts land at
-/// different seconds: a first line, 60 lines that scroll the first away,
-/// a full-screen program's text on the alternate screen, and the end.
-const SCRIPT: &str = "printf 'first-line\\n'; seq -f 'row-%g' 1 60; sleep 2; \
+/// different seconds (and in different reads): a first line at 0 s, 60
+/// lines at 1 s that scroll it away, a full-screen program's text on the
+/// alternate screen from 3 s to 5 s, a line after it, and the end at 7 s.
+const SCRIPT: &str = "printf 'first-line\\n'; sleep 1; seq -f 'row-%g' 1 60; sleep 2; \
      printf '\\033[?1049h\\033[H\\033[2J\\033[5;3Honly-in-the-editor'; sleep 2; \
      printf '\\033[?1049l'; printf 'after-editor\\n'; sleep 2; echo all-done";
 
@@ -88,10 +89,10 @@ fn export_gives_the_text_of_a_range_and_is_audited() {
     assert!(err.contains(&format!("session_id={id}")), "{err}");
     assert!(err.contains("verified=true"), "{err}");
 
-    // A range: the first two seconds hold the first part only.
+    // A range: the first three seconds hold the first part only.
     let (code, part, err) = gatehouse(
         &[
-            "replay", &id, "--from", "0:00", "--to", "0:01", "--format", "txt",
+            "replay", &id, "--from", "0:00", "--to", "0:02", "--format", "txt",
         ],
         &config,
     );
@@ -101,16 +102,16 @@ fn export_gives_the_text_of_a_range_and_is_audited() {
         "{part}"
     );
     assert!(!part.contains("only-in-the-editor"), "{part}");
-    assert!(err.contains("ranges=0:00-0:01"), "{err}");
+    assert!(err.contains("ranges=0:00-0:02"), "{err}");
 
-    // As asciicast: from 0:03 it opens on the editor's screen, as it was.
+    // As asciicast: from 0:04 it opens on the editor's screen, as it was.
     let out = w.path("range.cast");
     let (code, _, err) = gatehouse(
         &[
             "replay",
             &id,
             "--from",
-            "0:03",
+            "0:04",
             "--format",
             "cast",
             "-o",

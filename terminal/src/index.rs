@@ -175,7 +175,10 @@ impl TextTracker {
                 .get(row)
                 .copied()
                 .flatten()
-                .filter(|_| !old.is_empty() && text.starts_with(old))
+                // Typing changes one row at a time; when several change at
+                // once (a scroll), a row that now starts with its old text
+                // holds another line.
+                .filter(|_| dirty.len() == 1 && !old.is_empty() && text.starts_with(old))
             {
                 if let Some(line) = out.get_mut(i) {
                     line.text.clone_from(&text);

@@ -307,3 +307,23 @@ fn a_snapshot_restores_a_half_written_escape_sequence() {
     assert_eq!(a.row(0), b.row(0));
     assert_eq!(a.row(0)[3].style.fg, Some(Color::Indexed(1)));
 }
+
+/// Found by the replay test: `row-1` scrolled up and `row-11` took its
+/// row, which looked like typing (the new text starts with the old) and
+/// replaced `row-1` in the text. A scroll changes many rows at once.
+#[test]
+fn a_line_that_scrolls_into_a_row_is_not_typing() {
+    // One chunk scrolls ten lines: the top row goes from row-1 to row-11.
+    let burst: String = (2..=12).map(|i| format!("row-{i}\r\n")).collect();
+    let events = [(1000, out("row-1\r\n")), (2000, out(&burst))];
+    let timeline = Timeline::new(&cast(20, 3, &events)).unwrap();
+    let index = Index::build(&timeline, Policy::default()).unwrap();
+    let texts: Vec<&str> = index.text.iter().map(|l| l.text.as_str()).collect();
+    for want in ["row-1", "row-11", "row-12"] {
+        assert_eq!(
+            texts.iter().filter(|t| **t == want).count(),
+            1,
+            "{want} in {texts:?}"
+        );
+    }
+}
