@@ -299,3 +299,97 @@ fn without_an_id_a_list_of_sessions_opens_and_enter_plays_one() {
     assert_ne!(code, 0);
     assert!(err.contains("no recorded sessions match"), "{err}");
 }
+
+/// The screen after a seek is the screen a real terminal shows when fed
+/// the recorded output up to that time: the player in one tmux pane, the
+/// raw output `cat` into another of the recording's size.
+#[test]
+fn a_seek_shows_what_a_terminal_fed_the_raw_output_shows() {
+    let w = World::new();
+    let id = record(&w);
+    let config = w.path("gatehouse.yaml");
+    let tmux = Tmux::new(&w.path("tmux.sock"));
+    for at in ["0:02", "0:04", "0:06"] {
+        // The output up to `at`, as asciicast (from an empty screen).
+        let cast_file = w.path(&format!("upto-{}.cast", at.replace(':', "")));
+        let (code, _, err) = gatehouse(
+            &[
+                "replay",
+                &id,
+                "--to",
+                at,
+                "--format",
+                "cast",
+                "-o",
+                cast_file.to_str().unwrap(),
+            ],
+            &config,
+        );
+        assert_eq!(code, 0, "{err}");
+        let cast = recorder::asciicast::read(&std::fs::read(&cast_file).unwrap()).unwrap();
+        let raw = w.path(&format!("raw-{}.out", at.replace(':', "")));
+        std::fs::write(&raw, cast.output()).unwrap();
+        let (cols, rows) = (80, 24); // the recording's size (ssh -tt sent none)
+        let pane = format!("raw{}", at.replace(':', ""));
+        tmux.start(
+            &pane,
+            cols,
+            rows,
+            &format!("cat {}; sleep 60", raw.display()),
+        );
+
+        let player = format!("play{}", at.replace(':', ""));
+        tmux.start(
+            &player,
+            140,
+            40,
+            &format!(
+                "{} replay --config {} {id} --paused; sleep 60",
+                bin().display(),
+                config.display()
+            ),
+        );
+        tmux.wait_for(&player, "? help", Duration::from_secs(30));
+        tmux.keys(&player, &["g"]);
+        tmux.keys(&player, &["-l", at]);
+        tmux.keys(&player, &["Enter"]);
+        let status = format!("⏸ {at}");
+        let shown = tmux.wait_for(&player, &status, Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(300));
+        let shown = {
+            let again = tmux.capture(&player);
+            if again.contains(&status) {
+                again
+            } else {
+                shown
+            }
+        };
+        let expected = tmux.capture(&pane);
+        assert!(
+            expected.lines().any(|l| !l.trim().is_empty()),
+            "at {at}: the terminal shows nothing"
+        );
+        let lines = |screen: &str, width: usize, height: usize| -> Vec<String> {
+            let mut v: Vec<String> = screen
+                .lines()
+                .take(height)
+                .map(|l| {
+                    l.chars()
+                        .take(width)
+                        .collect::<String>()
+                        .trim_end()
+                        .to_owned()
+                })
+                .collect();
+            v.resize(height, String::new());
+            v
+        };
+        assert_eq!(
+            lines(&shown, usize::from(cols), usize::from(rows)),
+            lines(&expected, usize::from(cols), usize::from(rows)),
+            "at {at}: the player (left) and a terminal fed the raw output differ\n\
+             player:\n{shown}\nterminal:\n{expected}"
+        );
+        tmux.keys(&player, &["q"]);
+    }
+}
