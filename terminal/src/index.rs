@@ -12,7 +12,7 @@ use std::io::Read as _;
 use serde::{Deserialize, Serialize};
 
 use crate::screen::{Dirty, Screen, Snapshot};
-use crate::timeline::{Change, Timeline, apply};
+use crate::timeline::{Change, Step, Timeline, apply};
 use crate::{Error, Result};
 
 /// The sidecar format's version; another is rebuilt.
@@ -209,53 +209,107 @@ impl TextTracker {
     }
 }
 
+/// Builds an [`Index`] one step at a time: the whole of a sealed
+/// recording, or a live one as its segments arrive. The index so far is
+/// usable at any point ([`Builder::index`]).
+pub struct Builder {
+    screen: Screen,
+    dirty: Dirty,
+    tracker: TextTracker,
+    /// Time of the last keyframe.
+    last_us: u64,
+    /// Output bytes since the last keyframe.
+    bytes: u64,
+    steps: usize,
+    index: Index,
+}
+
+impl Builder {
+    /// A builder for a recording that starts at `cols` × `rows`.
+    pub fn new((cols, rows): (u16, u16), policy: Policy) -> Result<Builder> {
+        let screen = Screen::new(cols, rows, 0)?;
+        let index = Index {
+            policy,
+            keyframes: vec![Keyframe {
+                steps: 0,
+                time_us: 0,
+                snapshot: screen.snapshot(),
+            }],
+            text: Vec::new(),
+        };
+        Ok(Builder {
+            screen,
+            dirty: Dirty::default(),
+            tracker: TextTracker::default(),
+            last_us: 0,
+            bytes: 0,
+            steps: 0,
+            index,
+        })
+    }
+
+    /// Takes the next step of the recording.
+    pub fn push(&mut self, step: &Step) {
+        self.steps += 1;
+        let steps = self.steps;
+        let text = &mut self.index.text;
+        match &step.change {
+            Change::Output(out) => {
+                let rows = self.screen.feed_dirty(out, &mut self.dirty);
+                self.tracker
+                    .observe(&self.screen, &rows, steps, step.time_us, text);
+                self.bytes = self
+                    .bytes
+                    .saturating_add(u64::try_from(out.len()).unwrap_or(u64::MAX));
+            }
+            change => {
+                apply(&mut self.screen, change);
+                if let Change::Resize { .. } = change {
+                    // Every row may have changed.
+                    let rows = self.screen.feed_dirty("", &mut self.dirty);
+                    self.tracker
+                        .observe(&self.screen, &rows, steps, step.time_us, text);
+                }
+            }
+        }
+        let policy = self.index.policy;
+        if step.time_us.saturating_sub(self.last_us) >= policy.every_us
+            || self.bytes >= policy.every_bytes
+        {
+            self.index.keyframes.push(Keyframe {
+                steps,
+                time_us: step.time_us,
+                snapshot: self.screen.snapshot(),
+            });
+            self.last_us = step.time_us;
+            self.bytes = 0;
+        }
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// The index of the steps taken so far.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The finished index.
+    pub fn finish(self) -> Index {
+        self.index
+    }
+}
+
 impl Index {
     /// Builds the index in one pass over the timeline.
     pub fn build(timeline: &Timeline, policy: Policy) -> Result<Index> {
-        let mut screen = timeline.start()?;
-        let mut dirty = Dirty::default();
-        let mut keyframes = vec![Keyframe {
-            steps: 0,
-            time_us: 0,
-            snapshot: screen.snapshot(),
-        }];
-        let mut text = Vec::new();
-        let mut tracker = TextTracker::default();
-        let (mut last_us, mut bytes) = (0u64, 0u64);
-        for (i, step) in timeline.steps().iter().enumerate() {
-            let steps = i + 1;
-            match &step.change {
-                Change::Output(out) => {
-                    let rows = screen.feed_dirty(out, &mut dirty);
-                    tracker.observe(&screen, &rows, steps, step.time_us, &mut text);
-                    bytes = bytes.saturating_add(u64::try_from(out.len()).unwrap_or(u64::MAX));
-                }
-                change => {
-                    apply(&mut screen, change);
-                    if let Change::Resize { .. } = change {
-                        // Every row may have changed.
-                        let rows = screen.feed_dirty("", &mut dirty);
-                        tracker.observe(&screen, &rows, steps, step.time_us, &mut text);
-                    }
-                }
-            }
-            if step.time_us.saturating_sub(last_us) >= policy.every_us
-                || bytes >= policy.every_bytes
-            {
-                keyframes.push(Keyframe {
-                    steps,
-                    time_us: step.time_us,
-                    snapshot: screen.snapshot(),
-                });
-                last_us = step.time_us;
-                bytes = 0;
-            }
+        let mut builder = Builder::new(timeline.size(), policy)?;
+        for step in timeline.steps() {
+            builder.push(step);
         }
-        Ok(Index {
-            policy,
-            keyframes,
-            text,
-        })
+        Ok(builder.finish())
     }
 
     /// The last keyframe at or before `steps`.

@@ -20,7 +20,7 @@ pub mod screen;
 pub mod search;
 pub mod timeline;
 
-pub use index::{Index, Keyframe, Loaded, Policy, TextLine, recording_hash};
+pub use index::{Builder, Index, Keyframe, Loaded, Policy, TextLine, recording_hash};
 pub use screen::{Cell, Color, Dirty, MAX_SIDE, Screen, Snapshot, Style};
 pub use search::{Hit, Query};
 pub use timeline::{Change, SCROLLBACK, Step, Timeline};

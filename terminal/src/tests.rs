@@ -327,3 +327,45 @@ fn a_line_that_scrolls_into_a_row_is_not_typing() {
         );
     }
 }
+
+/// A live recording grows: an index built step by step, used half-way,
+/// ends up equal to one built at once, and seeks into the part already
+/// indexed are right while the rest is still coming.
+#[test]
+fn an_index_built_as_the_recording_grows_equals_one_built_at_once() {
+    let whole = Timeline::new(&session()).unwrap();
+    let policy = Policy {
+        every_us: 400_000,
+        every_bytes: 1 << 20,
+    };
+    let at_once = Index::build(&whole, policy).unwrap();
+
+    let mut cast = session();
+    let rest = cast.events.split_off(cast.events.len() / 2);
+    let mut live = Timeline::new(&cast).unwrap();
+    let mut builder = Builder::new(live.size(), policy).unwrap();
+    for step in live.steps() {
+        builder.push(step);
+    }
+    let half = live.steps().len();
+    for n in [0, half / 2, half] {
+        let sought = live.screen_at(builder.index(), n).unwrap();
+        assert_eq!(
+            sought.lines(),
+            straight(&whole, n).lines(),
+            "step {n} of a live recording"
+        );
+    }
+    let more = Timeline::new(&Cast {
+        header: cast.header.clone(),
+        events: rest,
+    })
+    .unwrap();
+    for step in more.steps() {
+        live.push(step.clone());
+        builder.push(step);
+    }
+    assert_eq!(live.steps(), whole.steps());
+    assert_eq!(builder.steps(), whole.steps().len());
+    assert_eq!(builder.finish(), at_once);
+}

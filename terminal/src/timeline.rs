@@ -82,6 +82,13 @@ impl Timeline {
         Ok(Timeline { cols, rows, steps })
     }
 
+    /// Appends a step, as a live recording grows. Times never go back: an
+    /// earlier time is taken as the last one.
+    pub fn push(&mut self, mut step: Step) {
+        step.time_us = step.time_us.max(self.duration_us());
+        self.steps.push(step);
+    }
+
     /// The size the recording starts at.
     pub fn size(&self) -> (u16, u16) {
         (self.cols, self.rows)
