@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use common::tmux::Tmux;
 use common::{Gateway, LOGIN, World};
 use sshd_test::{ChildGuard, require_program};
 
@@ -174,56 +175,6 @@ fn sftp_put_get_ls() {
     assert_eq!(sha256(&w.path("fetched-abs.bin")), want);
 }
 
-/// A tmux server on a private socket in the test's temp dir (so parallel
-/// tests never share a server and nothing is left in /tmp/tmux-UID),
-/// killed on drop.
-struct Tmux {
-    socket: PathBuf,
-    session: String,
-}
-
-impl Tmux {
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(require_program("tmux"));
-        c.args(["-f", "/dev/null", "-S"]).arg(&self.socket);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let mut c = self.cmd();
-        c.args(args);
-        common::run(c, Duration::from_secs(20))
-    }
-
-    fn capture(&self) -> String {
-        let (_, out, _) = self.run(&["capture-pane", "-p", "-J", "-t", &self.session]);
-        out
-    }
-
-    fn send(&self, keys: &str) {
-        let (code, _, err) = self.run(&["send-keys", "-t", &self.session, keys, "Enter"]);
-        assert_eq!(code, 0, "send-keys {keys:?}: {err}");
-    }
-
-    /// Waits until a line of the pane, trimmed, equals `line`.
-    fn wait_for_line(&self, line: &str, what: &str) {
-        let mut screen = String::new();
-        let found = poll(Duration::from_secs(20), || {
-            screen = self.capture();
-            screen.lines().any(|l| l.trim() == line)
-        });
-        assert!(found, "{what}: no line {line:?} on the screen:\n{screen}");
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let mut c = self.cmd();
-        c.arg("kill-server");
-        let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
-    }
-}
-
 /// An interactive login shell on a pty (in a detached tmux window) echoes
 /// what is typed, sees the initial terminal size from pty-req, sees the new
 /// size after the window is resized (window-change reached the target),
@@ -233,52 +184,24 @@ fn interactive_shell_in_tmux_echoes_resizes_and_exits() {
     require_program("tmux");
     let w = World::new();
     let gw = w.start(&[w.route("t", "")]);
-    let tmux = Tmux {
-        socket: w.path("tmux.sock"),
-        session: "shell".to_owned(),
-    };
+    let tmux = Tmux::new(&w.path("tmux.sock"));
     let ssh = format!("{} {LOGIN}@t@127.0.0.1", ssh_command(&w, &gw));
-    let (code, _, err) = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        &tmux.session,
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &ssh,
-    ]);
-    assert_eq!(code, 0, "tmux new-session: {err}");
+    tmux.start("shell", 100, 30, &ssh);
+    let wait = Duration::from_secs(20);
 
-    tmux.send("echo hi-$((40+2))");
-    tmux.wait_for_line("hi-42", "echo");
+    tmux.keys("shell", &["echo hi-$((40+2))", "Enter"]);
+    tmux.wait_for_line("shell", "hi-42", wait);
 
-    tmux.send("stty size");
-    tmux.wait_for_line("30 100", "initial size");
+    tmux.keys("shell", &["stty size", "Enter"]);
+    tmux.wait_for_line("shell", "30 100", wait);
 
-    let (code, _, err) = tmux.run(&[
-        "resize-window",
-        "-t",
-        &tmux.session,
-        "-x",
-        "120",
-        "-y",
-        "40",
-    ]);
-    assert_eq!(code, 0, "tmux resize-window: {err}");
-    tmux.send("stty size");
-    tmux.wait_for_line("40 120", "size after resize");
+    tmux.run(&["resize-window", "-t", "shell", "-x", "120", "-y", "40"]);
+    tmux.keys("shell", &["stty size", "Enter"]);
+    tmux.wait_for_line("shell", "40 120", wait);
 
-    tmux.send("exit");
-    let gone = poll(Duration::from_secs(20), || {
-        tmux.run(&["has-session", "-t", &tmux.session]).0 != 0
-    });
-    assert!(
-        gone,
-        "the ssh client did not exit after `exit`:\n{}",
-        tmux.capture()
-    );
+    tmux.keys("shell", &["exit", "Enter"]);
+    let gone = poll(Duration::from_secs(20), || !tmux.alive("shell"));
+    assert!(gone, "the ssh client did not exit after `exit`");
     let log = gw.wait_for_log("event=\"channel.closed\"");
     assert!(log.contains("exit_status=0"), "{log}");
 }

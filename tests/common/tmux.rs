@@ -55,6 +55,22 @@ impl Tmux {
         self.run(&args);
     }
 
+    /// Whether the session `target` still exists (its command runs).
+    pub fn alive(&self, target: &str) -> bool {
+        self.cmd()
+            .args(["has-session", "-t", target])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Waits until a line of the pane, trimmed, equals `line`.
+    pub fn wait_for_line(&self, target: &str, line: &str, timeout: Duration) -> String {
+        self.wait_until(target, timeout, |s| s.lines().any(|l| l.trim() == line))
+            .unwrap_or_else(|s| panic!("no line {line:?} in {target}:\n{s}"))
+    }
+
     pub fn capture(&self, target: &str) -> String {
         self.run(&["capture-pane", "-p", "-t", target])
     }
