@@ -202,6 +202,7 @@ pub(crate) fn ssh_config(
         keepalive_max: 3,
         nodelay: true,
         preferred: Preferred {
+            kex: Cow::Borrowed(KEX),
             // The client picks; offer AES-GCM too, which OpenSSH prefers on
             // CPUs with AES instructions and russh leaves out by default.
             cipher: Cow::Borrowed(&[
@@ -219,6 +220,21 @@ pub(crate) fn ssh_config(
         ..Default::default()
     }
 }
+
+/// Key exchanges the gateway offers: the hybrid post-quantum one and
+/// curve25519, which every OpenSSH since 6.5 (2014) speaks. russh's default
+/// list also has finite-field Diffie-Hellman up to 8192 bits, whose modular
+/// exponentiation it does in pure Rust: a stranger who asks for
+/// `diffie-hellman-group18-sha512` makes the gateway spend about half a
+/// second of CPU before anyone logs in, for a few bytes sent (found by the
+/// `preauth` fuzz target). They are left out.
+const KEX: &[russh::kex::Name] = &[
+    russh::kex::MLKEM768X25519_SHA256,
+    russh::kex::CURVE25519,
+    russh::kex::CURVE25519_PRE_RFC_8731,
+    russh::kex::EXTENSION_SUPPORT_AS_SERVER,
+    russh::kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+];
 
 /// Opens the recorder, signing with the first ed25519 host key
 /// ([`keys::recording_signer`]): the key users already trust as the
