@@ -132,6 +132,7 @@ impl TextTracker {
         &mut self,
         screen: &Screen,
         dirty: &[usize],
+        scrolled: Vec<String>,
         steps: usize,
         time_us: u64,
         out: &mut Vec<TextLine>,
@@ -155,6 +156,26 @@ impl TextTracker {
         } else {
             HashSet::new()
         };
+        // Lines that scrolled away during this step: those not on screen
+        // after the previous one appeared and went within it.
+        if !alternate {
+            let seen: HashSet<&str> = rows.text.iter().map(String::as_str).collect();
+            for mut text in scrolled {
+                if text.trim().is_empty() || seen.contains(text.as_str()) {
+                    continue;
+                }
+                if let Some((cut, _)) = text.char_indices().nth(MAX_LINE) {
+                    text.truncate(cut);
+                }
+                out.push(TextLine {
+                    steps,
+                    time_us,
+                    alternate: false,
+                    row: 0,
+                    text,
+                });
+            }
+        }
         let mut updates = Vec::with_capacity(dirty.len());
         for &row in dirty {
             let Some(mut text) = screen.line(row) else {
@@ -256,8 +277,9 @@ impl Builder {
         match &step.change {
             Change::Output(out) => {
                 let rows = self.screen.feed_dirty(out, &mut self.dirty);
+                let scrolled = self.dirty.take_scrolled();
                 self.tracker
-                    .observe(&self.screen, &rows, steps, step.time_us, text);
+                    .observe(&self.screen, &rows, scrolled, steps, step.time_us, text);
                 self.bytes = self
                     .bytes
                     .saturating_add(u64::try_from(out.len()).unwrap_or(u64::MAX));
@@ -267,8 +289,9 @@ impl Builder {
                 if let Change::Resize { .. } = change {
                     // Every row may have changed.
                     let rows = self.screen.feed_dirty("", &mut self.dirty);
+                    let scrolled = self.dirty.take_scrolled();
                     self.tracker
-                        .observe(&self.screen, &rows, steps, step.time_us, text);
+                        .observe(&self.screen, &rows, scrolled, steps, step.time_us, text);
                 }
             }
         }

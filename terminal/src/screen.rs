@@ -117,9 +117,11 @@ impl Screen {
     }
 
     /// Interprets output and returns the rows of the active screen it
-    /// changed (sorted, each once).
+    /// changed (sorted, each once). Lines that scrolled off the primary
+    /// screen past its scrollback are added to `dirty`'s
+    /// [`Dirty::take_scrolled`], oldest first.
     pub fn feed_dirty(&mut self, output: &str, dirty: &mut Dirty) -> Vec<usize> {
-        self.vt.feed_with(output, &mut dirty.0)
+        self.vt.feed_with(output, &mut *dirty)
     }
 
     /// Resizes the terminal, clamped to [`MAX_SIDE`] and at least 1×1.
@@ -205,9 +207,46 @@ impl Screen {
 }
 
 /// Tracks which rows output changes, across calls to
-/// [`Screen::feed_dirty`]. The first call reports every row.
+/// [`Screen::feed_dirty`] (the first call reports every row), and keeps
+/// the text of lines that scrolled away.
 #[derive(Default)]
-pub struct Dirty(avt::observer::DirtyRows);
+pub struct Dirty {
+    rows: avt::observer::DirtyRows,
+    scrolled: Vec<String>,
+}
+
+impl Dirty {
+    /// The lines that scrolled off since the last call, oldest first,
+    /// trailing spaces removed.
+    pub fn take_scrolled(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.scrolled)
+    }
+}
+
+impl avt::Observer for Dirty {
+    type Output = Vec<usize>;
+
+    fn begin(&mut self, context: &mut avt::Observation<'_>) {
+        self.rows.begin(context);
+    }
+
+    fn resized(&mut self, cols: usize, rows: usize) {
+        self.rows.resized(cols, rows);
+    }
+
+    fn dirty(&mut self, rows: std::ops::Range<usize>) {
+        self.rows.dirty(rows);
+    }
+
+    fn evicted(&mut self, _context: &mut avt::Observation<'_>, line: &avt::Line) {
+        // Bounded by what one feed can scroll: the caller drains it.
+        self.scrolled.push(line.text().trim_end().to_owned());
+    }
+
+    fn end(&mut self, context: &mut avt::Observation<'_>) -> Self::Output {
+        self.rows.end(context)
+    }
+}
 
 fn color(c: Option<avt::Color>) -> Option<Color> {
     c.map(|c| match c {

@@ -369,3 +369,22 @@ fn an_index_built_as_the_recording_grows_equals_one_built_at_once() {
     assert_eq!(builder.steps(), whole.steps().len());
     assert_eq!(builder.finish(), at_once);
 }
+
+/// Found by the replay test: sixty lines in one read scroll most of
+/// themselves away within the step, and were never on screen between
+/// steps. They are searchable all the same, in order.
+#[test]
+fn lines_that_scroll_away_within_one_output_event_are_in_the_text() {
+    let burst: String = (1..=60).map(|i| format!("line-{i:02}\r\n")).collect();
+    let events = [(1000, out("top\r\n")), (2000, out(&burst))];
+    let timeline = Timeline::new(&cast(20, 5, &events)).unwrap();
+    let index = Index::build(&timeline, Policy::default()).unwrap();
+    let texts: Vec<&str> = index.text.iter().map(|l| l.text.as_str()).collect();
+    let want: Vec<String> = std::iter::once("top".to_owned())
+        .chain((1..=60).map(|i| format!("line-{i:02}")))
+        .collect();
+    assert_eq!(texts, want);
+    let hits = Query::plain("line-07").unwrap().all(&index);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].time_us, 2000);
+}
