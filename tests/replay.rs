@@ -268,7 +268,26 @@ fn a_tampered_recording_opens_only_with_force_under_a_banner() {
     tmux.start("p", 140, 40, &command);
     let screen = tmux.wait_for("p", "NOT VERIFIED", Duration::from_secs(30));
     assert!(screen.contains("segment"), "{screen}");
-    tmux.keys("p", &["q"]);
+
+    // The terminal goes away under the paused player (its tmux server
+    // ends): the player ends too, rather than spin on a dead pty.
+    let pane_pid = tmux.run(&["display", "-p", "-t", "p", "#{pane_pid}"]);
+    let children =
+        std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", pane_pid.trim())).unwrap();
+    let player = children.split_whitespace().next().unwrap().to_owned();
+    drop(tmux);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Path::new(&format!("/proc/{player}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{player}/stat"))
+            .unwrap_or_default()
+            .contains(") Z")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the player outlived its terminal"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -15,8 +15,10 @@ use ratatui::widgets::{List, ListState, Paragraph};
 /// Enter, or `None` for `q`/Esc. The terminal is restored either way.
 pub fn pick(title: &str, header: &str, rows: &[String]) -> io::Result<Option<usize>> {
     let stop = crate::run::stop_flag()?;
+    let watch = crate::run::watch(&stop);
     let mut terminal = ratatui::try_init()?;
     let result = pick_loop(&mut terminal, title, header, rows, &stop);
+    watch.store(true, Ordering::Relaxed);
     let restored = ratatui::try_restore();
     let picked = result?;
     restored?;

@@ -17,10 +17,42 @@ const FRAME: Duration = Duration::from_millis(33);
 /// (ratatui's panic hook).
 pub fn run(player: &mut Player) -> io::Result<()> {
     let stop = stop_flag()?;
+    let watch = watch(&stop);
     let mut terminal = ratatui::try_init()?;
     let result = event_loop(&mut terminal, player, &stop);
+    watch.store(true, Ordering::Relaxed);
     let restored = ratatui::try_restore();
     result.and(restored)
+}
+
+/// Watches, from a thread of its own, for the terminal going away (its
+/// pty closed without a SIGHUP reaching us) and for a stop the loop does
+/// not act on: once stdin is at EOF, crossterm's `poll` can spin without
+/// returning, and a paused player's draws write nothing that could fail.
+/// A vanished terminal sets `stop`; a stop not acted on within two
+/// seconds ends the process (after a best-effort restore). Returns the
+/// flag that tells the watcher the loop is done.
+pub(crate) fn watch(stop: &Arc<AtomicBool>) -> Arc<AtomicBool> {
+    let done = Arc::new(AtomicBool::new(false));
+    let (stop, finished) = (Arc::clone(stop), Arc::clone(&done));
+    std::thread::spawn(move || {
+        let mut stopping: Option<Instant> = None;
+        while !finished.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(250));
+            let gone = ratatui::crossterm::terminal::size().is_err();
+            if gone {
+                stop.store(true, Ordering::Relaxed);
+            }
+            if stop.load(Ordering::Relaxed) {
+                let since = *stopping.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_secs(2) && !finished.load(Ordering::Relaxed) {
+                    let _ = ratatui::try_restore();
+                    std::process::exit(if gone { 1 } else { 143 });
+                }
+            }
+        }
+    });
+    done
 }
 
 /// Set by SIGTERM, SIGINT or SIGHUP, which then no longer kill the
