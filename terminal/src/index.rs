@@ -12,7 +12,7 @@ use std::io::Read as _;
 use serde::{Deserialize, Serialize};
 
 use crate::screen::{Dirty, Screen, Snapshot};
-use crate::timeline::{Change, Step, Timeline, apply};
+use crate::timeline::{Change, SCROLLBACK, Step, Timeline, apply};
 use crate::{Error, Result};
 
 /// The sidecar format's version; another is rebuilt.
@@ -322,6 +322,22 @@ impl Builder {
     /// The finished index.
     pub fn finish(self) -> Index {
         self.index
+    }
+}
+
+/// Seeking lives here, beside the keyframes it reads, so the timeline
+/// does not depend on the index.
+impl Timeline {
+    /// The screen once `steps` steps have happened, from the nearest
+    /// keyframe at or before it.
+    pub fn screen_at(&self, index: &Index, steps: usize) -> Result<Screen> {
+        let steps = steps.min(self.steps().len());
+        let (mut screen, from) = match index.keyframe_before(steps) {
+            Some(k) => (Screen::restore(&k.snapshot, SCROLLBACK)?, k.steps),
+            None => (self.start()?, 0),
+        };
+        self.apply(&mut screen, from, steps);
+        Ok(screen)
     }
 }
 

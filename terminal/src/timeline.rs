@@ -4,7 +4,6 @@
 use recorder::asciicast::{Cast, Event};
 
 use crate::Result;
-use crate::index::Index;
 use crate::screen::{MAX_SIDE, Screen};
 
 /// Lines of primary-screen history each screen keeps. Only search and
@@ -149,18 +148,6 @@ impl Timeline {
         for step in self.steps.get(from..to).unwrap_or_default() {
             apply(screen, &step.change);
         }
-    }
-
-    /// The screen once `steps` steps have happened, from the nearest
-    /// keyframe at or before it.
-    pub fn screen_at(&self, index: &Index, steps: usize) -> Result<Screen> {
-        let steps = steps.min(self.steps.len());
-        let (mut screen, from) = match index.keyframe_before(steps) {
-            Some(k) => (Screen::restore(&k.snapshot, SCROLLBACK)?, k.steps),
-            None => (self.start()?, 0),
-        };
-        self.apply(&mut screen, from, steps);
-        Ok(screen)
     }
 }
 
