@@ -30,6 +30,9 @@ pub enum Prompt {
     Goto(String),
 }
 
+/// Output bytes and markers per timeline column, for a width.
+pub(crate) type Heat = (usize, Vec<u64>, Vec<bool>);
+
 /// The player's state.
 pub struct Player {
     pub(crate) timeline: Timeline,
@@ -57,6 +60,9 @@ pub struct Player {
     ranges: Vec<(u64, u64)>,
     range_start: u64,
     pub(crate) quit: bool,
+    /// The timeline's activity per column, for the width it was summed
+    /// at (the view's cache; the recording does not change).
+    pub(crate) heat: std::cell::RefCell<Option<Heat>>,
 }
 
 impl Player {
@@ -91,6 +97,7 @@ impl Player {
             ranges: Vec::new(),
             range_start: 0,
             quit: false,
+            heat: std::cell::RefCell::default(),
         })
     }
 
@@ -166,28 +173,25 @@ impl Player {
         self.steps = steps;
     }
 
-    /// A jump (seek, step, marker, search): closes the watched range.
-    fn jump_to_time(&mut self, time_us: u64) {
+    /// A jump (seek, step, marker, search) to `steps` steps at time `t`:
+    /// closes the watched range and starts another there.
+    fn jump(&mut self, steps: usize, t: u64) {
         self.ranges.push((
             self.range_start.min(self.pos_us),
             self.pos_us.max(self.range_start),
         ));
-        let t = time_us.min(self.duration_us());
         self.pos_us = t;
         self.range_start = t;
-        let steps = self.timeline.steps_by(t);
         self.go_to_steps(steps);
     }
 
+    fn jump_to_time(&mut self, time_us: u64) {
+        let t = time_us.min(self.duration_us());
+        self.jump(self.timeline.steps_by(t), t);
+    }
+
     fn jump_to_steps(&mut self, steps: usize) {
-        let t = self.timeline.time_of(steps);
-        self.ranges.push((
-            self.range_start.min(self.pos_us),
-            self.pos_us.max(self.range_start),
-        ));
-        self.pos_us = t;
-        self.range_start = t;
-        self.go_to_steps(steps);
+        self.jump(steps, self.timeline.time_of(steps));
     }
 
     /// Lets `elapsed` of wall-clock time pass.

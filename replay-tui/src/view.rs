@@ -237,28 +237,37 @@ fn draw_timeline(buf: &mut Buffer, area: Rect, player: &Player) {
         let i = u128::from(t) * width as u128 / (u128::from(duration) + 1);
         usize::try_from(i).unwrap_or(0).min(width - 1)
     };
-    let mut bytes = vec![0u64; width];
-    let mut marks = vec![false; width];
-    for step in player.timeline.steps() {
-        let i = slice(step.time_us);
-        match &step.change {
-            terminal::Change::Output(text) => {
-                if let Some(b) = bytes.get_mut(i) {
-                    *b = b.saturating_add(text.len() as u64);
+    // Summed once per width, not on every frame: a long recording has
+    // hundreds of thousands of steps.
+    let mut cache = player.heat.borrow_mut();
+    if cache.as_ref().is_none_or(|(w, _, _)| *w != width) {
+        let mut bytes = vec![0u64; width];
+        let mut marks = vec![false; width];
+        for step in player.timeline.steps() {
+            let i = slice(step.time_us);
+            match &step.change {
+                terminal::Change::Output(text) => {
+                    if let Some(b) = bytes.get_mut(i) {
+                        *b = b.saturating_add(text.len() as u64);
+                    }
                 }
-            }
-            terminal::Change::Marker(_) => {
-                if let Some(m) = marks.get_mut(i) {
-                    *m = true;
+                terminal::Change::Marker(_) => {
+                    if let Some(m) = marks.get_mut(i) {
+                        *m = true;
+                    }
                 }
+                _ => {}
             }
-            _ => {}
         }
+        *cache = Some((width, bytes, marks));
     }
+    let Some((_, bytes, marks)) = cache.as_ref() else {
+        return;
+    };
     let max = bytes.iter().copied().max().unwrap_or(0).max(1);
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
     let head = slice(player.position_us());
-    for (i, (&b, &m)) in bytes.iter().zip(&marks).enumerate() {
+    for (i, (&b, &m)) in bytes.iter().zip(marks).enumerate() {
         let (ch, mut style) = if m {
             ('|', Style::new().fg(Color::Magenta).bold())
         } else if b == 0 {
