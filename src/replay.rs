@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
+use recorder::Status;
 use replay_tui::{Info, Player, Verification, clock, parse_clock};
 use terminal::{Index, Loaded, Timeline};
 
@@ -54,6 +55,11 @@ pub(crate) struct ReplayArgs {
     /// Start paused.
     #[arg(long)]
     paused: bool,
+    /// Watch a session that is still being recorded, from its latest
+    /// output (`L` in the player goes back to it). New output shows within
+    /// two `segment_interval`s, sooner on the gateway's own machine.
+    #[arg(long)]
+    follow: bool,
     /// Who you are, for the audit event (your email).
     #[arg(long = "as", value_name = "EMAIL")]
     viewer_email: Option<String>,
@@ -112,10 +118,14 @@ fn ranges_text(ranges: &[(u64, u64)]) -> String {
         .join(",")
 }
 
-/// The session to play: the one given, or the one picked from the list.
-fn choose_session(config: &config::Config, args: &mut ReplayArgs) -> Result<Option<String>> {
+/// The session to play: the one given, or the one picked from the list
+/// (with whether `f` picked it, to follow it live).
+fn choose_session(
+    config: &config::Config,
+    args: &mut ReplayArgs,
+) -> Result<Option<(String, bool)>> {
     if let Some(id) = args.id.take() {
-        return Ok(Some(id));
+        return Ok(Some((id, args.follow)));
     }
     let filter = std::mem::take(&mut args.filter).parse()?;
     let sessions = crate::recordings::find_sessions(config, &filter)?;
@@ -132,7 +142,12 @@ fn choose_session(config: &config::Config, args: &mut ReplayArgs) -> Result<Opti
         &rows,
     )
     .context("the terminal failed")?;
-    Ok(picked.and_then(|i| sessions.get(i).map(|s| s.info.session_id.clone())))
+    Ok(picked.and_then(|choice| {
+        let follow = matches!(choice, replay_tui::Choice::Follow(_)) || args.follow;
+        sessions
+            .get(choice.row())
+            .map(|s| (s.info.session_id.clone(), follow))
+    }))
 }
 
 pub(crate) fn run(mut args: ReplayArgs) -> Result<ExitCode> {
@@ -144,7 +159,7 @@ pub(crate) fn run(mut args: ReplayArgs) -> Result<ExitCode> {
     if args.id.is_none() && exporting {
         bail!("an export needs a session id; see gatehouse sessions list");
     }
-    let Some(id) = choose_session(&config, &mut args)? else {
+    let Some((id, follow)) = choose_session(&config, &mut args)? else {
         return Ok(ExitCode::SUCCESS);
     };
     let id = id.as_str();
@@ -152,30 +167,48 @@ pub(crate) fn run(mut args: ReplayArgs) -> Result<ExitCode> {
     let catalog = open_catalog(&config, IndexUse::Storage)?
         .ok_or_else(|| anyhow!("cannot open the recordings"))?;
     let rt = runtime()?;
+    if let Some((record, channels)) = rt
+        .block_on(catalog.show(id))
+        .with_context(|| format!("cannot look up session {id}"))?
+        && record.meta_key.is_none()
+        && matches!(record.status, Status::Recording | Status::Uploading)
+    {
+        if exporting {
+            bail!("session {id} is still being recorded; export it once it has ended");
+        }
+        return play_live(
+            &config,
+            &args,
+            LiveSession {
+                record,
+                channels,
+                catalog,
+                rt,
+                trusted,
+            },
+            follow,
+        );
+    }
+    if follow {
+        eprintln!("session {id} has ended; playing its recording");
+    }
     let signed = rt
         .block_on(catalog.meta(id))
         .with_context(|| format!("cannot open session {id}"))?;
     let channels = &signed.meta.channels;
     let channel = if args.channel.is_none() && channels.len() > 1 && !exporting {
-        let rows: Vec<String> = channels
+        let rows: Vec<ChannelRow<'_>> = channels
             .iter()
             .map(|c| {
-                format!(
-                    "{:<6} {:<10} {:>10}  {}",
-                    c.channel,
-                    c.kind,
+                (
+                    c.channel.as_str(),
+                    c.kind.as_str(),
                     c.output_bytes,
-                    c.command.as_deref().unwrap_or("")
+                    c.command.as_deref(),
                 )
             })
             .collect();
-        let picked = replay_tui::pick(
-            &format!("Session {id}: {} channels", channels.len()),
-            &format!("{:<6} {:<10} {:>10}  COMMAND", "CH", "KIND", "OUTPUT"),
-            &rows,
-        )
-        .context("the terminal failed")?;
-        match picked.and_then(|i| channels.get(i)) {
+        match pick_channel_row(id, &rows)?.and_then(|i| channels.get(i)) {
             Some(c) => c.clone(),
             None => return Ok(ExitCode::SUCCESS),
         }
@@ -287,6 +320,142 @@ pub(crate) fn run(mut args: ReplayArgs) -> Result<ExitCode> {
     let result = replay_tui::run(&mut player);
     // After the terminal is restored, so the event never lands on the UI.
     viewed("play", &player.watched());
+    result.context("the terminal failed")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A channel as the channel list shows it: name, kind, output bytes and
+/// command.
+type ChannelRow<'a> = (&'a str, &'a str, u64, Option<&'a str>);
+
+/// Lets the user pick one of a session's channels; `None` if they quit.
+fn pick_channel_row(id: &str, channels: &[ChannelRow<'_>]) -> Result<Option<usize>> {
+    let rows: Vec<String> = channels
+        .iter()
+        .map(|(name, kind, bytes, command)| {
+            format!(
+                "{name:<6} {kind:<10} {bytes:>10}  {}",
+                command.unwrap_or("")
+            )
+        })
+        .collect();
+    let picked = replay_tui::pick(
+        &format!("Session {id}: {} channels", channels.len()),
+        &format!("{:<6} {:<10} {:>10}  COMMAND", "CH", "KIND", "OUTPUT"),
+        &rows,
+    )
+    .context("the terminal failed")?;
+    Ok(picked.map(replay_tui::Choice::row))
+}
+
+/// A session the index says is still being recorded.
+struct LiveSession {
+    record: recorder::SessionRecord,
+    channels: Vec<recorder::ChannelRecord>,
+    catalog: recorder::Catalog,
+    rt: tokio::runtime::Runtime,
+    trusted: [u8; 32],
+}
+
+/// Plays a session while it is recorded: from its start, or with
+/// `follow` from its latest output.
+fn play_live(
+    config: &config::Config,
+    args: &ReplayArgs,
+    live: LiveSession,
+    follow: bool,
+) -> Result<ExitCode> {
+    let LiveSession {
+        record,
+        channels,
+        catalog,
+        rt,
+        trusted,
+    } = live;
+    let id = record.info.session_id.clone();
+    let channel = match &args.channel {
+        Some(name) => channels
+            .iter()
+            .find(|c| &c.channel == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = channels.iter().map(|c| c.channel.as_str()).collect();
+                anyhow!(
+                    "session {id} has no channel {name:?}; its channels are {}",
+                    names.join(", ")
+                )
+            })?
+            .clone(),
+        None if channels.len() > 1 => {
+            let rows: Vec<ChannelRow<'_>> = channels
+                .iter()
+                .map(|c| {
+                    (
+                        c.channel.as_str(),
+                        c.kind.as_str(),
+                        c.output_bytes,
+                        c.command.as_deref(),
+                    )
+                })
+                .collect();
+            match pick_channel_row(&id, &rows)?.and_then(|i| channels.get(i)) {
+                Some(c) => c.clone(),
+                None => return Ok(ExitCode::SUCCESS),
+            }
+        }
+        None => channels.first().cloned().ok_or_else(|| {
+            anyhow!("session {id} has not opened a channel yet; try again shortly")
+        })?,
+    };
+    let rec = &config.recording.recorder;
+    let tail = recorder::Tail::new(
+        &id,
+        &channel.channel,
+        &record.prefix,
+        Some(rec.spool_dir.clone()),
+    );
+    let start = crate::follow::start(crate::follow::Source {
+        catalog,
+        rt,
+        tail,
+        session_id: id.clone(),
+        every: crate::follow::poll_interval(rec.segment_interval),
+        trusted,
+    })?;
+    let mut timeline = Timeline::empty(&start.header);
+    for step in start.steps {
+        timeline.push(step);
+    }
+    let info = Info {
+        session_id: id.clone(),
+        channel: channel.channel.clone(),
+        identity: record.info.identity.clone(),
+        login_route: format!("{}@{}", record.info.login, record.info.route),
+        target: record.info.target.clone(),
+        started: rfc3339(record.started_at_ms),
+        ended: String::new(),
+        exit_status: channel.exit_status,
+        cert_serial: record.info.cert_serial,
+        verification: Verification::Unsealed,
+    };
+    let mut player = Player::live(
+        timeline,
+        start.updates,
+        info,
+        args.idle_limit,
+        args.regex,
+        follow,
+    )?;
+    let result = replay_tui::run(&mut player);
+    audit::Event::RecordingViewed {
+        session_id: audit::SessionId::new(id.as_str()),
+        channel: channel.channel.clone(),
+        viewer: local_user(),
+        viewer_email: args.viewer_email.clone().unwrap_or_default(),
+        mode: if follow { "follow" } else { "play" },
+        ranges: ranges_text(&player.watched()),
+        verified: matches!(player.info().verification, Verification::Verified { .. }),
+    }
+    .emit();
     result.context("the terminal failed")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -412,3 +412,130 @@ fn a_seek_shows_what_a_terminal_fed_the_raw_output_shows() {
         tmux.keys(&player, &["q"]);
     }
 }
+
+/// Waits until the index lists a session still being recorded; returns
+/// its id.
+fn live_session(config: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out, err) = gatehouse(&["sessions", "list", "--json"], config);
+        assert_eq!(code, 0, "{err}");
+        let live = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|s| s["status"] == "recording")
+            .and_then(|s| s["session_id"].as_str().map(str::to_owned));
+        if let Some(id) = live {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "no live session: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn follow_shows_typed_output_within_two_segment_intervals() {
+    const SEGMENT_INTERVAL: Duration = Duration::from_secs(2);
+    let w = World::new();
+    let recording = format!(
+        "recording:\n  spool_dir: spool\n  segment_interval: {}s\n",
+        SEGMENT_INTERVAL.as_secs()
+    );
+    let gw = w.start_with(&[w.route("t", "")], &recording);
+    let config = w.path("gatehouse.yaml");
+    // An auditor's machine: the same storage and index, but not the
+    // gateway's spool, so it can only read uploaded segments.
+    let viewer = w.path("viewer.yaml");
+    std::fs::write(
+        &viewer,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("spool_dir: spool", "spool_dir: viewer-spool"),
+    )
+    .unwrap();
+
+    let tmux = Tmux::new(&w.path("tmux.sock"));
+    let ssh = format!(
+        "{} {} -tt {LOGIN}@t@127.0.0.1",
+        require_program("ssh").display(),
+        w.ssh_args(&w.client_key, gw.port).join(" ")
+    );
+    tmux.start("s", 100, 30, &format!("{ssh}; sleep 60"));
+    tmux.keys("s", &["-l", "echo before-$((40 + 1))-follow"]);
+    tmux.keys("s", &["Enter"]);
+    tmux.wait_for("s", "before-41-follow", Duration::from_secs(30));
+    let id = live_session(&config);
+
+    // Followed from uploaded segments (viewer.yaml) and from the spool.
+    let start = |pane: &str, config: &Path| {
+        let command = format!(
+            "{} replay --config {} {id} --follow --as auditor@example.com 2> {}; sleep 60",
+            bin().display(),
+            config.display(),
+            w.path(&format!("{pane}.audit")).display(),
+        );
+        tmux.start(pane, 150, 40, &command);
+    };
+    start("segments", &viewer);
+    start("spool", &config);
+    for pane in ["segments", "spool"] {
+        let screen = tmux.wait_for(pane, "● LIVE", Duration::from_secs(30));
+        assert!(
+            screen.contains("verified when the session is sealed"),
+            "{screen}"
+        );
+        tmux.wait_for(pane, "before-41-follow", Duration::from_secs(30));
+    }
+
+    // Typed now: on both players within two segment intervals.
+    tmux.keys("s", &["-l", "echo typed-$((6 * 7))-live"]);
+    tmux.keys("s", &["Enter"]);
+    let typed = Instant::now();
+    tmux.wait_for("s", "typed-42-live", Duration::from_secs(10));
+    for pane in ["spool", "segments"] {
+        tmux.wait_for(pane, "typed-42-live", 2 * SEGMENT_INTERVAL);
+    }
+    let seen = typed.elapsed();
+    eprintln!("typed output on both players after {seen:?}");
+    assert!(seen <= 2 * SEGMENT_INTERVAL, "seen after {seen:?}");
+
+    // Into the past, then back to live with L.
+    tmux.keys("segments", &["0"]);
+    let screen = tmux.wait_for("segments", "L goes back to live", Duration::from_secs(10));
+    assert!(!screen.contains("typed-42-live"), "{screen}");
+    tmux.keys("segments", &["L"]);
+    let screen = tmux.wait_for("segments", "● LIVE", Duration::from_secs(10));
+    assert!(screen.contains("typed-42-live"), "{screen}");
+
+    // The session ends: both players say so, and why, and verify it.
+    tmux.keys("s", &["-l", "exit 3"]);
+    tmux.keys("s", &["Enter"]);
+    for pane in ["segments", "spool"] {
+        let screen = tmux.wait_for(pane, "session ended", Duration::from_secs(30));
+        assert!(
+            screen.contains("the command exited with status 3"),
+            "{screen}"
+        );
+        let screen = tmux.wait_for(pane, "✔ verified", Duration::from_secs(30));
+        assert!(screen.contains("typed-42-live"), "{screen}");
+        tmux.keys(pane, &["q"]);
+    }
+    for pane in ["segments", "spool"] {
+        let path = w.path(&format!("{pane}.audit"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let audit = loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.contains("recording.viewed") {
+                break text;
+            }
+            assert!(Instant::now() < deadline, "{pane}: no audit event: {text}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert!(audit.contains("mode=\"follow\""), "{audit}");
+        assert!(
+            audit.contains("viewer_email=auditor@example.com"),
+            "{audit}"
+        );
+        assert!(audit.contains(&format!("session_id={id}")), "{audit}");
+    }
+}

@@ -380,7 +380,8 @@ events! {
     RecordingReindexed = "recording.reindexed", INFO { sessions: u64 }
     /// Someone replayed or exported a recording (`gatehouse replay`).
     /// `viewer` is the local user who ran it, `viewer_email` what they gave
-    /// with `--as` (empty if nothing), `mode` is `play` or `export`,
+    /// with `--as` (empty if nothing), `mode` is `play`, `follow` (a live
+    /// session from its latest output) or `export`,
     /// `ranges` the recording times shown (`m:ss-m:ss`, comma-separated),
     /// and `verified` whether the recording passed verification (false
     /// only with `--force`).

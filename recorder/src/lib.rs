@@ -31,6 +31,7 @@ mod scp;
 pub mod sftp;
 pub mod sign;
 pub mod storage;
+pub mod tail;
 mod time;
 
 pub use catalog::{Catalog, ExportFormat, VerifyReport, decompress};
@@ -46,3 +47,4 @@ pub use scp::ScpTransfer;
 pub use sftp::SftpTracker;
 pub use sign::{Ed25519Signer, Signer};
 pub use storage::{S3Config, S3Credentials, Storage, StorageConfig};
+pub use tail::Tail;

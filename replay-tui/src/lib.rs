@@ -18,8 +18,8 @@ mod player;
 mod run;
 pub mod view;
 
-pub use pick::pick;
-pub use player::{Player, Prompt, SPEEDS, clock, parse_clock};
+pub use pick::{Choice, pick};
+pub use player::{LiveState, Player, Prompt, SPEEDS, clock, parse_clock};
 pub use run::run;
 
 /// A key, as the player understands it.
@@ -59,6 +59,27 @@ pub enum Verification {
     },
     /// It failed, and was opened with `--force`: these are the problems.
     Failed(Vec<String>),
+    /// A live session: there is no signed manifest yet. It is checked
+    /// when the session ends.
+    Unsealed,
+}
+
+/// What a live source sends a [`Player`] (see [`Player::live`]).
+#[derive(Clone, Debug)]
+pub enum Update {
+    /// Steps recorded since the last update, in order.
+    Steps(Vec<terminal::Step>),
+    /// Something to tell the viewer, such as an outage being retried.
+    Note(String),
+    /// The session ended and everything it recorded was sent.
+    Ended {
+        /// Why, in words.
+        reason: String,
+        /// When, as text.
+        ended: String,
+        /// The sealed recording's verification, when it could be checked.
+        verification: Option<Verification>,
+    },
 }
 
 /// What the side panel shows about the session.

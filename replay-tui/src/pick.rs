@@ -11,9 +11,27 @@ use ratatui::style::{Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{List, ListState, Paragraph};
 
+/// A row picked from the list, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    /// Enter: play it from the start.
+    Play(usize),
+    /// `f`: follow it live, from its latest output.
+    Follow(usize),
+}
+
+impl Choice {
+    /// The row picked.
+    pub fn row(self) -> usize {
+        match self {
+            Choice::Play(i) | Choice::Follow(i) => i,
+        }
+    }
+}
+
 /// Shows `title`, a `header` line and `rows`; returns the row picked with
-/// Enter, or `None` for `q`/Esc. The terminal is restored either way.
-pub fn pick(title: &str, header: &str, rows: &[String]) -> io::Result<Option<usize>> {
+/// Enter or `f`, or `None` for `q`/Esc. The terminal is restored either way.
+pub fn pick(title: &str, header: &str, rows: &[String]) -> io::Result<Option<Choice>> {
     let stop = crate::run::stop_flag()?;
     let watch = crate::run::watch(&stop);
     let mut terminal = ratatui::try_init()?;
@@ -31,7 +49,7 @@ fn pick_loop(
     header: &str,
     rows: &[String],
     stop: &AtomicBool,
-) -> io::Result<Option<usize>> {
+) -> io::Result<Option<Choice>> {
     let mut state = ListState::default().with_selected((!rows.is_empty()).then_some(0));
     while !stop.load(Ordering::Relaxed) {
         let mut page = 1;
@@ -56,8 +74,10 @@ fn pick_loop(
                 &mut state,
             );
             frame.render_widget(
-                Paragraph::new("↑↓ PgUp PgDn: choose  ·  Enter: play  ·  q: quit")
-                    .style(Style::new().add_modifier(Modifier::REVERSED)),
+                Paragraph::new(
+                    "↑↓ PgUp PgDn: choose  ·  Enter: play  ·  f: follow live  ·  q: quit",
+                )
+                .style(Style::new().add_modifier(Modifier::REVERSED)),
                 help,
             );
         })?;
@@ -75,7 +95,8 @@ fn pick_loop(
                 KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => {
                     return Ok(None);
                 }
-                KeyCode::Enter if !rows.is_empty() => return Ok(Some(at)),
+                KeyCode::Enter if !rows.is_empty() => return Ok(Some(Choice::Play(at))),
+                KeyCode::Char('f') if !rows.is_empty() => return Ok(Some(Choice::Follow(at))),
                 KeyCode::Down | KeyCode::Char('j') => state.select(Some((at + 1).min(last))),
                 KeyCode::Up | KeyCode::Char('k') => state.select(Some(at.saturating_sub(1))),
                 KeyCode::PageDown => state.select(Some((at + page).min(last))),

@@ -2,11 +2,13 @@
 //! Keys go in ([`Player::key`]), time goes in ([`Player::tick`]), and the
 //! view reads the rest. Tests drive it directly.
 
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Duration;
 
-use terminal::{Hit, Index, Query, Screen, Timeline, search};
+use terminal::{Builder, Hit, Index, Policy, Query, Screen, Step, Timeline, search};
 
-use crate::{Info, Key};
+use crate::{Info, Key, Update};
 
 /// The speeds `+` and `-` step through.
 pub const SPEEDS: [f64; 7] = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0];
@@ -30,13 +32,51 @@ pub enum Prompt {
     Goto(String),
 }
 
-/// Output bytes and markers per timeline column, for a width.
-pub(crate) type Heat = (usize, Vec<u64>, Vec<bool>);
+/// Steps taken from a live source per frame, so catching up on a long
+/// session never freezes the keys.
+pub(crate) const PUMP_STEPS: usize = 20_000;
+
+/// Output bytes and markers per timeline column, for a width and a number
+/// of steps.
+pub(crate) type Heat = (usize, usize, Vec<u64>, Vec<bool>);
+
+/// Where the keyframes and text come from.
+enum Frames {
+    /// A sealed recording's index, complete.
+    Sealed(Index),
+    /// A live recording's, built as its steps arrive.
+    Live(Box<Live>),
+}
+
+/// A session being followed.
+struct Live {
+    builder: Builder,
+    updates: Receiver<Update>,
+    /// Steps received and not yet taken.
+    pending: VecDeque<Step>,
+    /// Set when the session ended: its reason.
+    ended: Option<String>,
+    /// The source went away without saying the session ended.
+    lost: bool,
+}
+
+/// What the status line says about a live session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LiveState {
+    /// Not a live session.
+    No,
+    /// Live, and the screen is at its latest output.
+    AtEdge,
+    /// Live, and the screen is in the past (`L` goes back).
+    Behind,
+    /// The session ended, for this reason.
+    Ended(String),
+}
 
 /// The player's state.
 pub struct Player {
     pub(crate) timeline: Timeline,
-    pub(crate) index: Index,
+    frames: Frames,
     pub(crate) info: Info,
     screen: Screen,
     /// Steps applied to `screen`.
@@ -75,10 +115,70 @@ impl Player {
         regex: bool,
         play: bool,
     ) -> terminal::Result<Player> {
+        Player::with_frames(
+            timeline,
+            Frames::Sealed(index),
+            info,
+            idle_limit,
+            regex,
+            play,
+        )
+    }
+
+    /// A player for a session still being recorded: `updates` brings its
+    /// steps as they are recorded, and its end. It starts at the beginning,
+    /// or, with `at_live_edge`, at the latest output once the steps
+    /// recorded so far have arrived.
+    pub fn live(
+        timeline: Timeline,
+        updates: Receiver<Update>,
+        info: Info,
+        idle_limit: Duration,
+        regex: bool,
+        at_live_edge: bool,
+    ) -> terminal::Result<Player> {
+        let mut builder = Builder::new(timeline.size(), Policy::default())?;
+        for step in timeline.steps() {
+            builder.push(step);
+        }
+        let live = Live {
+            builder,
+            updates,
+            pending: VecDeque::new(),
+            ended: None,
+            lost: false,
+        };
+        let mut player = Player::with_frames(
+            timeline,
+            Frames::Live(Box::new(live)),
+            info,
+            idle_limit,
+            regex,
+            true,
+        )?;
+        if at_live_edge {
+            // Everything recorded so far, then the screen at its end.
+            player.pump(usize::MAX);
+            let all = player.timeline.steps().len();
+            player.pos_us = player.duration_us();
+            player.range_start = player.pos_us;
+            player.go_to_steps(all);
+        }
+        Ok(player)
+    }
+
+    fn with_frames(
+        timeline: Timeline,
+        frames: Frames,
+        info: Info,
+        idle_limit: Duration,
+        regex: bool,
+        play: bool,
+    ) -> terminal::Result<Player> {
         let screen = timeline.start()?;
         Ok(Player {
             timeline,
-            index,
+            frames,
             info,
             screen,
             steps: 0,
@@ -99,6 +199,91 @@ impl Player {
             quit: false,
             heat: std::cell::RefCell::default(),
         })
+    }
+
+    /// What the side panel shows, as it stands (a live session's end and
+    /// verification arrive while it plays).
+    pub fn info(&self) -> &Info {
+        &self.info
+    }
+
+    /// The keyframes and text so far.
+    pub fn index(&self) -> &Index {
+        match &self.frames {
+            Frames::Sealed(index) => index,
+            Frames::Live(live) => live.builder.index(),
+        }
+    }
+
+    /// Whether this is a live session, and where the screen is in it.
+    pub fn live_state(&self) -> LiveState {
+        match &self.frames {
+            Frames::Sealed(_) => LiveState::No,
+            Frames::Live(live) => match &live.ended {
+                Some(reason) => LiveState::Ended(reason.clone()),
+                None if self.steps >= self.timeline.steps().len() && live.pending.is_empty() => {
+                    LiveState::AtEdge
+                }
+                None => LiveState::Behind,
+            },
+        }
+    }
+
+    /// Takes what a live source sent: new steps (at most `max` of them),
+    /// notes and the end. A player at the latest output and playing stays
+    /// there. Nothing happens for a sealed recording.
+    pub fn pump(&mut self, max: usize) {
+        let Frames::Live(live) = &mut self.frames else {
+            return;
+        };
+        loop {
+            match live.updates.try_recv() {
+                Ok(Update::Steps(steps)) => live.pending.extend(steps),
+                Ok(Update::Note(note)) => self.message = Some(note),
+                Ok(Update::Ended {
+                    reason,
+                    ended,
+                    verification,
+                }) => {
+                    live.ended = Some(reason);
+                    self.info.ended = ended;
+                    if let Some(v) = verification {
+                        self.info.verification = v;
+                    }
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    if live.ended.is_none() && !live.lost {
+                        live.lost = true;
+                        self.message = Some("the live source stopped".to_owned());
+                    }
+                    break;
+                }
+            }
+        }
+        if live.pending.is_empty() {
+            return;
+        }
+        let at_edge =
+            self.steps >= self.timeline.steps().len() && self.pos_us >= self.timeline.duration_us();
+        let take = live.pending.len().min(max);
+        for step in live.pending.drain(..take) {
+            if let terminal::Change::Exit(code) = step.change {
+                self.info.exit_status = Some(code);
+            }
+            live.builder.push(&step);
+            self.timeline.push(step);
+        }
+        *self.heat.borrow_mut() = None;
+        if at_edge && self.playing {
+            let all = self.timeline.steps().len();
+            self.pos_us = self.duration_us();
+            self.go_to_steps(all);
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        matches!(&self.frames, Frames::Live(live) if live.ended.is_none() && !live.lost)
     }
 
     /// The screen at the current position.
@@ -162,7 +347,7 @@ impl Player {
         if steps >= self.steps && steps - self.steps <= INCREMENTAL {
             self.timeline.apply(&mut self.screen, self.steps, steps);
         } else {
-            match self.timeline.screen_at(&self.index, steps) {
+            match self.timeline.screen_at(self.index(), steps) {
                 Ok(screen) => self.screen = screen,
                 Err(e) => {
                     self.message = Some(e.to_string());
@@ -212,7 +397,10 @@ impl Player {
             }
         }
         let end = self.duration_us();
-        if pos >= end {
+        if pos >= end && self.is_live() {
+            // At the latest output: stay there, playing, for what comes.
+            pos = end;
+        } else if pos >= end {
             pos = end;
             self.playing = false;
             self.message = Some("end of the recording".to_owned());
@@ -323,6 +511,16 @@ impl Player {
             }
             Key::Char('h') => self.help = true,
             Key::F1 => self.help = true,
+            Key::Char('L') => {
+                if self.is_live() {
+                    self.playing = true;
+                    self.jump_to_steps(self.timeline.steps().len());
+                    self.pos_us = self.duration_us();
+                    self.message = Some("live".to_owned());
+                } else {
+                    self.message = Some("not a live session".to_owned());
+                }
+            }
             Key::Char('n') => self.next_hit(true),
             Key::Char('N') => self.next_hit(false),
             Key::Char('g') => self.prompt = Some(Prompt::Goto(String::new())),
@@ -390,7 +588,7 @@ impl Player {
         };
         match query {
             Ok(q) => {
-                self.hits = q.all(&self.index);
+                self.hits = q.all(self.index());
                 self.current_hit = None;
                 if self.hits.is_empty() {
                     self.message = Some(format!("not found: {text}"));

@@ -105,6 +105,7 @@ fn event_loop(
                 _ => {}
             }
         }
+        player.pump(crate::player::PUMP_STEPS);
         let now = Instant::now();
         player.tick(now - last);
         last = now;

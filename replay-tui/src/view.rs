@@ -24,6 +24,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("[ ]", "previous / next marker"),
     ("/ ?", "search forward / back"),
     ("n N", "next / previous match"),
+    ("L", "back to live (a live session)"),
     ("g", "go to a time (mm:ss)"),
     ("↑ ↓ < >", "pan a recording larger than the terminal"),
     ("h F1", "this help"),
@@ -199,6 +200,10 @@ fn draw_panel(frame: &mut Frame<'_>, area: Rect, player: &Player) {
             format!("✔ verified: signature, {segments} segment(s), hash chain"),
             Style::new().fg(Color::Green),
         )),
+        Verification::Unsealed => lines.push(Line::styled(
+            "… live: verified when the session is sealed",
+            Style::new().fg(Color::Yellow),
+        )),
         Verification::Failed(problems) => {
             lines.push(Line::styled(
                 "✘ NOT VERIFIED (opened with --force)",
@@ -240,7 +245,11 @@ fn draw_timeline(buf: &mut Buffer, area: Rect, player: &Player) {
     // Summed once per width, not on every frame: a long recording has
     // hundreds of thousands of steps.
     let mut cache = player.heat.borrow_mut();
-    if cache.as_ref().is_none_or(|(w, _, _)| *w != width) {
+    let steps = player.timeline.steps().len();
+    if cache
+        .as_ref()
+        .is_none_or(|(w, n, _, _)| *w != width || *n != steps)
+    {
         let mut bytes = vec![0u64; width];
         let mut marks = vec![false; width];
         for step in player.timeline.steps() {
@@ -259,9 +268,9 @@ fn draw_timeline(buf: &mut Buffer, area: Rect, player: &Player) {
                 _ => {}
             }
         }
-        *cache = Some((width, bytes, marks));
+        *cache = Some((width, steps, bytes, marks));
     }
-    let Some((_, bytes, marks)) = cache.as_ref() else {
+    let Some((_, _, bytes, marks)) = cache.as_ref() else {
         return;
     };
     let max = bytes.iter().copied().max().unwrap_or(0).max(1);
@@ -299,6 +308,12 @@ fn draw_status(frame: &mut Frame<'_>, area: Rect, player: &Player) {
         Some(Prompt::Goto(text)) => format!("go to (mm:ss): {text}▏"),
         None => {
             let state = if player.playing { "▶" } else { "⏸" };
+            let live = match player.live_state() {
+                crate::LiveState::No => None,
+                crate::LiveState::AtEdge => Some("● LIVE".to_owned()),
+                crate::LiveState::Behind => Some("live: L goes back to live".to_owned()),
+                crate::LiveState::Ended(reason) => Some(format!("session ended: {reason}")),
+            };
             let (cols, rows) = player.screen().size();
             let mut parts = vec![
                 format!(
@@ -308,6 +323,7 @@ fn draw_status(frame: &mut Frame<'_>, area: Rect, player: &Player) {
                 ),
                 format!("{}×", player.speed()),
             ];
+            parts.extend(live);
             if player.idle_cap {
                 parts.push(format!("idle ≤ {}", clock(player.idle_limit_us())));
             }

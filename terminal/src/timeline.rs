@@ -1,7 +1,7 @@
 //! [`Timeline`]: what a recording did to its terminal, step by step, and
 //! the screen at any step.
 
-use recorder::asciicast::{Cast, Event};
+use recorder::asciicast::{Cast, Event, Header, TimedEvent};
 
 use crate::Result;
 use crate::screen::{MAX_SIDE, Screen};
@@ -37,6 +37,24 @@ pub struct Step {
     pub change: Change,
 }
 
+impl Step {
+    /// The step an event is, if it is drawn: input, file operations and
+    /// unknown events are not.
+    pub fn from_event(e: TimedEvent) -> Option<Step> {
+        let change = match e.event {
+            Event::Output(text) => Change::Output(text),
+            Event::Resize { cols, rows } => Change::Resize { cols, rows },
+            Event::Marker(label) => Change::Marker(label),
+            Event::Exit(code) => Change::Exit(code),
+            Event::Input(_) | Event::FileOp(_) | Event::Other { .. } => return None,
+        };
+        Some(Step {
+            time_us: e.time_us,
+            change,
+        })
+    }
+}
+
 /// A recording channel as a sequence of steps, with its first size.
 /// Input events are left out: they are not drawn.
 #[derive(Clone, Debug)]
@@ -57,28 +75,25 @@ impl Timeline {
     /// [`Timeline::new`], taking the recording's text instead of copying
     /// it: a long recording is held once.
     pub fn from_cast(cast: Cast) -> Result<Timeline> {
-        let side = |n: u16, default: u16| if n == 0 { default } else { n.min(MAX_SIDE) };
-        let cols = side(cast.header.term.cols, 80);
-        let rows = side(cast.header.term.rows, 24);
-        let mut steps: Vec<Step> = cast
+        let mut timeline = Timeline::empty(&cast.header);
+        timeline.steps = cast
             .events
             .into_iter()
-            .filter_map(|e| {
-                let change = match e.event {
-                    Event::Output(text) => Change::Output(text),
-                    Event::Resize { cols, rows } => Change::Resize { cols, rows },
-                    Event::Marker(label) => Change::Marker(label),
-                    Event::Exit(code) => Change::Exit(code),
-                    Event::Input(_) | Event::FileOp(_) | Event::Other { .. } => return None,
-                };
-                Some(Step {
-                    time_us: e.time_us,
-                    change,
-                })
-            })
+            .filter_map(Step::from_event)
             .collect();
-        steps.shrink_to_fit();
-        Ok(Timeline { cols, rows, steps })
+        timeline.steps.shrink_to_fit();
+        Ok(timeline)
+    }
+
+    /// A timeline with no steps yet, for a recording with this header: a
+    /// live one, which grows with [`Timeline::push`].
+    pub fn empty(header: &Header) -> Timeline {
+        let side = |n: u16, default: u16| if n == 0 { default } else { n.min(MAX_SIDE) };
+        Timeline {
+            cols: side(header.term.cols, 80),
+            rows: side(header.term.rows, 24),
+            steps: Vec::new(),
+        }
     }
 
     /// Appends a step, as a live recording grows. Times never go back: an

@@ -48,48 +48,62 @@ pub fn read(bytes: &[u8]) -> Result<Cast> {
         .find(|(_, l)| !l.trim().is_empty())
         .map(|(_, l)| l)
         .ok_or_else(|| format_error("header", "empty recording"))?;
+    let header = parse_header(header_line)?;
+    let complete = text.ends_with('\n');
+    let mut lines = lines.peekable();
+    let mut events = Vec::new();
+    let mut time_us = 0u64;
+    while let Some((n, line)) = lines.next() {
+        let is_last = lines.peek().is_none_or(|(_, l)| l.is_empty()) && !complete;
+        let (interval_us, event) = match parse_line(line) {
+            None => continue,
+            Some(Ok(v)) => v,
+            Some(Err(_)) if is_last => break,
+            Some(Err(e)) => return Err(format_error(&format!("asciicast line {}", n + 1), &e)),
+        };
+        time_us = time_us.saturating_add(interval_us);
+        events.push(TimedEvent {
+            interval_us,
+            time_us,
+            event,
+        });
+    }
+    Ok(Cast { header, events })
+}
+
+/// Parses the header line of a v3 recording.
+pub fn parse_header(line: &str) -> Result<Header> {
     let header: Header =
-        serde_json::from_str(header_line).map_err(|e| format_error("header", &e.to_string()))?;
+        serde_json::from_str(line).map_err(|e| format_error("header", &e.to_string()))?;
     if header.version != 3 {
         return Err(format_error(
             "header",
             &format!("version {} is not 3", header.version),
         ));
     }
-    let complete = text.ends_with('\n');
-    let mut lines = lines.peekable();
-    let mut events = Vec::new();
-    let mut time_us = 0u64;
-    while let Some((n, line)) = lines.next() {
-        let line = line.trim_end_matches('\r');
-        if line.trim().is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let is_last = lines.peek().is_none_or(|(_, l)| l.is_empty()) && !complete;
-        let parsed: Result<(f64, String, String), _> = serde_json::from_str(line);
-        let (interval, code, data) = match parsed {
-            Ok(v) => v,
-            Err(_) if is_last => break,
-            Err(e) => {
-                return Err(format_error(
-                    &format!("asciicast line {}", n + 1),
-                    &e.to_string(),
-                ));
-            }
-        };
-        let interval_us = if interval.is_finite() && interval > 0.0 {
-            (interval * 1_000_000.0).round() as u64
-        } else {
-            0
-        };
-        time_us = time_us.saturating_add(interval_us);
-        events.push(TimedEvent {
-            interval_us,
-            time_us,
-            event: decode_event(code, data),
-        });
+    Ok(header)
+}
+
+/// Parses one event line of a v3 recording into its interval (in
+/// microseconds) and event. `None` for a blank or `#` comment line; an
+/// error says what is wrong with the line.
+pub fn parse_line(line: &str) -> Option<std::result::Result<(u64, Event), String>> {
+    let line = line.trim_end_matches('\r');
+    if line.trim().is_empty() || line.starts_with('#') {
+        return None;
     }
-    Ok(Cast { header, events })
+    let parsed: std::result::Result<(f64, String, String), _> = serde_json::from_str(line);
+    Some(match parsed {
+        Ok((interval, code, data)) => {
+            let interval_us = if interval.is_finite() && interval > 0.0 {
+                (interval * 1_000_000.0).round() as u64
+            } else {
+                0
+            };
+            Ok((interval_us, decode_event(code, data)))
+        }
+        Err(e) => Err(e.to_string()),
+    })
 }
 
 /// Turns a code and its data into an [`Event`], keeping unknown codes.
