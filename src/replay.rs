@@ -13,7 +13,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
 use recorder::Status;
 use replay_tui::{Info, Player, Verification, clock, parse_clock};
-use terminal::{Index, Loaded, Timeline};
+use terminal::{HashReader, Index, Loaded, Timeline};
 
 use crate::load_config;
 use crate::recordings::{
@@ -234,17 +234,28 @@ pub(crate) fn run(mut args: ReplayArgs) -> Result<ExitCode> {
             plural(report.problems.len() as u64)
         );
     };
-    let bytes = rt
-        .block_on(catalog.cast_bytes(id, Some(&channel.channel)))
-        .with_context(|| format!("cannot read session {id} channel {}", channel.channel))?;
-    let cast = recorder::asciicast::read(&bytes)
-        .with_context(|| format!("session {id} channel {}", channel.channel))?;
-    let header = String::from_utf8_lossy(bytes.split(|&b| b == b'\n').next().unwrap_or_default())
-        .into_owned();
-    let hash = terminal::recording_hash(&bytes);
-    // From here on the timeline holds the recording: the bytes go.
-    drop(bytes);
-    let timeline = Timeline::from_cast(cast).with_context(|| format!("session {id}"))?;
+    // Read as a stream out of the decompressor: only the compressed object
+    // and the timeline's compressed steps are ever held.
+    let what = || format!("session {id} channel {}", channel.channel);
+    let sealed = rt
+        .block_on(catalog.storage().get(&channel.sealed_key))
+        .with_context(|| format!("cannot read {}", what()))?;
+    let stream = recorder::sealed_reader(&sealed, &channel.sealed_key).with_context(what)?;
+    let (cast_header, mut reader) =
+        recorder::asciicast::Reader::new(std::io::BufReader::new(HashReader::new(stream)))
+            .with_context(what)?;
+    let header = reader.header_line().to_owned();
+    let (timeline, damage) = Timeline::read(&cast_header, &mut reader);
+    let hash = reader.into_inner().into_inner().hash();
+    drop(sealed);
+    if let Some(e) = &damage {
+        if report.ok {
+            // Verified, so the bytes are as recorded: the recorder wrote a
+            // line the reader does not accept.
+            tracing::warn!(session_id = id, error = %e, "a verified recording has a line that does not parse");
+        }
+        eprintln!("{}: damaged at {e}; playing up to it", what());
+    }
 
     // The keyframe index: the sidecar if it belongs to these bytes, else
     // built now and stored for the next open (best effort: a read-only
@@ -252,7 +263,9 @@ pub(crate) fn run(mut args: ReplayArgs) -> Result<ExitCode> {
     let key = sidecar_key(&channel.sealed_key);
     let sidecar = rt.block_on(catalog.storage().get(&key)).ok();
     let (index, loaded) = Index::load_or_build(sidecar.as_deref(), &hash, &timeline)?;
-    if loaded != Loaded::FromSidecar {
+    // A damaged recording's index covers only what could be read: it is
+    // not stored.
+    if loaded != Loaded::FromSidecar && damage.is_none() {
         if let Loaded::Rebuilt(why) = &loaded {
             tracing::warn!(session_id = id, reason = %why, "rebuilt the keyframe sidecar");
         }
@@ -317,6 +330,9 @@ pub(crate) fn run(mut args: ReplayArgs) -> Result<ExitCode> {
         args.regex,
         !args.paused,
     )?;
+    if let Some(e) = &damage {
+        player.say(format!("damaged at {e}: played up to it"));
+    }
     let result = replay_tui::run(&mut player);
     // After the terminal is restored, so the event never lands on the UI.
     viewed("play", &player.watched());

@@ -219,8 +219,10 @@ impl Catalog {
                             ch.channel
                         ));
                     } else {
-                        match decompress(&sealed, &ch.sealed_key) {
-                            Ok(raw) if hex(&sha256(&raw)) == ch.cast_sha256 => {}
+                        // Hashed as a stream: a long recording is never
+                        // held decompressed.
+                        match stream_sha256(&sealed, &ch.sealed_key) {
+                            Ok(digest) if hex(&digest) == ch.cast_sha256 => {}
                             Ok(_) => report.problems.push(format!(
                                 "channel {}: sealed recording differs from segments",
                                 ch.channel
@@ -261,6 +263,34 @@ impl Catalog {
         .emit();
         Ok(count)
     }
+}
+
+/// The SHA-256 of a sealed object's decompressed recording.
+fn stream_sha256(data: &[u8], key: &str) -> Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut reader = sealed_reader(data, key)?;
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| Error::Format {
+            what: key.to_owned(),
+            reason: e.to_string(),
+        })?;
+        if n == 0 {
+            return Ok(digest.finish().as_ref().to_vec());
+        }
+        digest.update(buf.get(..n).unwrap_or_default());
+    }
+}
+
+/// A sealed `.cast.zst` object's recording as a stream, decompressed as
+/// it is read: a long recording is never held uncompressed.
+pub fn sealed_reader<'a>(data: &'a [u8], key: &str) -> Result<impl std::io::BufRead + 'a> {
+    let decoder = zstd::stream::read::Decoder::with_buffer(data).map_err(|e| Error::Format {
+        what: key.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(std::io::BufReader::new(decoder))
 }
 
 /// Decompresses a sealed `.cast.zst` object.

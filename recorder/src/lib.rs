@@ -34,7 +34,7 @@ pub mod storage;
 pub mod tail;
 mod time;
 
-pub use catalog::{Catalog, ExportFormat, VerifyReport, decompress};
+pub use catalog::{Catalog, ExportFormat, VerifyReport, decompress, sealed_reader};
 pub use error::{Error, Result};
 pub use fileop::{FileOp, FileOpKind};
 pub use index::{ChannelRecord, SessionFilter, SessionRecord};

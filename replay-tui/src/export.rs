@@ -35,7 +35,7 @@ pub fn cast(
         &mut out,
     );
     let mut last = from_us;
-    for step in timeline.steps().get(start..end).unwrap_or_default() {
+    timeline.for_each(start, end, |step| {
         let interval = step.time_us.saturating_sub(last);
         last = step.time_us;
         match &step.change {
@@ -46,7 +46,7 @@ pub fn cast(
             Change::Marker(label) => v3::encode_event(interval, "m", label, &mut out),
             Change::Exit(code) => v3::encode_event(interval, "x", &code.to_string(), &mut out),
         }
-    }
+    });
     Ok(out)
 }
 
@@ -55,13 +55,11 @@ pub fn cast(
 /// Full-screen (alternate screen) lines are marked.
 pub fn text(index: &Index, from_us: u64, to_us: u64) -> String {
     let mut out = String::new();
-    for line in index
-        .text
-        .iter()
-        .filter(|l| l.time_us >= from_us && l.time_us <= to_us)
-    {
-        let mark = if line.alternate { " |" } else { "  " };
-        out.push_str(&format!("{}{mark} {}\n", clock(line.time_us), line.text));
-    }
+    index.text.for_each(|_, line| {
+        if line.time_us >= from_us && line.time_us <= to_us {
+            let mark = if line.alternate { " |" } else { "  " };
+            out.push_str(&format!("{}{mark} {}\n", clock(line.time_us), line.text));
+        }
+    });
     out
 }

@@ -138,9 +138,7 @@ impl Player {
         at_live_edge: bool,
     ) -> terminal::Result<Player> {
         let mut builder = Builder::new(timeline.size(), Policy::default())?;
-        for step in timeline.steps() {
-            builder.push(step);
-        }
+        timeline.for_each(0, timeline.len(), |step| builder.push(&step));
         let live = Live {
             builder,
             updates,
@@ -159,7 +157,7 @@ impl Player {
         if at_live_edge {
             // Everything recorded so far, then the screen at its end.
             player.pump(usize::MAX);
-            let all = player.timeline.steps().len();
+            let all = player.timeline.len();
             player.pos_us = player.duration_us();
             player.range_start = player.pos_us;
             player.go_to_steps(all);
@@ -201,6 +199,11 @@ impl Player {
         })
     }
 
+    /// Shows `message` on the status line until the next key.
+    pub fn say(&mut self, message: String) {
+        self.message = Some(message);
+    }
+
     /// What the side panel shows, as it stands (a live session's end and
     /// verification arrive while it plays).
     pub fn info(&self) -> &Info {
@@ -221,7 +224,7 @@ impl Player {
             Frames::Sealed(_) => LiveState::No,
             Frames::Live(live) => match &live.ended {
                 Some(reason) => LiveState::Ended(reason.clone()),
-                None if self.steps >= self.timeline.steps().len() && live.pending.is_empty() => {
+                None if self.steps >= self.timeline.len() && live.pending.is_empty() => {
                     LiveState::AtEdge
                 }
                 None => LiveState::Behind,
@@ -265,7 +268,7 @@ impl Player {
             return;
         }
         let at_edge =
-            self.steps >= self.timeline.steps().len() && self.pos_us >= self.timeline.duration_us();
+            self.steps >= self.timeline.len() && self.pos_us >= self.timeline.duration_us();
         let take = live.pending.len().min(max);
         for step in live.pending.drain(..take) {
             if let terminal::Change::Exit(code) = step.change {
@@ -276,7 +279,7 @@ impl Player {
         }
         *self.heat.borrow_mut() = None;
         if at_edge && self.playing {
-            let all = self.timeline.steps().len();
+            let all = self.timeline.len();
             self.pos_us = self.duration_us();
             self.go_to_steps(all);
         }
@@ -343,7 +346,7 @@ impl Player {
     /// Moves the screen to `steps` steps, replaying forward from the
     /// current screen when that is short, else from a keyframe.
     fn go_to_steps(&mut self, steps: usize) {
-        let steps = steps.min(self.timeline.steps().len());
+        let steps = steps.min(self.timeline.len());
         if steps >= self.steps && steps - self.steps <= INCREMENTAL {
             self.timeline.apply(&mut self.screen, self.steps, steps);
         } else {
@@ -389,7 +392,7 @@ impl Player {
         if self.idle_cap {
             // A gap longer than the cap is cut to the cap.
             let last = self.timeline.time_of(self.steps);
-            if let Some(next) = self.timeline.steps().get(self.steps).map(|s| s.time_us)
+            if let Some(next) = self.timeline.time_at(self.steps)
                 && next.saturating_sub(last) > self.idle_limit_us
                 && pos >= last.saturating_add(self.idle_limit_us)
             {
@@ -484,8 +487,8 @@ impl Player {
                 let prev = self
                     .timeline
                     .markers()
-                    .filter(|(s, _, _)| *s < self.steps)
-                    .last();
+                    .rev()
+                    .find(|(s, _, _)| *s < self.steps);
                 match prev {
                     Some((s, _, label)) => {
                         self.message = Some(format!("marker: {label}"));
@@ -514,7 +517,7 @@ impl Player {
             Key::Char('L') => {
                 if self.is_live() {
                     self.playing = true;
-                    self.jump_to_steps(self.timeline.steps().len());
+                    self.jump_to_steps(self.timeline.len());
                     self.pos_us = self.duration_us();
                     self.message = Some("live".to_owned());
                 } else {

@@ -245,27 +245,21 @@ fn draw_timeline(buf: &mut Buffer, area: Rect, player: &Player) {
     // Summed once per width, not on every frame: a long recording has
     // hundreds of thousands of steps.
     let mut cache = player.heat.borrow_mut();
-    let steps = player.timeline.steps().len();
+    let steps = player.timeline.len();
     if cache
         .as_ref()
         .is_none_or(|(w, n, _, _)| *w != width || *n != steps)
     {
         let mut bytes = vec![0u64; width];
         let mut marks = vec![false; width];
-        for step in player.timeline.steps() {
-            let i = slice(step.time_us);
-            match &step.change {
-                terminal::Change::Output(text) => {
-                    if let Some(b) = bytes.get_mut(i) {
-                        *b = b.saturating_add(text.len() as u64);
-                    }
-                }
-                terminal::Change::Marker(_) => {
-                    if let Some(m) = marks.get_mut(i) {
-                        *m = true;
-                    }
-                }
-                _ => {}
+        for (time_us, len) in player.timeline.activity() {
+            if let Some(b) = bytes.get_mut(slice(time_us)) {
+                *b = b.saturating_add(u64::from(len));
+            }
+        }
+        for (_, time_us, _) in player.timeline.markers() {
+            if let Some(m) = marks.get_mut(slice(time_us)) {
+                *m = true;
             }
         }
         *cache = Some((width, steps, bytes, marks));

@@ -149,18 +149,27 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Opens as `gatehouse replay` does (recording and sidecar, bytes dropped
-/// once the index is loaded), then plays ten minutes of it from 20:00,
-/// step by step. Prints the peak RSS in KiB.
-fn play(cast_path: &Path, sidecar_path: &Path) {
-    let bytes = std::fs::read(cast_path).unwrap();
+/// Opens the sealed (zstd) recording as `gatehouse replay` does: read as
+/// a stream through its decompressor and hashed on the way, steps kept
+/// compressed, then the sidecar checked against the hash and loaded.
+fn open(sealed_path: &Path, sidecar_path: &Path) -> (Timeline, Index, terminal::Loaded) {
+    let sealed = std::fs::read(sealed_path).unwrap();
+    let stream = recorder::sealed_reader(&sealed, "hour.cast.zst").unwrap();
+    let (header, mut reader) =
+        asciicast::Reader::new(std::io::BufReader::new(terminal::HashReader::new(stream))).unwrap();
+    let (timeline, damage) = Timeline::read(&header, &mut reader);
+    assert!(damage.is_none(), "{damage:?}");
+    let hash = reader.into_inner().into_inner().hash();
+    drop(sealed);
     let sidecar = std::fs::read(sidecar_path).unwrap();
-    let hash = terminal::recording_hash(&bytes);
-    let cast = asciicast::read(&bytes).unwrap();
-    drop(bytes);
-    let timeline = Timeline::from_cast(cast).unwrap();
-    let (index, _) = Index::load_or_build(Some(&sidecar), &hash, &timeline).unwrap();
-    drop(sidecar);
+    let (index, loaded) = Index::load_or_build(Some(&sidecar), &hash, &timeline).unwrap();
+    (timeline, index, loaded)
+}
+
+/// Opens, then plays ten minutes of it from 20:00, step by step, and
+/// searches it. Prints the peak RSS in KiB.
+fn play(sealed_path: &Path, sidecar_path: &Path) {
+    let (timeline, index, _) = open(sealed_path, sidecar_path);
     let from = timeline.steps_by(20 * 60 * 1_000_000);
     let to = timeline.steps_by(30 * 60 * 1_000_000);
     let mut screen = timeline.screen_at(&index, from).unwrap();
@@ -168,6 +177,13 @@ fn play(cast_path: &Path, sidecar_path: &Path) {
         timeline.apply(&mut screen, n, n + 1);
     }
     assert!(!screen.text().is_empty());
+    assert_eq!(
+        Query::plain("file-150-03999.txt")
+            .unwrap()
+            .all(&index)
+            .len(),
+        1
+    );
     println!("{}", peak_rss_kib());
 }
 
@@ -184,9 +200,13 @@ fn main() {
     let (cast_bytes, output_bytes) = generate(&cast_path);
     let generated = started.elapsed();
 
+    // The sealed object, as the recorder stores it (zstd level 3).
+    let sealed_path = dir.join("hour.cast.zst");
+    let bytes = std::fs::read(&cast_path).unwrap();
+    std::fs::write(&sealed_path, zstd::encode_all(bytes.as_slice(), 3).unwrap()).unwrap();
+
     // Build the sidecar, as the first open does.
     let t = Instant::now();
-    let bytes = std::fs::read(&cast_path).unwrap();
     let cast = asciicast::read(&bytes).unwrap();
     let v2 = asciicast::to_v2(&cast);
     let timeline = Timeline::from_cast(cast).unwrap();
@@ -203,11 +223,7 @@ fn main() {
 
     // Open with the sidecar.
     let t = Instant::now();
-    let bytes = std::fs::read(&cast_path).unwrap();
-    let stored = std::fs::read(&sidecar_path).unwrap();
-    let hash = terminal::recording_hash(&bytes);
-    let timeline = Timeline::from_cast(asciicast::read(&bytes).unwrap()).unwrap();
-    let (index, loaded) = Index::load_or_build(Some(&stored), &hash, &timeline).unwrap();
+    let (timeline, index, loaded) = open(&sealed_path, &sidecar_path);
     let open = t.elapsed();
     assert_eq!(loaded, terminal::Loaded::FromSidecar);
 
@@ -237,7 +253,7 @@ fn main() {
     let me = std::env::current_exe().unwrap();
     let out = std::process::Command::new(me)
         .arg("play")
-        .arg(&cast_path)
+        .arg(&sealed_path)
         .arg(&sidecar_path)
         .output()
         .unwrap();
@@ -263,15 +279,18 @@ fn main() {
     println!("# Replay: the terminal model (terminal/examples/replay_bench.rs)\n");
     println!(
         "A synthetic {:.0}-minute recording: {:.1} MiB of cast, {:.1} MiB of output, {} steps; \
-         {} keyframes, {} lines of text; sidecar {:.1} MiB. Generated in {}.\n",
+         {} keyframes, {} lines of text; sidecar {:.1} MiB. Generated in {}. In memory, the \
+         steps take {:.1} MiB and the text {:.1} MiB (compressed blocks).\n",
         duration as f64 / 60e6,
         mib(cast_bytes),
         mib(output_bytes),
-        timeline.steps().len(),
+        timeline.len(),
         index.keyframes.len(),
         index.text.len(),
         mib(sidecar.len() as u64),
         ms(generated),
+        mib(timeline.held_bytes() as u64),
+        mib(index.text.held_bytes() as u64),
     );
     println!("| measure | result | target | |");
     println!("|---|---:|---:|---|");

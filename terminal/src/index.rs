@@ -11,12 +11,13 @@ use std::io::Read as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::packed::{BLOCK, Pack, Packed, get_str, get_varint, put_str, put_varint};
 use crate::screen::{Dirty, Screen, Snapshot};
 use crate::timeline::{Change, SCROLLBACK, Step, Timeline, apply};
 use crate::{Error, Result};
 
 /// The sidecar format's version; another is rebuilt.
-const SIDECAR_VERSION: u32 = 1;
+const SIDECAR_VERSION: u32 = 2;
 
 /// The largest sidecar read, decompressed. One bigger is rebuilt.
 const MAX_SIDECAR: u64 = 512 << 20;
@@ -81,7 +82,81 @@ pub struct Index {
     /// Every line that appeared on either screen, in order of appearance.
     /// A line that scrolls keeps its first entry; a line being typed is
     /// one entry, updated as it grows.
-    pub text: Vec<TextLine>,
+    pub text: TextLines,
+}
+
+/// The lines of an [`Index`], held compressed: an hour of busy output is
+/// hundreds of thousands of lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TextLines(Packed<TextLine>);
+
+/// Open text past which lines still referenced by a screen row are
+/// compressed anyway (a later change to such a row starts a new entry).
+const TEXT_OPEN_MAX: usize = 16 * BLOCK;
+
+impl TextLines {
+    /// How many lines.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.len() == 0
+    }
+
+    /// Line `i`, decompressed.
+    pub fn get(&self, i: usize) -> Option<TextLine> {
+        self.0.get(i)
+    }
+
+    /// Calls `f` with each line and its number, in order.
+    pub fn for_each(&self, f: impl FnMut(usize, &TextLine)) {
+        self.0.for_each(0, usize::MAX, f);
+    }
+
+    /// Every line, decompressed (for tests and small recordings).
+    pub fn to_vec(&self) -> Vec<TextLine> {
+        let mut all = Vec::with_capacity(self.len());
+        self.for_each(|_, l| all.push(l.clone()));
+        all
+    }
+
+    /// Memory the lines hold, in bytes.
+    pub fn held_bytes(&self) -> usize {
+        self.0.held_bytes()
+    }
+
+    fn push(&mut self, line: TextLine) -> usize {
+        let weight = line.text.len() + 12;
+        self.0.push(line, weight)
+    }
+}
+
+impl Pack for TextLine {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.steps as u64);
+        put_varint(out, self.time_us);
+        out.push(u8::from(self.alternate));
+        put_varint(out, self.row as u64);
+        put_str(out, &self.text);
+    }
+
+    fn decode(input: &mut &[u8]) -> Option<Self> {
+        let steps = usize::try_from(get_varint(input)?).ok()?;
+        let time_us = get_varint(input)?;
+        let (&alternate, rest) = input.split_first()?;
+        *input = rest;
+        let row = usize::try_from(get_varint(input)?).ok()?;
+        Some(TextLine {
+            steps,
+            time_us,
+            alternate: alternate != 0,
+            row,
+            text: get_str(input)?,
+        })
+    }
 }
 
 /// The sidecar object: an index and the recording it belongs to.
@@ -97,6 +172,37 @@ struct Sidecar {
 pub fn recording_hash(recording: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, recording);
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Passes a recording's bytes through while hashing them, so a recording
+/// read as a stream gets its [`recording_hash`] without being held whole.
+pub struct HashReader<R> {
+    inner: R,
+    digest: ring::digest::Context,
+}
+
+impl<R> HashReader<R> {
+    /// Hashes what is read from `inner`.
+    pub fn new(inner: R) -> HashReader<R> {
+        HashReader {
+            inner,
+            digest: ring::digest::Context::new(&ring::digest::SHA256),
+        }
+    }
+
+    /// The [`recording_hash`] of everything read so far.
+    pub fn hash(&self) -> String {
+        let digest = self.digest.clone().finish();
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.digest.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
 }
 
 /// The rows of one screen as the text tracker last saw them.
@@ -124,6 +230,17 @@ struct TextTracker {
 }
 
 impl TextTracker {
+    /// The oldest line a screen row may still update.
+    fn oldest_entry(&self) -> Option<usize> {
+        self.primary
+            .entry
+            .iter()
+            .chain(&self.alternate.entry)
+            .flatten()
+            .min()
+            .copied()
+    }
+
     /// Records the rows a step changed. A row whose new text was already
     /// on that screen has moved (scrolled, or come back when a full-screen
     /// program ended), and is not recorded again; a row that grew from its
@@ -135,7 +252,7 @@ impl TextTracker {
         scrolled: Vec<String>,
         steps: usize,
         time_us: u64,
-        out: &mut Vec<TextLine>,
+        out: &mut TextLines,
     ) {
         let alternate = screen.is_alternate();
         if alternate && !self.on_alternate {
@@ -191,7 +308,7 @@ impl TextTracker {
             let entry = if text.trim().is_empty() || before.contains(text.as_str()) {
                 // Blank, or moved here from another row.
                 None
-            } else if let Some(i) = rows
+            } else if let Some(line) = rows
                 .entry
                 .get(row)
                 .copied()
@@ -200,22 +317,21 @@ impl TextTracker {
                 // once (a scroll), a row that now starts with its old text
                 // holds another line.
                 .filter(|_| dirty.len() == 1 && !old.is_empty() && text.starts_with(old))
+                .and_then(|i| Some((i, out.0.open_mut(i)?)))
             {
-                if let Some(line) = out.get_mut(i) {
-                    line.text.clone_from(&text);
-                    line.steps = steps;
-                    line.time_us = time_us;
-                }
+                let (i, line) = line;
+                line.text.clone_from(&text);
+                line.steps = steps;
+                line.time_us = time_us;
                 Some(i)
             } else {
-                out.push(TextLine {
+                Some(out.push(TextLine {
                     steps,
                     time_us,
                     alternate,
                     row,
                     text: text.clone(),
-                });
-                Some(out.len() - 1)
+                }))
             };
             updates.push((row, text, entry));
         }
@@ -256,7 +372,7 @@ impl Builder {
                 time_us: 0,
                 snapshot: screen.snapshot(),
             }],
-            text: Vec::new(),
+            text: TextLines::default(),
         };
         Ok(Builder {
             screen,
@@ -284,16 +400,25 @@ impl Builder {
                     .bytes
                     .saturating_add(u64::try_from(out.len()).unwrap_or(u64::MAX));
             }
-            change => {
-                apply(&mut self.screen, change);
-                if let Change::Resize { .. } = change {
-                    // Every row may have changed.
-                    let rows = self.screen.feed_dirty("", &mut self.dirty);
-                    let scrolled = self.dirty.take_scrolled();
-                    self.tracker
-                        .observe(&self.screen, &rows, scrolled, steps, step.time_us, text);
-                }
+            Change::Resize { cols, rows } => {
+                // Through the tracker's observer, so its rows follow.
+                let rows = self.screen.resize_dirty(*cols, *rows, &mut self.dirty);
+                let scrolled = self.dirty.take_scrolled();
+                self.tracker
+                    .observe(&self.screen, &rows, scrolled, steps, step.time_us, text);
             }
+            change => apply(&mut self.screen, change),
+        }
+        let open = self.index.text.0.open_bytes();
+        if open >= BLOCK {
+            // Compress what no row can update any more; past the cap,
+            // everything.
+            let keep = if open >= TEXT_OPEN_MAX {
+                usize::MAX
+            } else {
+                self.tracker.oldest_entry().unwrap_or(usize::MAX)
+            };
+            self.index.text.0.freeze_before(keep);
         }
         let policy = self.index.policy;
         if step.time_us.saturating_sub(self.last_us) >= policy.every_us
@@ -319,8 +444,9 @@ impl Builder {
         &self.index
     }
 
-    /// The finished index.
-    pub fn finish(self) -> Index {
+    /// The finished index, all of it compressed.
+    pub fn finish(mut self) -> Index {
+        self.index.text.0.freeze_before(usize::MAX);
         self.index
     }
 }
@@ -331,7 +457,7 @@ impl Timeline {
     /// The screen once `steps` steps have happened, from the nearest
     /// keyframe at or before it.
     pub fn screen_at(&self, index: &Index, steps: usize) -> Result<Screen> {
-        let steps = steps.min(self.steps().len());
+        let steps = steps.min(self.len());
         let (mut screen, from) = match index.keyframe_before(steps) {
             Some(k) => (Screen::restore(&k.snapshot, SCROLLBACK)?, k.steps),
             None => (self.start()?, 0),
@@ -345,9 +471,7 @@ impl Index {
     /// Builds the index in one pass over the timeline.
     pub fn build(timeline: &Timeline, policy: Policy) -> Result<Index> {
         let mut builder = Builder::new(timeline.size(), policy)?;
-        for step in timeline.steps() {
-            builder.push(step);
-        }
+        timeline.for_each(0, timeline.len(), |step| builder.push(&step));
         Ok(builder.finish())
     }
 
@@ -366,7 +490,13 @@ impl Index {
             index: self.clone(),
         };
         let json = serde_json::to_vec(&sidecar).map_err(|e| Error::Sidecar(e.to_string()))?;
-        zstd::encode_all(json.as_slice(), 3).map_err(|e| Error::Sidecar(e.to_string()))
+        // With zstd's content checksum: a flipped bit anywhere (inside a
+        // text block too) fails the read instead of decoding to nonsense.
+        let fail = |e: std::io::Error| Error::Sidecar(e.to_string());
+        let mut encoder = zstd::Encoder::new(Vec::new(), 3).map_err(fail)?;
+        encoder.include_checksum(true).map_err(fail)?;
+        std::io::Write::write_all(&mut encoder, &json).map_err(fail)?;
+        encoder.finish().map_err(fail)
     }
 
     /// The index in a sidecar object, if it belongs to `recording`. An

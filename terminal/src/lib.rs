@@ -16,11 +16,14 @@
 //! on IO. Callers fetch the recording and the sidecar.
 
 pub mod index;
+mod packed;
 pub mod screen;
 pub mod search;
 pub mod timeline;
 
-pub use index::{Builder, Index, Keyframe, Loaded, Policy, TextLine, recording_hash};
+pub use index::{
+    Builder, HashReader, Index, Keyframe, Loaded, Policy, TextLine, TextLines, recording_hash,
+};
 pub use screen::{Cell, Color, Dirty, MAX_SIDE, Screen, Snapshot, Style};
 pub use search::{Hit, Query};
 pub use timeline::{Change, SCROLLBACK, Step, Timeline};

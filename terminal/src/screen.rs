@@ -124,6 +124,16 @@ impl Screen {
         self.vt.feed_with(output, &mut *dirty)
     }
 
+    /// [`Screen::resize`] for a screen whose rows a [`Dirty`] tracks: it
+    /// must see every resize, or its rows no longer match the screen's.
+    /// Returns every row, since any may have changed.
+    pub fn resize_dirty(&mut self, cols: u16, rows: u16, dirty: &mut Dirty) -> Vec<usize> {
+        let cols = usize::from(cols.clamp(1, MAX_SIDE));
+        let rows = usize::from(rows.clamp(1, MAX_SIDE));
+        self.vt.resize_with(cols, rows, &mut *dirty);
+        (0..rows).collect()
+    }
+
     /// Resizes the terminal, clamped to [`MAX_SIDE`] and at least 1×1.
     pub fn resize(&mut self, cols: u16, rows: u16) {
         let cols = usize::from(cols.clamp(1, MAX_SIDE));

@@ -72,12 +72,11 @@ impl Query {
 
     /// Every match in the index, in order of appearance.
     pub fn all(&self, index: &Index) -> Vec<Hit> {
+        let mut hits = Vec::new();
         index
             .text
-            .iter()
-            .enumerate()
-            .flat_map(|(i, line)| self.hits(i, line))
-            .collect()
+            .for_each(|i, line| hits.extend(self.hits(i, line)));
+        hits
     }
 
     fn hits<'a>(&'a self, i: usize, line: &'a TextLine) -> impl Iterator<Item = Hit> + 'a {

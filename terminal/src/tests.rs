@@ -112,7 +112,7 @@ fn every_seek_equals_playing_straight_through() {
         "{} keyframes",
         index.keyframes.len()
     );
-    for n in 0..=timeline.steps().len() {
+    for n in 0..=timeline.len() {
         let sought = timeline.screen_at(&index, n).unwrap();
         let played = straight(&timeline, n);
         assert_eq!(sought.lines(), played.lines(), "screen after {n} steps");
@@ -156,7 +156,7 @@ fn seeks_agree_with_vt100() {
     .unwrap();
     let nz = |n: u16| std::num::NonZeroU16::new(n).unwrap();
     let mut oracle = vt100::Parser::new(nz(24), nz(80), 0);
-    for (i, step) in timeline.steps().iter().enumerate() {
+    for (i, step) in timeline.steps(0, timeline.len()).iter().enumerate() {
         match &step.change {
             Change::Output(text) => oracle.process(text.as_bytes()),
             Change::Resize { cols, rows } => oracle.set_size(nz(*rows), nz(*cols)),
@@ -186,7 +186,7 @@ fn search_finds_the_alternate_screen_and_what_scrolled_away() {
         "{}",
         shown.text()
     );
-    let end = timeline.screen_at(&index, timeline.steps().len()).unwrap();
+    let end = timeline.screen_at(&index, timeline.len()).unwrap();
     assert!(
         !end.text().contains("only-in-the-editor"),
         "gone at the end"
@@ -204,7 +204,7 @@ fn search_finds_the_alternate_screen_and_what_scrolled_away() {
     // Typed one character at a time: one line, at its full text.
     let typed = Query::plain("$ ls").unwrap().all(&index);
     assert_eq!(typed.len(), 1, "{typed:?}");
-    assert_eq!(index.text[typed[0].line].text, "$ ls -la");
+    assert_eq!(index.text.get(typed[0].line).unwrap().text, "$ ls -la");
 
     // Smart case, regex, and hits in order with wrap-around.
     assert_eq!(Query::plain("FILE-000").unwrap().all(&index).len(), 0);
@@ -215,7 +215,7 @@ fn search_finds_the_alternate_screen_and_what_scrolled_away() {
         "{:?}",
         files
             .iter()
-            .map(|h| (&index.text[h.line].text, h.steps, h.row))
+            .map(|h| (index.text.get(h.line).unwrap().text, h.steps, h.row))
             .collect::<Vec<_>>()
     );
     assert!(files.windows(2).all(|w| w[0].steps <= w[1].steps));
@@ -318,7 +318,8 @@ fn a_line_that_scrolls_into_a_row_is_not_typing() {
     let events = [(1000, out("row-1\r\n")), (2000, out(&burst))];
     let timeline = Timeline::new(&cast(20, 3, &events)).unwrap();
     let index = Index::build(&timeline, Policy::default()).unwrap();
-    let texts: Vec<&str> = index.text.iter().map(|l| l.text.as_str()).collect();
+    let lines = index.text.to_vec();
+    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
     for want in ["row-1", "row-11", "row-12"] {
         assert_eq!(
             texts.iter().filter(|t| **t == want).count(),
@@ -344,10 +345,10 @@ fn an_index_built_as_the_recording_grows_equals_one_built_at_once() {
     let rest = cast.events.split_off(cast.events.len() / 2);
     let mut live = Timeline::new(&cast).unwrap();
     let mut builder = Builder::new(live.size(), policy).unwrap();
-    for step in live.steps() {
-        builder.push(step);
+    for step in live.steps(0, live.len()) {
+        builder.push(&step);
     }
-    let half = live.steps().len();
+    let half = live.len();
     for n in [0, half / 2, half] {
         let sought = live.screen_at(builder.index(), n).unwrap();
         assert_eq!(
@@ -361,12 +362,12 @@ fn an_index_built_as_the_recording_grows_equals_one_built_at_once() {
         events: rest,
     })
     .unwrap();
-    for step in more.steps() {
-        live.push(step.clone());
-        builder.push(step);
+    for step in more.steps(0, more.len()) {
+        builder.push(&step);
+        live.push(step);
     }
-    assert_eq!(live.steps(), whole.steps());
-    assert_eq!(builder.steps(), whole.steps().len());
+    assert_eq!(live.steps(0, live.len()), whole.steps(0, whole.len()));
+    assert_eq!(builder.steps(), whole.len());
     assert_eq!(builder.finish(), at_once);
 }
 
@@ -379,7 +380,8 @@ fn lines_that_scroll_away_within_one_output_event_are_in_the_text() {
     let events = [(1000, out("top\r\n")), (2000, out(&burst))];
     let timeline = Timeline::new(&cast(20, 5, &events)).unwrap();
     let index = Index::build(&timeline, Policy::default()).unwrap();
-    let texts: Vec<&str> = index.text.iter().map(|l| l.text.as_str()).collect();
+    let lines = index.text.to_vec();
+    let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
     let want: Vec<String> = std::iter::once("top".to_owned())
         .chain((1..=60).map(|i| format!("line-{i:02}")))
         .collect();
@@ -387,4 +389,61 @@ fn lines_that_scroll_away_within_one_output_event_are_in_the_text() {
     let hits = Query::plain("line-07").unwrap().all(&index);
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].time_us, 2000);
+}
+
+/// Steps and text are kept compressed in blocks: a recording several
+/// blocks long reads back exactly, seeks into every block match a screen
+/// fed the original events, and a search finds a line in a middle block.
+#[test]
+fn a_recording_many_blocks_long_reads_back_exactly() {
+    let mut events = Vec::new();
+    for i in 0..3000u64 {
+        let line = format!("line {i:05} {}\r\n", "x".repeat(79));
+        events.push((i * 10_000 + 1, out(&line)));
+        if i % 500 == 0 {
+            events.push((i * 10_000 + 2, Event::Marker(format!("m{i}"))));
+        }
+        if i == 1700 {
+            events.push((
+                i * 10_000 + 3,
+                Event::Resize {
+                    cols: 100,
+                    rows: 30,
+                },
+            ));
+        }
+    }
+    let original = cast(120, 20, &events);
+    let want: Vec<Step> = original
+        .events
+        .iter()
+        .cloned()
+        .filter_map(Step::from_event)
+        .collect();
+    let timeline = Timeline::new(&original).unwrap();
+    assert!(
+        timeline.held_bytes() < 200_000,
+        "{} bytes held",
+        timeline.held_bytes()
+    );
+    assert_eq!(timeline.steps(0, timeline.len()), want);
+    assert_eq!(timeline.steps(1234, 1240), want[1234..1240]);
+    assert_eq!(timeline.markers().count(), 6);
+
+    let index = Index::build(&timeline, Policy::default()).unwrap();
+    for n in [0, 1, 999, 1000, 1701, 1706, 2500, want.len()] {
+        let mut fed = timeline.start().unwrap();
+        for step in &want[..n] {
+            crate::timeline::apply(&mut fed, &step.change);
+        }
+        let sought = timeline.screen_at(&index, n).unwrap();
+        assert_eq!(sought.lines(), fed.lines(), "after {n} steps");
+        assert_eq!(sought.size(), fed.size(), "after {n} steps");
+    }
+    assert_eq!(index.text.len(), 3000);
+    let hits = Query::plain("line 01500 ").unwrap().all(&index);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].time_us, 15_000_001);
+    let back = Index::from_sidecar_hashed(&index.to_sidecar("h").unwrap(), "h").unwrap();
+    assert_eq!(back, index);
 }

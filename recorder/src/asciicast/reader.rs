@@ -141,3 +141,146 @@ fn format_error(what: &str, reason: &str) -> Error {
         reason: reason.to_owned(),
     }
 }
+
+/// The longest line [`Reader`] accepts. The recorder writes events of at
+/// most 8 KiB of output, which escape to well under this.
+const MAX_LINE: u64 = 16 << 20;
+
+/// Reads a v3 recording event by event from a stream, never holding it
+/// whole: a sealed recording is read straight out of its decompressor.
+/// Like [`read`], it skips blank and comment lines and ignores a last line
+/// cut off mid-write.
+pub struct Reader<R> {
+    input: R,
+    header_line: String,
+    line: Vec<u8>,
+    line_no: u64,
+    time_us: u64,
+}
+
+impl<R: std::io::BufRead> Reader<R> {
+    /// Reads the header.
+    pub fn new(mut input: R) -> Result<(Header, Reader<R>)> {
+        let mut line = Vec::new();
+        let mut line_no = 0;
+        loop {
+            line.clear();
+            let n = read_line(&mut input, &mut line)?;
+            line_no += 1;
+            if n == 0 {
+                return Err(format_error("header", "empty recording"));
+            }
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                break;
+            }
+        }
+        let header_line = String::from_utf8_lossy(&line).trim_end().to_owned();
+        let header = parse_header(&header_line)?;
+        Ok((
+            header,
+            Reader {
+                input,
+                header_line,
+                line,
+                line_no,
+                time_us: 0,
+            },
+        ))
+    }
+
+    /// The stream, at wherever reading stopped.
+    pub fn into_inner(self) -> R {
+        self.input
+    }
+
+    /// The header line as it was written.
+    pub fn header_line(&self) -> &str {
+        &self.header_line
+    }
+
+    /// The next event, or `None` at the end. An error names the line.
+    pub fn next_event(&mut self) -> Result<Option<TimedEvent>> {
+        loop {
+            self.line.clear();
+            let n = read_line(&mut self.input, &mut self.line)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line_no += 1;
+            let complete = self.line.last() == Some(&b'\n');
+            let text = String::from_utf8_lossy(&self.line);
+            match parse_line(text.trim_end_matches('\n')) {
+                None => continue,
+                Some(Ok((interval_us, event))) => {
+                    self.time_us = self.time_us.saturating_add(interval_us);
+                    return Ok(Some(TimedEvent {
+                        interval_us,
+                        time_us: self.time_us,
+                        event,
+                    }));
+                }
+                // Cut off mid-write: the end of the recording.
+                Some(Err(_)) if !complete => return Ok(None),
+                Some(Err(e)) => {
+                    return Err(format_error(
+                        &format!("asciicast line {}", self.line_no),
+                        &e,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Reads one line (with its newline, if any) of at most [`MAX_LINE`].
+fn read_line<R: std::io::BufRead>(input: &mut R, line: &mut Vec<u8>) -> Result<usize> {
+    use std::io::{BufRead as _, Read as _};
+    let n = input
+        .by_ref()
+        .take(MAX_LINE)
+        .read_until(b'\n', line)
+        .map_err(|e| format_error("recording", &e.to_string()))?;
+    if n as u64 == MAX_LINE && line.last() != Some(&b'\n') {
+        return Err(format_error(
+            "recording",
+            &format!("a line is longer than {} MiB", MAX_LINE >> 20),
+        ));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    fn stream(text: &str) -> Result<(Header, Vec<TimedEvent>)> {
+        let (header, mut reader) = Reader::new(text.as_bytes())?;
+        let mut events = Vec::new();
+        while let Some(e) = reader.next_event()? {
+            events.push(e);
+        }
+        Ok((header, events))
+    }
+
+    #[test]
+    fn the_stream_reader_reads_what_read_reads() {
+        let text = "\n{\"version\":3,\"term\":{\"cols\":80,\"rows\":24}}\n[0.5,\"o\",\"a\"]\n\n\
+                    # a comment\n[1.25,\"r\",\"100x30\"]\n[0.1,\"x\",\"0\"]\n[0.2,\"o\",\"cut";
+        let whole = read(text.as_bytes()).unwrap();
+        let (header, events) = stream(text).unwrap();
+        assert_eq!(header, whole.header);
+        assert_eq!(events, whole.events);
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[2].time_us, 1_850_000);
+    }
+
+    #[test]
+    fn a_bad_line_in_the_middle_is_an_error_naming_it() {
+        let text = "{\"version\":3,\"term\":{\"cols\":80,\"rows\":24}}\n[0.5,\"o\",\"a\"]\nnope\n[0.5,\"o\",\"b\"]\n";
+        let err = stream(text).unwrap_err().to_string();
+        assert!(err.contains("asciicast line 3"), "{err}");
+        assert!(stream("").is_err());
+        assert!(stream("{\"version\":2}\n").is_err());
+    }
+}
