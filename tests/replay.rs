@@ -29,12 +29,19 @@ fn gatehouse(args: &[&str], config: &Path) -> (i32, String, String) {
 /// Records SCRIPT on a pty through the gateway; returns the session id
 /// once the recording is sealed.
 fn record(w: &World) -> String {
+    record_script(w, SCRIPT)
+}
+
+/// Records `script` (which ends by printing `all-done`) on a pty through
+/// the gateway.
+fn record_script(w: &World, script: &str) -> String {
     let gw = w.start(&[w.route("t", "")]);
     let mut ssh = Command::new(require_program("ssh"));
     ssh.args(w.ssh_args(&w.client_key, gw.port))
         .arg("-tt")
         .arg(format!("{LOGIN}@t@127.0.0.1"))
-        .arg(SCRIPT);
+        .arg(script)
+        .env("TERM", "xterm-256color");
     let (code, out, err) = run(ssh, Duration::from_secs(60));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("all-done"), "{out}");
@@ -538,4 +545,41 @@ fn follow_shows_typed_output_within_two_segment_intervals() {
         );
         assert!(audit.contains(&format!("session_id={id}")), "{audit}");
     }
+}
+
+/// A real vi on the target: the file's text is drawn only on vi's
+/// alternate screen (the command line spells it differently), and the
+/// player's search finds it there.
+#[test]
+fn search_finds_what_only_a_real_vi_showed() {
+    require_program("vi");
+    let w = World::new();
+    let script = "f=$(mktemp); printf 'seen-only%s-in-vi\\n' -there > $f; \
+                  vi -u NONE -c 'redraw' -c 'sleep 1' -c 'q!' $f; rm -f $f; echo all-done";
+    let id = record_script(&w, script);
+    let config = w.path("gatehouse.yaml");
+    let (code, text, err) = gatehouse(&["replay", &id, "--format", "txt"], &config);
+    assert_eq!(code, 0, "{err}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("seen-only-there-in-vi"))
+        .unwrap_or_else(|| panic!("vi's text is not in the index:\n{text}"));
+    assert!(line.contains(" | "), "not marked full-screen: {line}");
+
+    let tmux = Tmux::new(&w.path("tmux.sock"));
+    let command = format!(
+        "{} replay --config {} {id} --paused; sleep 60",
+        bin().display(),
+        config.display()
+    );
+    tmux.start("p", 140, 40, &command);
+    tmux.wait_for("p", "? help", Duration::from_secs(30));
+    tmux.keys("p", &["/"]);
+    tmux.keys("p", &["-l", "only-there-in"]);
+    tmux.keys("p", &["Enter"]);
+    let screen = tmux.wait_for("p", "match 1 of 1", Duration::from_secs(10));
+    assert!(screen.contains("full-screen"), "{screen}");
+    assert!(screen.contains("seen-only-there-in-vi"), "{screen}");
+    assert!(!screen.contains("all-done"), "{screen}");
+    tmux.keys("p", &["q"]);
 }
