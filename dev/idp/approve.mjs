@@ -1,5 +1,8 @@
 // Completes (or denies) a pending device login the way a browser would.
 // Usage: node approve.mjs --issuer URL --user-code CODE --login EMAIL --password PW [--deny] [--verbose]
+//    or: node approve.mjs --issuer URL --authorize AUTH_URL --login EMAIL --password PW [--deny]
+// The second form signs in through an authorization-code request and prints
+// the redirect back to the client (`callback URL`) instead of following it.
 // Exit 0 on success (or on a recorded denial with --deny); 1 with a message otherwise.
 import { parseArgs } from 'node:util';
 
@@ -7,13 +10,14 @@ const { values: opt } = parseArgs({
   options: {
     issuer: { type: 'string' },
     'user-code': { type: 'string' },
+    authorize: { type: 'string' },
     login: { type: 'string', default: 'alice@example.com' },
     password: { type: 'string', default: 'alice-pw' },
     deny: { type: 'boolean', default: false },
     verbose: { type: 'boolean', default: false },
   },
 });
-if (!opt.issuer || !opt['user-code']) fail('usage: approve.mjs --issuer URL --user-code CODE --login EMAIL --password PW [--deny]');
+if (!opt.issuer || !(opt['user-code'] || opt.authorize)) fail('usage: approve.mjs --issuer URL --user-code CODE --login EMAIL --password PW [--deny]');
 
 function fail(msg) {
   console.error(`approve: ${msg}`);
@@ -62,6 +66,8 @@ async function request(method, urlStr, form) {
     storeCookies(res, url);
     if (res.status >= 300 && res.status < 400) {
       url = new URL(res.headers.get('location'), url);
+      // Back to the client: a browser would follow; we report it.
+      if (url.origin !== new URL(opt.issuer).origin) return { status: res.status, url, html: '', left: true };
       method = 'GET';
       body = undefined;
       continue;
@@ -87,6 +93,31 @@ function formFields(html, which) {
 }
 const snippet = (r) => `HTTP ${r.status} ${r.url.pathname}: ${r.html.replace(/<style[\s\S]*?<\/style>|<[^>]+>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 200)}`;
 
+// Interaction pages: login, then consent, until `done(r)` says so.
+async function interact(r, done) {
+  for (let step = 0; step < 6; step += 1) {
+    if (done(r)) return r;
+    const m = r.url.pathname.match(/^\/interaction\/([^/]+)$/);
+    if (r.status !== 200 || !m) fail(`unexpected page: ${snippet(r)}`);
+    if (r.html.includes(`/interaction/${m[1]}/login`)) {
+      r = await request('POST', `/interaction/${m[1]}/login`, { login: opt.login, password: opt.password });
+      if (r.status === 401) fail(`login rejected for ${opt.login}`);
+    } else if (r.html.includes(`/interaction/${m[1]}/confirm`)) {
+      const action = opt.deny ? 'abort' : 'confirm';
+      r = await request('POST', `/interaction/${m[1]}/${action}`, {});
+    } else {
+      fail(`unknown interaction page: ${snippet(r)}`);
+    }
+  }
+  fail(`flow did not finish: ${snippet(r)}`);
+}
+
+if (opt.authorize) {
+  const r = await interact(await request('GET', opt.authorize), (x) => x.left);
+  console.log(`callback ${r.url.href}`);
+  process.exit(0);
+}
+
 // 1. GET /device?user_code=... -> auto-submit form carrying xsrf + user_code.
 let r = await request('GET', `/device?user_code=${encodeURIComponent(opt['user-code'])}`);
 let f = formFields(r.html, 'name="xsrf"');
@@ -104,20 +135,6 @@ if (opt.deny) {
 }
 r = await request('POST', f.action, f.fields);
 // 4. Interaction pages: login, then consent, until the device success page.
-for (let step = 0; step < 6; step += 1) {
-  if (r.html.includes('id="success"')) {
-    console.log(`approve: approved as ${opt.login}`);
-    process.exit(0);
-  }
-  const m = r.url.pathname.match(/^\/interaction\/([^/]+)$/);
-  if (r.status !== 200 || !m) fail(`unexpected page: ${snippet(r)}`);
-  if (r.html.includes(`/interaction/${m[1]}/login`)) {
-    r = await request('POST', `/interaction/${m[1]}/login`, { login: opt.login, password: opt.password });
-    if (r.status === 401) fail(`login rejected for ${opt.login}`);
-  } else if (r.html.includes(`/interaction/${m[1]}/confirm`)) {
-    r = await request('POST', `/interaction/${m[1]}/confirm`, {});
-  } else {
-    fail(`unknown interaction page: ${snippet(r)}`);
-  }
-}
-fail(`flow did not finish: ${snippet(r)}`);
+await interact(r, (x) => x.html.includes('id="success"'));
+console.log(`approve: approved as ${opt.login}`);
+process.exit(0);

@@ -3,13 +3,14 @@
 //!
 //! The crate knows no SSH and no HTTP server: the gateway drives the device
 //! flow from its keyboard-interactive prompt, and the web app and the HTTP
-//! proxy will add the authorization-code flow with PKCE as one more module
-//! beside `device.rs`, on the same [`Idp`] (discovery, keys, verification
-//! and refresh are shared by both flows).
+//! proxy drive the authorization-code flow with PKCE (`code.rs`) from their
+//! sign-in and callback pages, on the same [`Idp`] (discovery, keys,
+//! verification and refresh are shared by both flows).
 //!
 //! Modules: `discovery.rs` (the discovery document, signing keys, and
 //! [`LazyIdp`], which discovers on first use), `device.rs` (device
-//! authorization and token polling), `verify.rs` (ID-token verification and
+//! authorization and token polling), `code.rs` (authorization code with
+//! PKCE S256, state and nonce), `verify.rs` (ID-token verification and
 //! claims), `refresh.rs` (refresh-token grant), `http.rs` (the one HTTP
 //! client), `error.rs`.
 //!
@@ -60,6 +61,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+mod code;
 mod device;
 mod discovery;
 mod error;
@@ -71,6 +73,7 @@ mod refresh;
 mod tests;
 mod verify;
 
+pub use code::{PendingCodeSignIn, callback_error};
 pub use discovery::LazyIdp;
 pub use error::Error;
 pub use verify::claims_from_json;

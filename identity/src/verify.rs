@@ -14,10 +14,20 @@ impl Idp {
     /// itself only verifies tokens it polled.
     #[doc(hidden)]
     pub async fn verify_id_token(&self, raw: &str) -> Result<SignedIn, Error> {
+        self.verify_id_token_for(raw, None).await
+    }
+
+    /// [`Idp::verify_id_token`], and with `nonce` the token must carry
+    /// exactly that nonce (the authorization-code flow binds one).
+    pub(crate) async fn verify_id_token_for(
+        &self,
+        raw: &str,
+        nonce: Option<&Nonce>,
+    ) -> Result<SignedIn, Error> {
         let token: GatehouseIdToken = raw
             .parse()
             .map_err(|e| Error::TokenRejected(format!("malformed ID token: {e}")))?;
-        let claims = match self.check_claims(&token) {
+        let claims = match self.check_claims(&token, nonce) {
             Err(ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
             )) => {
@@ -26,7 +36,7 @@ impl Idp {
                     "ID token names an unknown signing key; fetching the key set again"
                 );
                 self.refresh_jwks().await?;
-                self.check_claims(&token)
+                self.check_claims(&token, nonce)
             }
             other => other,
         }
@@ -73,6 +83,7 @@ impl Idp {
     pub(crate) fn check_claims(
         &self,
         token: &GatehouseIdToken,
+        nonce: Option<&Nonce>,
     ) -> Result<openidconnect::IdTokenClaims<OtherClaims, CoreGenderClaim>, ClaimsVerificationError>
     {
         let keys = match self.inner.jwks.read() {
@@ -90,8 +101,26 @@ impl Idp {
             None => IdTokenVerifier::new_public_client(client_id, self.inner.issuer.clone(), keys),
         }
         .set_allowed_algs(self.inner.signing_algs.clone());
-        token.claims(&verifier, |_: Option<&Nonce>| Ok(())).cloned()
+        token
+            .claims(&verifier, |got: Option<&Nonce>| match nonce {
+                None => Ok(()),
+                Some(want) => match got {
+                    Some(got) if constant_time_eq(got.secret(), want.secret()) => Ok(()),
+                    Some(_) => Err("the nonce is not the one this sign-in sent".to_owned()),
+                    None => Err("the ID token has no nonce".to_owned()),
+                },
+            })
+            .cloned()
     }
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Whether `email` may sign in under `allowed` (empty: anyone). Exact,

@@ -1,4 +1,5 @@
-//! The device authorization grant against the real dev IdP (`dev/idp`,
+//! The device authorization grant (and the authorization-code grant with
+//! PKCE) against the real dev IdP (`dev/idp`,
 //! node + oidc-provider): approval, denial, expiry, outages, cancellation,
 //! foreign and tampered tokens, key rotation, allowed domains and a
 //! confidential client.
@@ -328,4 +329,106 @@ async fn confidential_client_authenticates_and_a_wrong_secret_is_refused() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// The query parameter `name` of a URL.
+fn query(url: &str, name: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).unwrap();
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Runs the browser side of a code sign-in off the async threads.
+async fn browse(issuer: &str, auth_url: &str, login: &str, password: &str, deny: bool) -> String {
+    let (issuer, auth_url) = (issuer.to_owned(), auth_url.to_owned());
+    let (login, password) = (login.to_owned(), password.to_owned());
+    tokio::task::spawn_blocking(move || {
+        sshd_test::idp::authorize(&issuer, &auth_url, &login, &password, deny)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn code_sign_in_with_pkce_binds_state_and_nonce() {
+    let server = DevIdp::start(0, &[]);
+    let idp = Idp::discover(settings(&server.issuer)).await.unwrap();
+    let redirect = "http://127.0.0.1:9/callback";
+    let (url, pending) = idp.start_code_sign_in(redirect).unwrap();
+    assert_eq!(
+        query(&url, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert!(
+        query(&url, "code_challenge").is_some_and(|c| c.len() == 43),
+        "{url}"
+    );
+    assert_eq!(
+        query(&url, "state").as_deref(),
+        Some(pending.state.as_str())
+    );
+    assert!(query(&url, "nonce").is_some(), "{url}");
+    assert!(!format!("{pending:?}").contains(&pending.state));
+
+    // Two attempts at once (two tabs): each finishes with its own state.
+    let (url2, pending2) = idp.start_code_sign_in(redirect).unwrap();
+    assert_ne!(pending.state, pending2.state);
+    let back2 = browse(&server.issuer, &url2, "bob@example.com", "bob-pw", false).await;
+    let back = browse(&server.issuer, &url, "alice@example.com", "alice-pw", false).await;
+    assert!(back.starts_with(redirect), "{back}");
+    let code = query(&back, "code").unwrap();
+    let state = query(&back, "state").unwrap();
+
+    // Another attempt's state, or this one's code with the other's
+    // verifier, is refused.
+    let err = idp
+        .finish_code_sign_in(&pending2, &state, &code)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TokenRejected(_)), "{err}");
+    let signed_in = idp
+        .finish_code_sign_in(&pending, &state, &code)
+        .await
+        .unwrap();
+    assert_eq!(signed_in.sub, "alice");
+    assert_eq!(signed_in.email.as_deref(), Some("alice@example.com"));
+    assert!(signed_in.groups.iter().any(|g| g == "sre"), "{signed_in:?}");
+    // A code is good once.
+    let err = idp
+        .finish_code_sign_in(&pending, &state, &code)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TokenRejected(_)), "{err}");
+
+    let code2 = query(&back2, "code").unwrap();
+    let state2 = query(&back2, "state").unwrap();
+    // The right state, the wrong verifier (PKCE): refused by the IdP.
+    let mut forged = pending.clone();
+    forged.state = state2.clone();
+    let err = idp
+        .finish_code_sign_in(&forged, &state2, &code2)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("code was not accepted"), "{err}");
+
+    // Denied at the consent page: an error on the callback.
+    let (url3, _) = idp.start_code_sign_in(redirect).unwrap();
+    let back3 = browse(
+        &server.issuer,
+        &url3,
+        "carol@contractor.example",
+        "carol-pw",
+        true,
+    )
+    .await;
+    assert_eq!(
+        query(&back3, "error").as_deref(),
+        Some("access_denied"),
+        "{back3}"
+    );
+    assert!(matches!(
+        identity::callback_error("access_denied"),
+        Error::SignInDenied
+    ));
 }

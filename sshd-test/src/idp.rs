@@ -137,6 +137,33 @@ pub fn answer(issuer: &str, user_code: &str, login: &str, password: &str, deny: 
     );
 }
 
+/// Signs in through an authorization-code request the way a browser
+/// would (GET `auth_url`, log in as `login`/`password`, consent, or deny
+/// with `deny`) and returns the URL the IdP sends the browser back to,
+/// without visiting it.
+pub fn authorize(issuer: &str, auth_url: &str, login: &str, password: &str, deny: bool) -> String {
+    let mut cmd = Command::new("node");
+    cmd.arg("approve.mjs")
+        .args(["--issuer", issuer, "--authorize", auth_url])
+        .args(["--login", login, "--password", password])
+        .current_dir(idp_dir());
+    if deny {
+        cmd.arg("--deny");
+    }
+    let out = cmd.output().expect("run node approve.mjs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "approve.mjs --authorize failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("callback "))
+        .unwrap_or_else(|| panic!("no callback in {stdout:?}"))
+        .to_owned()
+}
+
 impl Drop for DevIdp {
     fn drop(&mut self) {
         self.stop();
