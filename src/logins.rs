@@ -169,6 +169,11 @@ fn revoke(config_path: &Path, which: Revoke) -> Result<ExitCode> {
         1 => println!("revoked 1 login binding; its live sessions end within a second"),
         n => println!("revoked {n} login bindings; their live sessions end within a second"),
     }
+    match revoked.web_sessions {
+        0 => {}
+        1 => println!("ended 1 signed-in browser session"),
+        n => println!("ended {n} signed-in browser sessions"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -204,6 +204,9 @@ pub struct Revoked {
     pub revision: u64,
     /// Each revoked binding: its fingerprint and who it belonged to.
     pub bindings: Vec<(String, String)>,
+    /// Web sessions (signed-in browsers) ended with them: a user's for
+    /// [`Revoke::User`], everyone's for [`Revoke::All`], none for a key.
+    pub web_sessions: u64,
 }
 
 /// The identity a refresh brought back, for

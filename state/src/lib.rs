@@ -1,6 +1,7 @@
 //! The state database of Gatehouse: login bindings with sealed refresh
 //! tokens, the revocation log, live sessions and admin requests (tagged
-//! with the gateway that holds the session), and the recording index.
+//! with the gateway that holds the session), the recording index, and
+//! signed-in browsers (web sessions) with their sign-ins in progress.
 //!
 //! Everything goes through one object-safe async trait, [`Store`], shared
 //! as `Arc<dyn Store>`. [`Sqlite`] implements it on one file in the state
@@ -21,6 +22,7 @@ pub mod conformance;
 mod error;
 mod recordings;
 pub mod sqlite;
+mod web;
 
 use std::time::SystemTime;
 
@@ -34,6 +36,7 @@ pub use recordings::{
     ChannelStart, RecordingChannel, RecordingFilter, RecordingRow, RecordingStart, RecordingStatus,
 };
 pub use sqlite::Sqlite;
+pub use web::{TOUCH_EVERY, WebLogin, WebSession};
 
 /// The state database. Every method is one short transaction; none holds
 /// a lock across calls, so any number of gateways and CLI commands may
@@ -175,4 +178,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         session_id: &str,
     ) -> Result<Option<(RecordingRow, Vec<RecordingChannel>)>>;
+
+    // --- Web sessions ---------------------------------------------------
+
+    /// Stores a new signed-in browser.
+    async fn web_session_create(&self, session: WebSession) -> Result<()>;
+
+    /// The session whose token hashes to `id_hash`, if it is live at
+    /// `now` (neither past its expiry nor idle too long); counts the
+    /// request, writing at most once per [`TOUCH_EVERY`].
+    async fn web_session(&self, id_hash: &str, now: SystemTime) -> Result<Option<WebSession>>;
+
+    /// Ends a session (sign-out); false if there was none.
+    async fn web_session_end(&self, id_hash: &str) -> Result<bool>;
+
+    /// Stores a sign-in in progress.
+    async fn web_login_start(&self, login: WebLogin) -> Result<()>;
+
+    /// Takes (and removes) the sign-in whose state hashes to
+    /// `state_hash`, if it has not expired at `now`: each is finished at
+    /// most once.
+    async fn web_login_take(&self, state_hash: &str, now: SystemTime) -> Result<Option<WebLogin>>;
+
+    /// Removes sessions and sign-ins dead at `now`; returns how many.
+    async fn web_purge(&self, now: SystemTime) -> Result<usize>;
 }

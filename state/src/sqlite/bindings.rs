@@ -370,10 +370,20 @@ fn revoke_in(conn: &mut Connection, which: &Revoke, at: i64) -> rusqlite::Result
         })
         .map(|(fp, sub, email)| (fp, email.unwrap_or(sub)))
         .collect();
+    // A signed-in browser goes with its user's bindings, whether or not
+    // the user has any.
+    let web_sessions = match which {
+        Revoke::User(user) => super::web::end_web_sessions_in(&tx, Some(user))?,
+        Revoke::All => super::web::end_web_sessions_in(&tx, None)?,
+        Revoke::Key(_) => 0,
+    };
     if victims.is_empty() {
+        let revision = read_revision(&tx)?;
+        tx.commit()?;
         return Ok(Revoked {
-            revision: read_revision(&tx)?,
+            revision,
             bindings: victims,
+            web_sessions,
         });
     }
     let revision: i64 = tx.query_row(
@@ -395,5 +405,6 @@ fn revoke_in(conn: &mut Connection, which: &Revoke, at: i64) -> rusqlite::Result
     Ok(Revoked {
         revision: uint(revision),
         bindings: victims,
+        web_sessions,
     })
 }

@@ -13,6 +13,7 @@ mod bindings;
 mod keyfile;
 mod recordings;
 mod schema;
+mod web;
 
 use std::fmt;
 use std::fs::DirBuilder;
@@ -30,7 +31,7 @@ pub use keyfile::KEY_FILE;
 use crate::{
     Binding, ChannelStart, Error, KillOutcome, KillQueued, KillRequest, LiveSession, NewBinding,
     RecordingChannel, RecordingFilter, RecordingRow, RecordingStart, RecordingStatus,
-    RenewedIdentity, Result, Revoke, Revoked, RevokedSince, Secret, Store,
+    RenewedIdentity, Result, Revoke, Revoked, RevokedSince, Secret, Store, WebLogin, WebSession,
 };
 
 /// The database file's name inside the state directory.
@@ -382,5 +383,33 @@ impl Store for Sqlite {
     ) -> Result<Option<(RecordingRow, Vec<RecordingChannel>)>> {
         let id = session_id.to_owned();
         self.run(move |s, i| s.recording(i, &id)).await
+    }
+
+    async fn web_session_create(&self, session: WebSession) -> Result<()> {
+        self.run(move |s, i| s.web_session_create(i, &session))
+            .await
+    }
+
+    async fn web_session(&self, id_hash: &str, now: SystemTime) -> Result<Option<WebSession>> {
+        let id = id_hash.to_owned();
+        self.run(move |s, i| s.web_session(i, &id, now)).await
+    }
+
+    async fn web_session_end(&self, id_hash: &str) -> Result<bool> {
+        let id = id_hash.to_owned();
+        self.run(move |s, i| s.web_session_end(i, &id)).await
+    }
+
+    async fn web_login_start(&self, login: WebLogin) -> Result<()> {
+        self.run(move |s, i| s.web_login_start(i, &login)).await
+    }
+
+    async fn web_login_take(&self, state_hash: &str, now: SystemTime) -> Result<Option<WebLogin>> {
+        let hash = state_hash.to_owned();
+        self.run(move |s, i| s.web_login_take(i, &hash, now)).await
+    }
+
+    async fn web_purge(&self, now: SystemTime) -> Result<usize> {
+        self.run(move |s, i| s.web_purge(i, now)).await
     }
 }

@@ -112,6 +112,28 @@ pub(super) const MIGRATIONS: &[&str] = &[
      UPDATE session_kills SET handled_at = requested_at, outcome = 'not_found'
          WHERE handled_at IS NULL;
      CREATE INDEX session_kills_by_gateway ON session_kills (gateway_id, id);",
+    // 4: signed-in browsers (the web app, the HTTP proxy) and sign-ins in
+    // progress. Only hashes of the cookie token and of `state` are kept.
+    "CREATE TABLE web_sessions (
+         id_hash         TEXT PRIMARY KEY NOT NULL,
+         sub             TEXT NOT NULL,
+         email           TEXT,
+         groups_json     TEXT NOT NULL,
+         claims_json     TEXT NOT NULL,
+         issuer          TEXT NOT NULL,
+         csrf            TEXT NOT NULL,
+         client_addr     TEXT NOT NULL,
+         created_at      INTEGER NOT NULL,
+         last_seen_at    INTEGER NOT NULL,
+         expires_at      INTEGER NOT NULL,
+         idle_timeout_ms INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE web_logins (
+         state_hash   TEXT PRIMARY KEY NOT NULL,
+         pending_json TEXT NOT NULL,
+         return_to    TEXT NOT NULL,
+         expires_at   INTEGER NOT NULL
+     ) STRICT;",
 ];
 
 /// Creates `path` with mode 0600 if absent, and tightens it to 0600 if not.

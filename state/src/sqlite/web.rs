@@ -1,0 +1,221 @@
+//! Web sessions and sign-ins in progress on SQLite.
+
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Inner, Shared, from_millis, int, to_millis, uint};
+use crate::web::TOUCH_EVERY;
+use crate::{Result, WebLogin, WebSession};
+
+const SESSION_COLUMNS: &str = "id_hash, sub, email, groups_json, claims_json, issuer, csrf, \
+     client_addr, created_at, last_seen_at, expires_at, idle_timeout_ms";
+
+fn read_session(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<WebSession, String>> {
+    let groups: String = r.get(3)?;
+    let times: [i64; 4] = [r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?];
+    let (id_hash, sub, email, claims_json, issuer, csrf, client_addr) = (
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    );
+    Ok((|| {
+        Ok(WebSession {
+            id_hash,
+            sub,
+            email,
+            groups: serde_json::from_str(&groups).map_err(|e| e.to_string())?,
+            claims_json,
+            issuer,
+            csrf,
+            client_addr,
+            created_at: from_millis(times[0])?,
+            last_seen_at: from_millis(times[1])?,
+            expires_at: from_millis(times[2])?,
+            idle_timeout: Duration::from_millis(uint(times[3])),
+        })
+    })())
+}
+
+impl Shared {
+    pub(super) fn web_session_create(&self, inner: &mut Inner, s: &WebSession) -> Result<()> {
+        const WHAT: &str = "cannot store the web session";
+        let groups = serde_json::to_string(&s.groups).map_err(|e| self.fail(WHAT, e))?;
+        let times = [s.created_at, s.last_seen_at, s.expires_at]
+            .map(|t| to_millis(t).map_err(|e| self.fail(WHAT, e)));
+        let [created, seen, expires] = times;
+        let idle = int(u64::try_from(s.idle_timeout.as_millis()).unwrap_or(u64::MAX));
+        inner
+            .conn
+            .execute(
+                &format!("INSERT INTO web_sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+                params![
+                    s.id_hash,
+                    s.sub,
+                    s.email,
+                    groups,
+                    s.claims_json,
+                    s.issuer,
+                    s.csrf,
+                    s.client_addr,
+                    created?,
+                    seen?,
+                    expires?,
+                    idle
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.fail(WHAT, e))
+    }
+
+    pub(super) fn web_session(
+        &self,
+        inner: &mut Inner,
+        id_hash: &str,
+        now: SystemTime,
+    ) -> Result<Option<WebSession>> {
+        const WHAT: &str = "cannot read the web session";
+        let found = inner
+            .conn
+            .query_row(
+                &format!("SELECT {SESSION_COLUMNS} FROM web_sessions WHERE id_hash = ?1"),
+                params![id_hash],
+                read_session,
+            )
+            .optional()
+            .map_err(|e| self.fail(WHAT, e))?
+            .transpose()
+            .map_err(|e| self.fail(WHAT, e))?;
+        let Some(mut session) = found else {
+            return Ok(None);
+        };
+        if !session.is_live(now) {
+            return Ok(None);
+        }
+        let stale = now
+            .duration_since(session.last_seen_at)
+            .is_ok_and(|d| d >= TOUCH_EVERY);
+        if stale {
+            let at = to_millis(now).map_err(|e| self.fail(WHAT, e))?;
+            inner
+                .conn
+                .execute(
+                    "UPDATE web_sessions SET last_seen_at = ?2 WHERE id_hash = ?1",
+                    params![id_hash, at],
+                )
+                .map_err(|e| self.fail(WHAT, e))?;
+            session.last_seen_at = now;
+        }
+        Ok(Some(session))
+    }
+
+    pub(super) fn web_session_end(&self, inner: &mut Inner, id_hash: &str) -> Result<bool> {
+        inner
+            .conn
+            .execute(
+                "DELETE FROM web_sessions WHERE id_hash = ?1",
+                params![id_hash],
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.fail("cannot end the web session", e))
+    }
+
+    pub(super) fn web_login_start(&self, inner: &mut Inner, l: &WebLogin) -> Result<()> {
+        const WHAT: &str = "cannot store the sign-in";
+        let expires = to_millis(l.expires_at).map_err(|e| self.fail(WHAT, e))?;
+        inner
+            .conn
+            .execute(
+                "INSERT OR REPLACE INTO web_logins (state_hash, pending_json, return_to, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![l.state_hash, l.pending_json, l.return_to, expires],
+            )
+            .map(|_| ())
+            .map_err(|e| self.fail(WHAT, e))
+    }
+
+    pub(super) fn web_login_take(
+        &self,
+        inner: &mut Inner,
+        state_hash: &str,
+        now: SystemTime,
+    ) -> Result<Option<WebLogin>> {
+        const WHAT: &str = "cannot read the sign-in";
+        let at = to_millis(now).map_err(|e| self.fail(WHAT, e))?;
+        let row: Option<(String, String, i64)> = inner
+            .conn
+            .query_row(
+                "DELETE FROM web_logins WHERE state_hash = ?1
+                 RETURNING pending_json, return_to, expires_at",
+                params![state_hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.fail(WHAT, e))?;
+        match row {
+            Some((pending_json, return_to, expires)) if expires > at => Ok(Some(WebLogin {
+                state_hash: state_hash.to_owned(),
+                pending_json,
+                return_to,
+                expires_at: from_millis(expires).map_err(|e| self.fail(WHAT, e))?,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    pub(super) fn web_purge(&self, inner: &mut Inner, now: SystemTime) -> Result<usize> {
+        const WHAT: &str = "cannot purge web sessions";
+        let at = to_millis(now).map_err(|e| self.fail(WHAT, e))?;
+        let run = || -> rusqlite::Result<usize> {
+            let sessions = inner.conn.execute(
+                "DELETE FROM web_sessions
+                 WHERE expires_at <= ?1 OR last_seen_at + idle_timeout_ms <= ?1",
+                params![at],
+            )?;
+            let logins = inner
+                .conn
+                .execute("DELETE FROM web_logins WHERE expires_at <= ?1", params![at])?;
+            Ok(sessions + logins)
+        };
+        run().map_err(|e| self.fail(WHAT, e))
+    }
+}
+
+/// Ends the web sessions of `user` (email case-insensitively, or `sub`),
+/// or of everyone with `None`, inside a revocation's transaction.
+pub(super) fn end_web_sessions_in(
+    tx: &rusqlite::Transaction<'_>,
+    user: Option<&str>,
+) -> rusqlite::Result<u64> {
+    let Some(user) = user else {
+        return tx.execute("DELETE FROM web_sessions", []).map(|n| n as u64);
+    };
+    let user = user.trim();
+    let victims: Vec<String> = {
+        let mut stmt = tx.prepare("SELECT id_hash, sub, email FROM web_sessions")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        rows.filter_map(|r| r.ok())
+            .filter(|(_, sub, email)| {
+                sub == user
+                    || email
+                        .as_deref()
+                        .is_some_and(|e| e.to_lowercase() == user.to_lowercase())
+            })
+            .map(|(id, _, _)| id)
+            .collect()
+    };
+    for id in &victims {
+        tx.execute("DELETE FROM web_sessions WHERE id_hash = ?1", params![id])?;
+    }
+    Ok(victims.len() as u64)
+}

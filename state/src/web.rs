@@ -1,0 +1,97 @@
+//! Signed-in browsers: the web app's and the HTTP proxy's sessions, and
+//! the sign-ins in progress that will become them.
+//!
+//! The browser holds an opaque random token in a cookie; the store keeps
+//! only its SHA-256 (`id_hash`), so a copy of the database lets no one in.
+//! A session ends at the first of: its absolute expiry, `idle_timeout`
+//! without a request, sign-out, or revocation of its user
+//! ([`Store::revoke`](crate::Store::revoke) ends them with the bindings).
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+/// One signed-in browser.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebSession {
+    /// Hex SHA-256 of the cookie's token.
+    pub id_hash: String,
+    /// The IdP's subject.
+    pub sub: String,
+    /// The verified email, if the IdP gave one.
+    pub email: Option<String>,
+    /// The groups claim.
+    pub groups: Vec<String>,
+    /// Every ID-token claim, as a JSON object, for the access policy.
+    pub claims_json: String,
+    /// The issuer that vouched for it.
+    pub issuer: String,
+    /// The token forms must echo (CSRF): not secret from the page, but
+    /// unknown to other sites.
+    pub csrf: String,
+    /// The client address at sign-in, for the audit log.
+    pub client_addr: String,
+    /// Sign-in time.
+    pub created_at: SystemTime,
+    /// The last request counted (updated at most once a minute).
+    pub last_seen_at: SystemTime,
+    /// When it ends whatever happens.
+    pub expires_at: SystemTime,
+    /// How long it lasts without a request.
+    pub idle_timeout: Duration,
+}
+
+/// The hash names the session: shown only in part.
+impl fmt::Debug for WebSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSession")
+            .field("id_hash", &self.id_hash.get(..8).unwrap_or("?"))
+            .field("sub", &self.sub)
+            .field("email", &self.email)
+            .field("groups", &self.groups)
+            .field("issuer", &self.issuer)
+            .field("client_addr", &self.client_addr)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebSession {
+    /// Whether it is still good at `now`.
+    pub fn is_live(&self, now: SystemTime) -> bool {
+        now < self.expires_at
+            && self
+                .last_seen_at
+                .checked_add(self.idle_timeout)
+                .is_some_and(|idle_end| now < idle_end)
+    }
+}
+
+/// How often a session's `last_seen_at` is written: a busy page does not
+/// turn every request into a write.
+pub const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// A browser sign-in in progress, between the redirect to the IdP and
+/// the callback: single use, and short-lived.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebLogin {
+    /// Hex SHA-256 of the `state` parameter sent to the IdP.
+    pub state_hash: String,
+    /// What the callback needs (the identity crate's pending sign-in, as
+    /// JSON; it holds the PKCE verifier).
+    pub pending_json: String,
+    /// Where to go after signing in (a path on this site).
+    pub return_to: String,
+    /// When it can no longer be finished.
+    pub expires_at: SystemTime,
+}
+
+/// Redacted: the pending sign-in holds the PKCE verifier.
+impl fmt::Debug for WebLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebLogin")
+            .field("return_to", &self.return_to)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
