@@ -62,6 +62,42 @@ pub struct Config {
     /// How often every live session is checked against the policy, on top
     /// of its decision's own next-check time.
     pub reevaluate_interval: Duration,
+    /// The web app (recordings in the browser); `None` without a `web`
+    /// section.
+    pub web: Option<WebConfig>,
+}
+
+/// The web app's settings (issue 13).
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// The URL browsers use, without a trailing slash; sign-in redirects
+    /// come back to `{public_url}/auth/callback`.
+    pub public_url: String,
+    /// How it is served.
+    pub transport: WebTransport,
+    /// Proxies whose `X-Forwarded-For` is believed; anyone else's is
+    /// ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A signed-in browser's session ends after this long without a request.
+    pub session_idle: Duration,
+    /// ...and after this long whatever happens.
+    pub session_lifetime: Duration,
+}
+
+/// TLS from files, or plain HTTP behind a TLS proxy (said explicitly).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebTransport {
+    /// rustls with this certificate chain and key (PEM files).
+    Tls {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// The private key.
+        key: PathBuf,
+    },
+    /// Plain HTTP: a proxy in front terminates TLS (`plain_http: true`).
+    PlainHttp,
 }
 
 impl Route {

@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     pub(super) limits: RawLimits,
     pub(super) idp: Option<S<RawIdp>>,
     pub(super) login_ttl: Option<S<String>>,
+    pub(super) web: Option<S<RawWeb>>,
     #[serde(default)]
     pub(super) recording: RawRecording,
     #[serde(default)]
@@ -119,4 +120,24 @@ pub(super) struct RawRoute {
     pub(super) policy: Option<S<policy_raw::RoutePolicy>>,
     pub(super) source_address: Option<Vec<S<String>>>,
     pub(super) connect_timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWeb {
+    pub(super) listen: Option<S<String>>,
+    pub(super) public_url: Option<S<String>>,
+    pub(super) tls: Option<S<RawTls>>,
+    pub(super) plain_http: Option<S<bool>>,
+    #[serde(default)]
+    pub(super) trusted_proxies: Vec<S<String>>,
+    pub(super) session_idle: Option<S<String>>,
+    pub(super) session_lifetime: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cert: Option<S<String>>,
+    pub(super) key: Option<S<String>>,
 }

@@ -281,3 +281,73 @@ fn pre_login_limits_are_checked_with_positions() {
         ]
     );
 }
+
+const IDP: &str = "idp:\n  issuer: https://idp.example.com\n  client_id: gatehouse\n";
+
+#[test]
+fn a_web_section_is_read_with_its_defaults() {
+    let (dir, text) = with_ca(&format!(
+        "{IDP}web:\n  listen: 127.0.0.1:8443\n  public_url: http://127.0.0.1:8443/\n  plain_http: true\n  trusted_proxies: [10.0.0.0/8, 192.0.2.7]\n"
+    ));
+    let web = parse(&dir.path().join("g.yaml"), &text)
+        .unwrap()
+        .web
+        .unwrap();
+    assert_eq!(web.listen, "127.0.0.1:8443".parse().unwrap());
+    assert_eq!(web.public_url, "http://127.0.0.1:8443");
+    assert_eq!(web.transport, WebTransport::PlainHttp);
+    assert_eq!(web.trusted_proxies.len(), 2);
+    assert_eq!(web.session_idle, Duration::from_secs(1800));
+    assert_eq!(web.session_lifetime, Duration::from_secs(12 * 3600));
+
+    std::fs::write(dir.path().join("web.crt"), "pem").unwrap();
+    std::fs::write(dir.path().join("web.key"), "pem").unwrap();
+    let text = text.replace(
+        "  plain_http: true\n",
+        "  tls: {cert: web.crt, key: web.key}\n  session_idle: 10m\n  session_lifetime: 1h\n",
+    );
+    let web = parse(&dir.path().join("g.yaml"), &text)
+        .unwrap()
+        .web
+        .unwrap();
+    assert_eq!(
+        web.transport,
+        WebTransport::Tls {
+            cert: dir.path().join("web.crt"),
+            key: dir.path().join("web.key")
+        }
+    );
+    assert_eq!(web.session_idle, Duration::from_secs(600));
+}
+
+#[test]
+fn web_problems_are_reported_with_positions() {
+    let got = errors("web:\n  listen: nowhere\n  public_url: ftp://x\n");
+    let expect = [
+        "2:3: web needs an idp section",
+        "2:11: bad web.listen address",
+        "3:15: web.public_url \"ftp://x\" must be an http(s) URL",
+        "2:3: web needs tls: {cert, key}, or plain_http: true",
+    ];
+    for e in expect {
+        assert!(got.iter().any(|g| g.starts_with(e)), "{e}: {got:#?}");
+    }
+    let got = errors(&format!(
+        "{IDP}web:\n  listen: 0.0.0.0:80\n  public_url: http://gatehouse.example.com\n  plain_http: true\n  trusted_proxies: [not-an-ip]\n  session_idle: 2h\n  session_lifetime: 1h\n"
+    ));
+    let expect = [
+        "6:15: web.public_url must be https:// unless it is loopback",
+        "8:21: bad trusted proxy",
+        "10:21: web.session_idle must not be longer",
+    ];
+    for e in expect {
+        assert!(got.iter().any(|g| g.starts_with(e)), "{e}: {got:#?}");
+    }
+    let got = errors(&format!(
+        "{IDP}web:\n  listen: 0.0.0.0:80\n  public_url: https://g.example\n  plain_http: true\n  tls: {{cert: /nonexistent.crt}}\n"
+    ));
+    let expect = ["8:8: web.tls and web.plain_http: true exclude each other"];
+    for e in expect {
+        assert!(got.iter().any(|g| g.starts_with(e)), "{e}: {got:#?}");
+    }
+}

@@ -13,6 +13,8 @@ use ssh_key::{HashAlg, PublicKey};
 use super::raw::*;
 use super::*;
 
+mod web;
+
 pub(super) struct Validator {
     file: PathBuf,
     base: PathBuf,
@@ -170,6 +172,7 @@ impl Validator {
         let recording = self.recording(&raw.recording, &state_dir, &gateway_id);
         let keys = self.identities(&raw.identities);
         let (routes, policies) = self.routes(&raw, &limits);
+        let web = self.web(&raw, sign_in.is_some());
         let reevaluate_interval =
             self.duration(&raw.reevaluate_interval, DEFAULT_REEVALUATE_INTERVAL);
         if let Some(s) = &raw.reevaluate_interval
@@ -191,6 +194,7 @@ impl Validator {
             routes,
             policies: Arc::new(policies),
             reevaluate_interval,
+            web,
         }
     }
 
