@@ -18,6 +18,7 @@ mod policy;
 mod recordings;
 mod replay;
 mod text;
+mod web;
 
 /// Where `ca init` and `ca show` look when given neither --key nor --config.
 const DEFAULT_CA_PATH: &str = "/var/lib/gatehouse/user_ca";
@@ -59,6 +60,18 @@ enum Command {
         SIGTERM or Ctrl-C stop accepting, tell connected users and wait up to 10 s."
     )]
     Serve {
+        /// The configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the web app alone (recordings in the browser), for a host with
+    /// the storage and the state database but no SSH.
+    #[command(
+        after_help = "Example:\n  gatehouse web --config /etc/gatehouse/gatehouse.yaml\n\n\
+        Serves the config's web section. Prints `web listening on ADDR for URL` on stdout \
+        once the socket is bound. `gatehouse serve` serves it beside SSH."
+    )]
+    Web {
         /// The configuration file.
         #[arg(long, short)]
         config: PathBuf,
@@ -182,6 +195,7 @@ fn init_logging(format: LogFormat) {
 fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Serve { config } => serve(&config),
+        Command::Web { config } => web::run(&config),
         Command::CheckConfig { config } => check_config(&config),
         Command::Ca { command } => match command {
             CaCommand::Init(p) => ca_init(&p.resolve()?),
@@ -257,6 +271,9 @@ fn serve(path: &Path) -> Result<ExitCode> {
             tracing::info!("stop requested");
             signals.cancel();
         });
+        if let Some(web) = web::start(&config, shutdown.clone()).await? {
+            tokio::spawn(web);
+        }
         gateway::run(listener, config, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
@@ -279,7 +296,7 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
     socket.listen(LISTEN_BACKLOG)
 }
 
-async fn wait_for_stop_signal() {
+pub(crate) async fn wait_for_stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -389,6 +389,20 @@ events! {
         session_id: SessionId, channel: String, viewer: String, viewer_email: String,
         mode: &'static str, ranges: String, verified: bool
     }
+    /// A browser signed in to the web app. `web_session` names the browser
+    /// session (a prefix of its stored hash, never the cookie); `peer` is
+    /// the client address (from `X-Forwarded-For` only via a trusted proxy).
+    WebSignin = "web.signin", INFO {
+        web_session: String, identity: String, sub: String, issuer: String, groups: Vec<String>,
+        peer: String,
+    }
+    /// A browser sign-in failed: denied at the IdP, a callback that does
+    /// not match a sign-in this browser started, or the IdP failed.
+    WebSigninFailed = "web.signin_failed", WARN { peer: String, reason: String }
+    /// A browser session ended: `cause` is `signout`.
+    WebSignout = "web.signout", INFO {
+        web_session: String, identity: String, cause: &'static str, peer: String,
+    }
     /// A changed configuration was rejected; the old one stays in force.
     /// `detail` lists every problem with file:line:col.
     ConfigRejected = "config.rejected", ERROR { trigger: &'static str, problems: u64, detail: String }
@@ -451,6 +465,9 @@ impl Event {
             | Event::IdpUnavailable { .. }
             | Event::BindingRevoked { .. }
             | Event::RecordingReindexed { .. }
+            | Event::WebSignin { .. }
+            | Event::WebSigninFailed { .. }
+            | Event::WebSignout { .. }
             | Event::ConfigRejected { .. }
             | Event::ConfigReloaded { .. } => None,
         }

@@ -1,0 +1,274 @@
+//! The web app's ground floor (issue 13): `gatehouse web` against the
+//! real dev IdP with the authorization-code grant. Two sign-ins at once,
+//! a callback in the wrong browser, a used callback, sign-out with and
+//! without its CSRF token, and revocation ending a browser session.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{World, bin, run};
+use reqwest::StatusCode;
+use sshd_test::ChildGuard;
+use sshd_test::idp::DevIdp;
+
+/// A `gatehouse web` process and the URL it serves.
+struct Web {
+    child: ChildGuard,
+    url: String,
+}
+
+fn start_web(config: &Path) -> Web {
+    let mut cmd = Command::new(bin());
+    cmd.args(["web", "--config"]).arg(config);
+    cmd.env("GATEHOUSE_LOG", "info");
+    let child = ChildGuard::spawn(cmd).expect("spawn gatehouse web");
+    let line = child
+        .wait_for_stdout_line(Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("gatehouse web did not start: {e}"));
+    let url = line
+        .trim()
+        .rsplit(" for ")
+        .next()
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    Web { child, url }
+}
+
+/// A browser's cookies, by name.
+#[derive(Default, Clone)]
+struct Jar(HashMap<String, String>);
+
+impl Jar {
+    fn take(&mut self, response: &reqwest::Response) {
+        for v in response.headers().get_all("set-cookie") {
+            let text = v.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            // Only __Host- cookies, and each with its attributes.
+            assert!(name.starts_with("__Host-"), "{text}");
+            for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
+                assert!(text.contains(attr), "{attr} missing: {text}");
+            }
+            if value.is_empty() || text.contains("Max-Age=0") {
+                self.0.remove(name);
+            } else {
+                self.0.insert(name.to_owned(), value.to_owned());
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn get(c: &reqwest::Client, jar: &mut Jar, url: &str) -> reqwest::Response {
+    let r = c
+        .get(url)
+        .header("cookie", jar.header())
+        .send()
+        .await
+        .unwrap();
+    jar.take(&r);
+    r
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()["location"].to_str().unwrap().to_owned()
+}
+
+/// Starts a sign-in returning to `return_to`; returns the IdP URL.
+async fn begin(c: &reqwest::Client, jar: &mut Jar, web: &Web, return_to: &str) -> String {
+    let r = get(
+        c,
+        jar,
+        &format!("{}/auth/login?return_to={return_to}", web.url),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    location(&r)
+}
+
+async fn browse(issuer: &str, url: &str, login: &str, password: &str) -> String {
+    let (issuer, url, login, password) = (
+        issuer.to_owned(),
+        url.to_owned(),
+        login.to_owned(),
+        password.to_owned(),
+    );
+    tokio::task::spawn_blocking(move || {
+        sshd_test::idp::authorize(&issuer, &url, &login, &password, false)
+    })
+    .await
+    .unwrap()
+}
+
+/// The hidden CSRF field of the sign-out form.
+fn csrf(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_sign_in_with_pkce_sign_out_with_csrf_and_end_on_revocation() {
+    let idp = DevIdp::start(0, &["--redirect-uri", "http://127.0.0.1/auth/callback"]);
+    let w = World::new();
+    let port = sshd_test::free_port();
+    let config = w.write_config(
+        &[w.route("t", "")],
+        &format!(
+            "idp:\n  issuer: {}\n  client_id: gatehouse\n  scopes: [openid, email, profile, groups]\n\
+             web:\n  listen: 127.0.0.1:{port}\n  public_url: http://127.0.0.1:{port}\n  plain_http: true\n",
+            idp.issuer
+        ),
+    );
+    let web = start_web(&config);
+    let c = client();
+
+    let r = c.get(format!("{}/healthz", web.url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c.get(format!("{}/readyz", web.url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+
+    // Nobody signed in: off to sign in first.
+    let (mut alice, mut bob) = (Jar::default(), Jar::default());
+    let r = get(&c, &mut alice, &format!("{}/", web.url)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&r), "/auth/login?return_to=/");
+
+    // Two sign-ins at once, each finished in its own browser.
+    let to_idp_a = begin(&c, &mut alice, &web, "/a").await;
+    let to_idp_b = begin(&c, &mut bob, &web, "/b").await;
+    assert!(to_idp_a.starts_with(&idp.issuer), "{to_idp_a}");
+    assert!(
+        to_idp_a.contains("code_challenge_method=S256"),
+        "{to_idp_a}"
+    );
+    let back_b = browse(&idp.issuer, &to_idp_b, "bob@example.com", "bob-pw").await;
+    let back_a = browse(&idp.issuer, &to_idp_a, "alice@example.com", "alice-pw").await;
+
+    // Bob's callback in Alice's browser (login CSRF) is refused.
+    let r = get(&c, &mut alice.clone(), &back_b).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("started in another browser")
+    );
+
+    let r = get(&c, &mut alice, &back_a).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{:?}", r.text().await);
+    assert_eq!(location(&r), "/a");
+    assert!(alice.0.contains_key("__Host-gatehouse"));
+    assert!(
+        !alice
+            .0
+            .keys()
+            .any(|k| k.starts_with("__Host-gatehouse-login-")),
+        "the attempt's cookie is cleared"
+    );
+    let r = get(&c, &mut bob, &back_b).await;
+    assert_eq!(location(&r), "/b");
+    // A callback is good once.
+    let mut replay = Jar::default();
+    let r = get(&c, &mut replay, &back_a).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    let r = get(&c, &mut alice, &format!("{}/", web.url)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Signed in as <strong>alice@example.com</strong>"),
+        "{html}"
+    );
+    let token = csrf(&html);
+
+    // Sign-out needs the form's CSRF token.
+    let signout = format!("{}/auth/signout", web.url);
+    for form in ["", "csrf=forged"] {
+        let r = c
+            .post(&signout)
+            .header("cookie", alice.header())
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    let session_cookie = alice.0["__Host-gatehouse"].clone();
+    let r = c
+        .post(&signout)
+        .header("cookie", alice.header())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The old cookie no longer works, even if a browser kept it.
+    let mut kept = Jar::default();
+    kept.0.insert("__Host-gatehouse".to_owned(), session_cookie);
+    let r = get(&c, &mut kept, &format!("{}/", web.url)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
+    // Revoking Bob ends his browser session.
+    let r = get(&c, &mut bob, &format!("{}/", web.url)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut cmd = Command::new(bin());
+    cmd.args(["logins", "revoke", "--user", "bob@example.com", "--config"])
+        .arg(&config);
+    let (code, out, err) = run(cmd, Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ended 1 signed-in browser session"), "{out}");
+    let r = get(&c, &mut bob, &format!("{}/", web.url)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+
+    // Audited, and no cookie, code or state in the log.
+    let log = web.child.stderr_text();
+    assert_eq!(log.matches("event=\"web.signin\"").count(), 2, "{log}");
+    assert!(log.contains("event=\"web.signin_failed\""), "{log}");
+    assert!(log.contains("event=\"web.signout\""), "{log}");
+    for secret in [
+        &alice.0.get("__Host-gatehouse").cloned().unwrap_or_default(),
+        &bob.0["__Host-gatehouse"],
+    ] {
+        assert!(
+            secret.is_empty() || !log.contains(secret.as_str()),
+            "a cookie in the log"
+        );
+    }
+    let code_a = back_a
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    assert!(!log.contains(code_a), "the code in the log");
+}
