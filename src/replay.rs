@@ -197,18 +197,7 @@ pub(crate) fn run(mut args: ReplayArgs) -> Result<ExitCode> {
         .with_context(|| format!("cannot open session {id}"))?;
     let channels = &signed.meta.channels;
     let channel = if args.channel.is_none() && channels.len() > 1 && !exporting {
-        let rows: Vec<ChannelRow<'_>> = channels
-            .iter()
-            .map(|c| {
-                (
-                    c.channel.as_str(),
-                    c.kind.as_str(),
-                    c.output_bytes,
-                    c.command.as_deref(),
-                )
-            })
-            .collect();
-        match pick_channel_row(id, &rows)?.and_then(|i| channels.get(i)) {
+        match pick_channel_of(id, channels)? {
             Some(c) => c.clone(),
             None => return Ok(ExitCode::SUCCESS),
         }
@@ -340,15 +329,41 @@ pub(crate) fn run(mut args: ReplayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A channel as the channel list shows it: name, kind, output bytes and
-/// command.
-type ChannelRow<'a> = (&'a str, &'a str, u64, Option<&'a str>);
+/// A channel as the channel list shows it: the sealed manifest's or the
+/// index's (for a live session).
+trait ChannelRow {
+    /// Name, kind, output bytes and command.
+    fn row(&self) -> (&str, &str, u64, Option<&str>);
+}
+
+impl ChannelRow for recorder::meta::ChannelMeta {
+    fn row(&self) -> (&str, &str, u64, Option<&str>) {
+        (
+            &self.channel,
+            &self.kind,
+            self.output_bytes,
+            self.command.as_deref(),
+        )
+    }
+}
+
+impl ChannelRow for recorder::ChannelRecord {
+    fn row(&self) -> (&str, &str, u64, Option<&str>) {
+        (
+            &self.channel,
+            &self.kind,
+            self.output_bytes,
+            self.command.as_deref(),
+        )
+    }
+}
 
 /// Lets the user pick one of a session's channels; `None` if they quit.
-fn pick_channel_row(id: &str, channels: &[ChannelRow<'_>]) -> Result<Option<usize>> {
+fn pick_channel_of<'a, C: ChannelRow>(id: &str, channels: &'a [C]) -> Result<Option<&'a C>> {
     let rows: Vec<String> = channels
         .iter()
-        .map(|(name, kind, bytes, command)| {
+        .map(|c| {
+            let (name, kind, bytes, command) = c.row();
             format!(
                 "{name:<6} {kind:<10} {bytes:>10}  {}",
                 command.unwrap_or("")
@@ -361,7 +376,7 @@ fn pick_channel_row(id: &str, channels: &[ChannelRow<'_>]) -> Result<Option<usiz
         &rows,
     )
     .context("the terminal failed")?;
-    Ok(picked.map(replay_tui::Choice::row))
+    Ok(picked.and_then(|c| channels.get(c.row())))
 }
 
 /// A session the index says is still being recorded.
@@ -401,23 +416,10 @@ fn play_live(
                 )
             })?
             .clone(),
-        None if channels.len() > 1 => {
-            let rows: Vec<ChannelRow<'_>> = channels
-                .iter()
-                .map(|c| {
-                    (
-                        c.channel.as_str(),
-                        c.kind.as_str(),
-                        c.output_bytes,
-                        c.command.as_deref(),
-                    )
-                })
-                .collect();
-            match pick_channel_row(&id, &rows)?.and_then(|i| channels.get(i)) {
-                Some(c) => c.clone(),
-                None => return Ok(ExitCode::SUCCESS),
-            }
-        }
+        None if channels.len() > 1 => match pick_channel_of(&id, &channels)? {
+            Some(c) => c.clone(),
+            None => return Ok(ExitCode::SUCCESS),
+        },
         None => channels.first().cloned().ok_or_else(|| {
             anyhow!("session {id} has not opened a channel yet; try again shortly")
         })?,

@@ -12,7 +12,7 @@ use openidconnect::core::CoreAuthenticationFlow;
 use openidconnect::{CsrfToken, PkceCodeChallenge, RedirectUrl};
 
 use super::*;
-use crate::device::{MAX_ERROR_CODE, OAuthError, idp_text};
+use crate::device::{MAX_ERROR_CODE, idp_text};
 use crate::verify::constant_time_eq;
 
 /// One browser sign-in in progress: what came back must match it. The
@@ -90,40 +90,17 @@ impl Idp {
                 "the sign-in came back with another state".to_owned(),
             ));
         }
-        let request = self.token_request(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", &pending.redirect_uri),
-            ("code_verifier", &pending.verifier),
-        ])?;
-        let response = self
-            .inner
-            .http
-            .send(request)
-            .await
-            .map_err(|reason| self.unavailable(reason))?;
-        let status = response.status();
-        if status != StatusCode::OK {
-            let error = serde_json::from_slice::<OAuthError>(response.body())
-                .map(|e| idp_text(&e.error, MAX_ERROR_CODE))
-                .unwrap_or_else(|_| format!("HTTP {status}"));
-            return Err(if status.is_server_error() {
-                self.unavailable(format!("token endpoint: {error}"))
-            } else {
-                Error::TokenRejected(format!("the code was not accepted: {error}"))
-            });
-        }
-        #[derive(Deserialize)]
-        struct CodeAnswer {
-            id_token: Option<String>,
-            refresh_token: Option<String>,
-        }
-        let answer: CodeAnswer = serde_json::from_slice(response.body()).map_err(|e| {
-            self.unavailable(format!(
-                "token endpoint: unreadable response: {}",
-                crate::device::json_error(&e)
-            ))
-        })?;
+        let answer = self
+            .token_grant(
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", code),
+                    ("redirect_uri", &pending.redirect_uri),
+                    ("code_verifier", &pending.verifier),
+                ],
+                |error| Error::TokenRejected(format!("the code was not accepted: {error}")),
+            )
+            .await?;
         let raw = answer
             .id_token
             .ok_or_else(|| Error::TokenRejected("the token response has no ID token".to_owned()))?;
