@@ -519,6 +519,10 @@ mod tests {
                     | "idp.unavailable"
                     | "binding.revoked"
                     | "recording.reindexed"
+                    // Browser sessions, named by their own web_session.
+                    | "web.signin"
+                    | "web.signin_failed"
+                    | "web.signout"
                     | "config.rejected"
                     | "config.reloaded"
             );
