@@ -63,8 +63,10 @@ fn two_hundred_megabytes_through_cat_arrive_byte_identical() {
     let w = World::new();
     let gw = w.start(&[w.route("t", "")]);
     // Random data both ways at once: upload into cat, download its echo.
+    // pipefail: ssh's own exit status counts, not only sha256sum's.
     let script = format!(
-        "head -c 200000000 /dev/urandom > blob
+        "set -eo pipefail
+         head -c 200000000 /dev/urandom > blob
          want=$(sha256sum < blob | cut -d' ' -f1)
          got=$($SSH {LOGIN}@t@$GW cat < blob | sha256sum | cut -d' ' -f1)
          echo \"$want $got\""
