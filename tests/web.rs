@@ -272,3 +272,51 @@ async fn browsers_sign_in_with_pkce_sign_out_with_csrf_and_end_on_revocation() {
         .unwrap();
     assert!(!log.contains(code_a), "the code in the log");
 }
+
+/// The same sign-in in headless Chromium: the cookies hold on
+/// http://127.0.0.1 (a secure context, so `__Host-` and Secure work), the
+/// IdP's pages and our redirects are followed by the browser itself, and
+/// the page's DOM text says who is signed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_signs_in_and_out() {
+    let idp = DevIdp::start(0, &["--redirect-uri", "http://127.0.0.1/auth/callback"]);
+    let w = World::new();
+    let port = sshd_test::free_port();
+    let config = w.write_config(
+        &[w.route("t", "")],
+        &format!(
+            "idp:\n  issuer: {}\n  client_id: gatehouse\n  scopes: [openid, email, profile, groups]\n\
+             web:\n  listen: 127.0.0.1:{port}\n  public_url: http://127.0.0.1:{port}\n  plain_http: true\n",
+            idp.issuer
+        ),
+    );
+    let web = start_web(&config);
+    let browser = common::browser::Browser::start().await;
+    browser.client.goto(&format!("{}/", web.url)).await.unwrap();
+    // The IdP's sign-in page, then its consent page.
+    browser.fill("input[name=login]", "alice@example.com").await;
+    browser.fill("input[name=password]", "alice-pw").await;
+    browser.click("button[type=submit]").await;
+    browser.click("form[action$=confirm] button").await;
+    let who = browser.text("#whoami").await;
+    assert!(who.contains("Signed in as alice@example.com"), "{who}");
+    assert!(who.contains("sre"), "{who}");
+    let url = browser.client.current_url().await.unwrap();
+    assert_eq!(url.as_str(), format!("{}/", web.url));
+
+    browser.click("form[action='/auth/signout'] button").await;
+    let said = browser.text("#message").await;
+    assert_eq!(said, "You are signed out.");
+    // Signed out here: / sends the browser to sign in again.
+    browser.client.goto(&format!("{}/", web.url)).await.unwrap();
+    let now = browser.client.current_url().await.unwrap();
+    let page = browser.client.source().await.unwrap();
+    assert!(!page.contains("id=\"whoami\""), "still signed in at {now}");
+    assert!(
+        now.as_str().starts_with(&idp.issuer),
+        "not sent to sign in: {now}"
+    );
+    browser.close().await;
+    let log = web.child.stderr_text();
+    assert!(log.contains("event=\"web.signout\""), "{log}");
+}

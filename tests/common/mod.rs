@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use sshd_test::{ChildGuard, Sshd, ensure_user, require_program};
 
+pub mod browser;
 pub mod tmux;
 
 /// The login every test uses on targets.
