@@ -36,6 +36,20 @@ pub fn recording_public_key(host_keys: &[PathBuf]) -> Result<[u8; 32]> {
     bail!("recordings are signed with an ed25519 host key; add one to host_keys")
 }
 
+/// The raw ed25519 key in an OpenSSH public key file (`KEY.pub`, one
+/// `ssh-ed25519 AAAA... comment` line), for checking a bundle where no
+/// configuration is.
+pub fn ed25519_public_key_file(path: &Path) -> Result<[u8; 32]> {
+    let line =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let blob = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|encoded| STANDARD.decode(encoded).ok())
+        .ok_or_else(|| anyhow!("{} is not an OpenSSH public key", path.display()))?;
+    ed25519_key(&blob).ok_or_else(|| anyhow!("{} is not an ed25519 key", path.display()))
+}
+
 /// The SSH wire-format public key blob of a host key.
 fn public_blob(path: &Path) -> Result<Vec<u8>> {
     let mut public = path.as_os_str().to_owned();

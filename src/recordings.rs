@@ -94,10 +94,35 @@ pub(crate) enum RecordingsCommand {
         check passes; prints each problem and exits 1 otherwise.")]
     Verify {
         /// The configuration file: storage, index and host keys.
+        #[arg(long, short, required_unless_present = "key")]
+        config: Option<PathBuf>,
+        /// The session id.
+        #[arg(required_unless_present = "bundle", conflicts_with = "bundle")]
+        id: Option<String>,
+        /// Check an evidence bundle (`gatehouse recordings bundle`) instead,
+        /// offline.
+        #[arg(long, value_name = "FILE")]
+        bundle: Option<PathBuf>,
+        /// With --bundle: trust this OpenSSH ed25519 public key (the
+        /// gateway's host key .pub) instead of the config's host key.
+        #[arg(long, value_name = "PUBFILE", requires = "bundle")]
+        key: Option<PathBuf>,
+    },
+    /// Write a session's evidence bundle: its signed meta.json and sealed
+    /// recordings in one tar file, which `verify --bundle` checks offline.
+    #[command(after_help = "Example:\n  \
+        gatehouse recordings bundle --config /etc/gatehouse/gatehouse.yaml ID -o ID.tar\n  \
+        gatehouse recordings verify --bundle ID.tar --key /etc/gatehouse/ssh_host_ed25519_key.pub\n\n\
+        The bundle holds no segments: the signature covers the sealed objects' hashes.")]
+    Bundle {
+        /// The configuration file: storage and index.
         #[arg(long, short)]
         config: PathBuf,
         /// The session id.
         id: String,
+        /// The file to write.
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
     },
     /// Write a session's recording as an asciicast file.
     #[command(after_help = "Examples:\n  \
@@ -162,7 +187,21 @@ pub(crate) fn run_sessions(command: SessionsCommand) -> Result<ExitCode> {
 /// Runs one `gatehouse recordings` subcommand.
 pub(crate) fn run_recordings(command: RecordingsCommand) -> Result<ExitCode> {
     match command {
-        RecordingsCommand::Verify { config, id } => verify(&config, &id),
+        RecordingsCommand::Verify {
+            config,
+            id,
+            bundle,
+            key,
+        } => match (bundle, id, config) {
+            (Some(bundle), _, config) => {
+                crate::bundle::verify(config.as_deref(), key.as_deref(), &bundle)
+            }
+            (None, Some(id), Some(config)) => verify(&config, &id),
+            _ => Err(anyhow!("give a session id and --config, or --bundle FILE")),
+        },
+        RecordingsCommand::Bundle { config, id, output } => {
+            crate::bundle::write(&config, &id, &output)
+        }
         RecordingsCommand::Export {
             config,
             id,

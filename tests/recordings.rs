@@ -366,6 +366,87 @@ fn sessions_list_show_verify_export_and_reindex() {
         "{err}"
     );
 
+    // An evidence bundle verifies offline: with the config's host key, or
+    // with nothing but the host key's .pub; a stranger's signature and a
+    // changed byte fail.
+    let bundle = w.path("alice.tar");
+    let (code, out, err) = gatehouse(
+        &[
+            "recordings",
+            "bundle",
+            "sess-alice",
+            "-o",
+            bundle.to_str().unwrap(),
+        ],
+        &config,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("wrote session sess-alice's bundle to"),
+        "{out}"
+    );
+    let (code, out, err) = gatehouse(
+        &["recordings", "verify", "--bundle", bundle.to_str().unwrap()],
+        &config,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("session sess-alice: signature by the gateway's host key"),
+        "{out}"
+    );
+    let host_pub = w.path("state/ssh_host_ed25519_key.pub");
+    assert!(host_pub.exists(), "no {}", host_pub.display());
+    let mut offline = Command::new(bin());
+    offline
+        .args(["recordings", "verify", "--bundle"])
+        .arg(&bundle)
+        .arg("--key")
+        .arg(&host_pub);
+    let (code, out, err) = run(offline, Duration::from_secs(30));
+    assert_eq!(code, 0, "{out}{err}");
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes
+        .windows(4)
+        .position(|w| w == [0x28, 0xb5, 0x2f, 0xfd])
+        .unwrap();
+    bytes[at + 16] ^= 0x04;
+    let tampered = w.path("tampered.tar");
+    std::fs::write(&tampered, bytes).unwrap();
+    let (code, out, _) = gatehouse(
+        &[
+            "recordings",
+            "verify",
+            "--bundle",
+            tampered.to_str().unwrap(),
+        ],
+        &config,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("does not match its sha256"), "{out}");
+    let bob_bundle = w.path("bob.tar");
+    let (code, _, err) = gatehouse(
+        &[
+            "recordings",
+            "bundle",
+            "sess-bob",
+            "-o",
+            bob_bundle.to_str().unwrap(),
+        ],
+        &config,
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = gatehouse(
+        &[
+            "recordings",
+            "verify",
+            "--bundle",
+            bob_bundle.to_str().unwrap(),
+        ],
+        &config,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("signed by an untrusted key"), "{out}");
+
     // Export: v3 as stored, per channel; v2 plays in asciinema 2.2.
     let (code, v3, err) = gatehouse(&["recordings", "export", "sess-alice"], &config);
     assert_eq!(code, 0, "{err}");

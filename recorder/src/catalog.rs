@@ -82,6 +82,11 @@ impl Catalog {
         })
     }
 
+    /// The key of a session's meta.json.
+    pub(crate) async fn meta_key_of(&self, session_id: &str) -> Result<String> {
+        self.meta_key(session_id).await
+    }
+
     async fn meta_key(&self, session_id: &str) -> Result<String> {
         if let Some((record, _)) = self.index.show(session_id).await?
             && let Some(key) = record.meta_key

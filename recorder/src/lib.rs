@@ -21,6 +21,7 @@
 //! output is encoded.
 
 pub mod asciicast;
+mod bundle;
 mod catalog;
 mod error;
 mod fileop;
@@ -34,6 +35,7 @@ pub mod storage;
 pub mod tail;
 mod time;
 
+pub use bundle::{BUNDLE_META, verify_bundle};
 pub use catalog::{Catalog, ExportFormat, VerifyReport, decompress, sealed_reader};
 pub use error::{Error, Result};
 pub use fileop::{FileOp, FileOpKind};

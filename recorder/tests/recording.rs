@@ -240,6 +240,73 @@ async fn file_backend_record_seal_verify_tamper_export() {
         strip_cr(&String::from_utf8_lossy(&raw))
     );
 
+    // An evidence bundle verifies offline with the public key alone, and
+    // fails on a flipped byte in the recording, another key, or a missing
+    // or extra object.
+    let mut bundle = Vec::new();
+    catalog.bundle("sess-file", &mut bundle).await.unwrap();
+    let report = recorder::verify_bundle(bundle.as_slice(), Some(&public_key())).unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert_eq!(report.session_id, "sess-file");
+    let other = recorder::verify_bundle(bundle.as_slice(), Some(&[7u8; 32])).unwrap();
+    assert!(
+        other.problems.iter().any(|p| p.contains("untrusted key")),
+        "{:?}",
+        other.problems
+    );
+    let object_at = bundle
+        .windows(4)
+        .position(|w| w == [0x28, 0xb5, 0x2f, 0xfd])
+        .expect("a zstd frame in the bundle");
+    let mut flipped = bundle.clone();
+    flipped[object_at + 20] ^= 0x01;
+    let bad = recorder::verify_bundle(flipped.as_slice(), Some(&public_key())).unwrap();
+    assert!(!bad.ok);
+    assert!(
+        bad.problems
+            .iter()
+            .any(|p| p.contains("does not match its sha256")),
+        "{:?}",
+        bad.problems
+    );
+    let mut only_meta = tar::Builder::new(Vec::new());
+    let mut archive = tar::Archive::new(bundle.as_slice());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_string_lossy() == "meta.json" {
+            let mut header = entry.header().clone();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            only_meta
+                .append_data(&mut header, "meta.json", data.as_slice())
+                .unwrap();
+            let mut extra = tar::Header::new_gnu();
+            extra.set_size(2);
+            extra.set_cksum();
+            only_meta
+                .append_data(&mut extra, "notes.txt", &b"hi"[..])
+                .unwrap();
+        }
+    }
+    let partial = only_meta.into_inner().unwrap();
+    let bad = recorder::verify_bundle(partial.as_slice(), Some(&public_key())).unwrap();
+    assert!(
+        bad.problems
+            .iter()
+            .any(|p| p.contains("0.cast.zst is missing")),
+        "{:?}",
+        bad.problems
+    );
+    assert!(
+        bad.problems.iter().any(|p| p.contains("unexpected entry")),
+        "{:?}",
+        bad.problems
+    );
+    assert!(
+        recorder::verify_bundle(&b"not a tar"[..], None).is_err()
+            || !recorder::verify_bundle(&b"not a tar"[..], None).unwrap().ok
+    );
+
     // Tamper with one segment: verify must fail and say which.
     let meta = catalog.meta("sess-file").await.unwrap();
     let seg = &meta.meta.channels[0].segments[0];
