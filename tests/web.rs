@@ -119,14 +119,10 @@ async fn browse(issuer: &str, url: &str, login: &str, password: &str) -> String 
     .unwrap()
 }
 
-/// The hidden CSRF field of the sign-out form.
-fn csrf(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
-    html[at..].split('"').next().unwrap().to_owned()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn browsers_sign_in_with_pkce_sign_out_with_csrf_and_end_on_revocation() {
+/// The dev IdP (accepting our callback on any loopback port), a world
+/// whose config has an idp and a plain-HTTP web section on a free port,
+/// and `gatehouse web` serving it.
+fn world_with_web() -> (DevIdp, World, std::path::PathBuf, Web) {
     let idp = DevIdp::start(0, &["--redirect-uri", "http://127.0.0.1/auth/callback"]);
     let w = World::new();
     let port = sshd_test::free_port();
@@ -139,6 +135,18 @@ async fn browsers_sign_in_with_pkce_sign_out_with_csrf_and_end_on_revocation() {
         ),
     );
     let web = start_web(&config);
+    (idp, w, config, web)
+}
+
+/// The hidden CSRF field of the sign-out form.
+fn csrf(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_sign_in_with_pkce_sign_out_with_csrf_and_end_on_revocation() {
+    let (idp, _w, config, web) = world_with_web();
     let c = client();
 
     let r = c.get(format!("{}/healthz", web.url)).send().await.unwrap();
@@ -279,18 +287,7 @@ async fn browsers_sign_in_with_pkce_sign_out_with_csrf_and_end_on_revocation() {
 /// the page's DOM text says who is signed in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_signs_in_and_out() {
-    let idp = DevIdp::start(0, &["--redirect-uri", "http://127.0.0.1/auth/callback"]);
-    let w = World::new();
-    let port = sshd_test::free_port();
-    let config = w.write_config(
-        &[w.route("t", "")],
-        &format!(
-            "idp:\n  issuer: {}\n  client_id: gatehouse\n  scopes: [openid, email, profile, groups]\n\
-             web:\n  listen: 127.0.0.1:{port}\n  public_url: http://127.0.0.1:{port}\n  plain_http: true\n",
-            idp.issuer
-        ),
-    );
-    let web = start_web(&config);
+    let (idp, _w, _config, web) = world_with_web();
     let browser = common::browser::Browser::start().await;
     browser.client.goto(&format!("{}/", web.url)).await.unwrap();
     // The IdP's sign-in page, then its consent page.
