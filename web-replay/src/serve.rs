@@ -21,6 +21,25 @@ use crate::{App, Error, auth};
 /// A TLS handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often dead browser sessions and abandoned sign-ins are removed.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// Removes dead web sessions and sign-ins now and every [`PURGE_EVERY`],
+/// until `stop`: a session that is never used again must not stay a row.
+async fn purge(app: Arc<App>, stop: CancellationToken) {
+    loop {
+        match app.store.web_purge(std::time::SystemTime::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "removed dead web sessions and sign-ins"),
+            Err(e) => tracing::warn!(error = %e, "cannot purge web sessions"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(PURGE_EVERY) => {}
+        }
+    }
+}
+
 /// Every route of the app.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -128,6 +147,7 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|source| Error::Listen { addr, source })?;
+    tokio::spawn(purge(Arc::clone(&app), stop.clone()));
     let routes = router(app);
     let run = async move {
         loop {
