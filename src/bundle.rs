@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 
+use crate::catalog::{IndexUse, open_catalog, plural, recording_signer_public_key, runtime};
 use crate::load_config;
-use crate::recordings::{IndexUse, open_catalog, plural, recording_signer_public_key, runtime};
 
 /// Writes the bundle of session `id` to `output`.
 pub(crate) fn write(config_path: &Path, id: &str, output: &Path) -> Result<ExitCode> {

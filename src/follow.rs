@@ -219,7 +219,7 @@ fn follow(source: Source, first_tx: Sender<Result<(Header, Vec<Step>)>>, tx: Sen
         reason: seen.reason(&end),
         ended: end
             .ended_at_ms
-            .map(crate::recordings::rfc3339)
+            .map(crate::catalog::rfc3339)
             .unwrap_or_default(),
         verification,
     });

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 mod bundle;
+mod catalog;
 mod follow;
 mod hostkey;
 mod logins;

@@ -10,18 +10,17 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Subcommand, ValueEnum};
 use config::Config;
-use recorder::{
-    Catalog, ChannelRecord, ExportFormat, SessionFilter, SessionRecord, Status, StorageConfig,
-};
+use recorder::{ChannelRecord, ExportFormat, SessionFilter, SessionRecord, Status};
 
+use crate::catalog::{
+    IndexUse, describe, open_catalog, plural, recording_signer_public_key, rfc3339, runtime,
+};
 use crate::load_config;
-use state::Sqlite;
 
 #[derive(Subcommand)]
 pub(crate) enum SessionsCommand {
@@ -211,64 +210,6 @@ pub(crate) fn run_recordings(command: RecordingsCommand) -> Result<ExitCode> {
         } => export(&config, &id, channel.as_deref(), format, output.as_deref()),
         RecordingsCommand::Reindex { config } => reindex(&config),
     }
-}
-
-/// The raw ed25519 public key recordings are signed with: that of the first
-/// ed25519 key in `config.host_keys`, whose seed the gateway signs meta.json
-/// with. `verify` trusts this key and no other, so a recording re-signed by
-/// someone who can write to storage but not read the host key fails. Only
-/// the public half is read (see `hostkey.rs`).
-pub fn recording_signer_public_key(config: &Config) -> Result<[u8; 32]> {
-    crate::hostkey::recording_public_key(&config.host_keys)
-}
-
-/// How the index is opened.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IndexUse {
-    /// Read the index only; a missing state database means nothing is indexed.
-    Read,
-    /// Read from storage; the index only helps find objects, so a missing
-    /// state database is replaced by an empty in-memory one.
-    Storage,
-    /// Write the index, creating the state database if needed.
-    Write,
-}
-
-/// Opens the catalog of a configuration, or `None` for [`IndexUse::Read`]
-/// when no state database exists yet. Not creating one matters: run as
-/// root, this command would leave a database the gateway's user cannot write.
-pub(crate) fn open_catalog(config: &Config, how: IndexUse) -> Result<Option<Catalog>> {
-    let rec = &config.recording.recorder;
-    let store: Arc<dyn state::Store> = match (Sqlite::exists(&config.state_dir), how) {
-        (true, _) | (false, IndexUse::Write) => {
-            Arc::new(Sqlite::open(&config.state_dir).context("cannot open the state database")?)
-        }
-        (false, IndexUse::Read) => return Ok(None),
-        (false, IndexUse::Storage) => {
-            Arc::new(Sqlite::in_memory().context("cannot make an empty index")?)
-        }
-    };
-    Catalog::open(store, &rec.storage)
-        .map(Some)
-        .with_context(|| format!("cannot open the recordings in {}", describe(&rec.storage)))
-}
-
-/// Storage as the user configured it, for messages.
-fn describe(storage: &StorageConfig) -> String {
-    match storage {
-        StorageConfig::File(root) => format!("file://{}", root.display()),
-        StorageConfig::S3(s3) if s3.prefix.is_empty() => format!("s3://{}", s3.bucket),
-        StorageConfig::S3(s3) => format!("s3://{}/{}", s3.bucket, s3.prefix),
-    }
-}
-
-/// A current-thread runtime for the catalog's storage calls: one command,
-/// one request at a time.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
 }
 
 /// The filters of `sessions list`, which `replay` shares.
@@ -591,15 +532,6 @@ fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
-}
-
-/// A Unix-milliseconds time as RFC 3339 UTC to the second.
-pub(crate) fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
-
-pub(crate) fn plural(n: u64) -> &'static str {
-    if n == 1 { "" } else { "s" }
 }
 
 /// One session as a JSON object: the index's fields (as the recorder

@@ -15,10 +15,11 @@ use recorder::Status;
 use replay_tui::{Info, Player, Verification, clock, parse_clock};
 use terminal::{HashReader, Index, Loaded, Timeline};
 
-use crate::load_config;
-use crate::recordings::{
-    IndexUse, open_catalog, pick_channel, plural, recording_signer_public_key, rfc3339, runtime,
+use crate::catalog::{
+    IndexUse, open_catalog, plural, recording_signer_public_key, rfc3339, runtime,
 };
+use crate::load_config;
+use crate::recordings::pick_channel;
 
 /// `gatehouse replay` arguments.
 #[derive(Args)]
