@@ -111,6 +111,29 @@ fn local_user() -> String {
         .unwrap_or_else(|_| "unknown".to_owned())
 }
 
+/// Writes `recording.viewed`: who (the local user and `--as`), which
+/// session and channel, how, the time ranges shown, and whether the
+/// recording was verified.
+fn audit_view(
+    args: &ReplayArgs,
+    id: &str,
+    channel: &str,
+    mode: &'static str,
+    ranges: &[(u64, u64)],
+    verified: bool,
+) {
+    audit::Event::RecordingViewed {
+        session_id: audit::SessionId::new(id),
+        channel: channel.to_owned(),
+        viewer: local_user(),
+        viewer_email: args.viewer_email.clone().unwrap_or_default(),
+        mode,
+        ranges: ranges_text(ranges),
+        verified,
+    }
+    .emit();
+}
+
 fn ranges_text(ranges: &[(u64, u64)]) -> String {
     ranges
         .iter()
@@ -272,16 +295,7 @@ pub(crate) fn run(mut args: ReplayArgs) -> Result<ExitCode> {
     }
 
     let viewed = |mode: &'static str, ranges: &[(u64, u64)]| {
-        audit::Event::RecordingViewed {
-            session_id: audit::SessionId::new(id),
-            channel: channel.channel.clone(),
-            viewer: local_user(),
-            viewer_email: args.viewer_email.clone().unwrap_or_default(),
-            mode,
-            ranges: ranges_text(ranges),
-            verified: report.ok,
-        }
-        .emit();
+        audit_view(&args, id, &channel.channel, mode, ranges, report.ok);
     };
 
     if exporting {
@@ -465,16 +479,14 @@ fn play_live(
         follow,
     )?;
     let result = replay_tui::run(&mut player);
-    audit::Event::RecordingViewed {
-        session_id: audit::SessionId::new(id.as_str()),
-        channel: channel.channel.clone(),
-        viewer: local_user(),
-        viewer_email: args.viewer_email.clone().unwrap_or_default(),
-        mode: if follow { "follow" } else { "play" },
-        ranges: ranges_text(&player.watched()),
-        verified: matches!(player.info().verification, Verification::Verified { .. }),
-    }
-    .emit();
+    audit_view(
+        args,
+        &id,
+        &channel.channel,
+        if follow { "follow" } else { "play" },
+        &player.watched(),
+        matches!(player.info().verification, Verification::Verified { .. }),
+    );
     result.context("the terminal failed")?;
     Ok(ExitCode::SUCCESS)
 }

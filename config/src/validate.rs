@@ -59,6 +59,23 @@ impl Validator {
         }
     }
 
+    /// Addresses or CIDR blocks (an address is its own /32 or /128); each
+    /// that is neither is a problem worded by `bad`.
+    fn networks(&mut self, list: &[S<String>], bad: impl Fn(&str) -> String) -> Vec<ipnet::IpNet> {
+        let mut nets = Vec::new();
+        for s in list {
+            let text = s.value.trim();
+            match text.parse::<ipnet::IpNet>() {
+                Ok(net) => nets.push(net),
+                Err(_) => match text.parse::<std::net::IpAddr>() {
+                    Ok(ip) => nets.push(ipnet::IpNet::from(ip)),
+                    Err(_) => self.problem(s, bad(text)),
+                },
+            }
+        }
+        nets
+    }
+
     fn duration(&mut self, value: &Option<S<String>>, default: Duration) -> Duration {
         match value {
             None => default,
@@ -498,20 +515,9 @@ impl Validator {
             }
             Some(s) => usize::try_from(s.value).unwrap_or(usize::MAX),
         };
-        let mut exempt = Vec::new();
-        for e in &raw.exempt {
-            let text = e.value.trim();
-            match text.parse::<ipnet::IpNet>() {
-                Ok(net) => exempt.push(net),
-                Err(_) => match text.parse::<std::net::IpAddr>() {
-                    Ok(ip) => exempt.push(ipnet::IpNet::from(ip)),
-                    Err(_) => self.problem(
-                        e,
-                        format!("bad address {text:?} in penalties.exempt: write 10.0.0.0/8 or 192.0.2.7"),
-                    ),
-                },
-            }
-        }
+        let exempt = self.networks(&raw.exempt, |text| {
+            format!("bad address {text:?} in penalties.exempt: write 10.0.0.0/8 or 192.0.2.7")
+        });
         Penalties {
             enabled: raw.enabled.unwrap_or(d.enabled),
             authfail: self.duration(&raw.authfail, d.authfail),

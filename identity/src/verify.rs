@@ -114,8 +114,9 @@ impl Idp {
     }
 }
 
-/// Compares two secrets in time that depends only on their lengths.
-pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
+/// Compares two secrets (a state, a nonce, a CSRF token) in time that
+/// depends only on their lengths. Public for the web app's CSRF check.
+pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 
-use crate::catalog::{Catalog, VerifyReport, sealed_reader};
+use crate::catalog::{Catalog, VerifyReport, stream_sha256};
 use crate::meta::{SignedMeta, sha256};
 use crate::sign::hex;
 use crate::{Error, Result};
@@ -102,7 +102,9 @@ pub fn verify_bundle<R: Read>(input: R, trusted_key: Option<&[u8; 32]>) -> Resul
         } else if name.ends_with(".cast.zst") && !objects.contains_key(&name) {
             let mut data = Vec::new();
             entry.read_to_end(&mut data).map_err(tar_error("bundle"))?;
-            let inner = recording_sha256(&data, &name);
+            let inner = stream_sha256(&data, &name)
+                .map(|(digest, len)| (hex(&digest), len))
+                .map_err(|e| e.to_string());
             objects.insert(name, (hex(&sha256(&data)), inner));
         } else {
             report.problems.push(format!("unexpected entry {name:?}"));
@@ -147,22 +149,4 @@ pub fn verify_bundle<R: Read>(input: R, trusted_key: Option<&[u8; 32]>) -> Resul
     }
     report.ok = report.problems.is_empty();
     Ok(report)
-}
-
-/// The SHA-256 and length of the recording inside a sealed object.
-fn recording_sha256(data: &[u8], name: &str) -> std::result::Result<(String, u64), String> {
-    let mut reader = sealed_reader(data, name).map_err(|e| e.to_string())?;
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 64 << 10];
-    let mut len = 0u64;
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| format!("not zstd: {e}"))?;
-        if n == 0 {
-            return Ok((hex(digest.finish().as_ref()), len));
-        }
-        len += n as u64;
-        digest.update(buf.get(..n).unwrap_or_default());
-    }
 }

@@ -227,7 +227,7 @@ impl Catalog {
                         // Hashed as a stream: a long recording is never
                         // held decompressed.
                         match stream_sha256(&sealed, &ch.sealed_key) {
-                            Ok(digest) if hex(&digest) == ch.cast_sha256 => {}
+                            Ok((digest, _)) if hex(&digest) == ch.cast_sha256 => {}
                             Ok(_) => report.problems.push(format!(
                                 "channel {}: sealed recording differs from segments",
                                 ch.channel
@@ -270,20 +270,23 @@ impl Catalog {
     }
 }
 
-/// The SHA-256 of a sealed object's decompressed recording.
-fn stream_sha256(data: &[u8], key: &str) -> Result<Vec<u8>> {
+/// The SHA-256 and length of a sealed object's decompressed recording,
+/// hashed as a stream.
+pub(crate) fn stream_sha256(data: &[u8], key: &str) -> Result<(Vec<u8>, u64)> {
     use std::io::Read as _;
     let mut reader = sealed_reader(data, key)?;
     let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; 64 << 10];
+    let mut len = 0u64;
     loop {
         let n = reader.read(&mut buf).map_err(|e| Error::Format {
             what: key.to_owned(),
             reason: e.to_string(),
         })?;
         if n == 0 {
-            return Ok(digest.finish().as_ref().to_vec());
+            return Ok((digest.finish().as_ref().to_vec(), len));
         }
+        len += n as u64;
         digest.update(buf.get(..n).unwrap_or_default());
     }
 }

@@ -170,8 +170,11 @@ struct Sidecar {
 
 /// Hex SHA-256 of a recording's bytes.
 pub fn recording_hash(recording: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, recording);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex(ring::digest::digest(&ring::digest::SHA256, recording).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Passes a recording's bytes through while hashing them, so a recording
@@ -192,8 +195,7 @@ impl<R> HashReader<R> {
 
     /// The [`recording_hash`] of everything read so far.
     pub fn hash(&self) -> String {
-        let digest = self.digest.clone().finish();
-        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+        hex(self.digest.clone().finish().as_ref())
     }
 }
 

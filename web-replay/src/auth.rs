@@ -321,7 +321,7 @@ pub(crate) async fn signout(
     let ok = form
         .csrf
         .as_deref()
-        .is_some_and(|c| constant_time_eq(c, &session.csrf));
+        .is_some_and(|c| identity::constant_time_eq(c, &session.csrf));
     if !ok {
         return message(
             StatusCode::FORBIDDEN,
@@ -365,15 +365,6 @@ pub(crate) async fn home(State(app): State<Arc<App>>, headers: HeaderMap) -> Res
         esc(&session.csrf),
     );
     page(StatusCode::OK, "Gatehouse", &body)
-}
-
-/// Compares two secrets in time that depends only on their lengths.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 #[cfg(test)]

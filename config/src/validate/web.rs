@@ -109,23 +109,9 @@ impl Validator {
                 WebTransport::PlainHttp
             }
         };
-        let mut trusted_proxies = Vec::new();
-        for s in &w.trusted_proxies {
-            let text = s.value.trim();
-            match text.parse::<ipnet::IpNet>() {
-                Ok(net) => trusted_proxies.push(net),
-                Err(_) => match text.parse::<std::net::IpAddr>() {
-                    Ok(ip) => trusted_proxies.push(ipnet::IpNet::from(ip)),
-                    Err(_) => self.problem(
-                        s,
-                        format!(
-                            "bad trusted proxy {:?}: write an address or a CIDR block",
-                            s.value
-                        ),
-                    ),
-                },
-            }
-        }
+        let trusted_proxies = self.networks(&w.trusted_proxies, |text| {
+            format!("bad trusted proxy {text:?}: write an address or a CIDR block")
+        });
         let session_idle = self.duration(&w.session_idle, DEFAULT_IDLE);
         let session_lifetime = self.duration(&w.session_lifetime, DEFAULT_LIFETIME);
         if let Some(s) = &w.session_idle

@@ -339,6 +339,14 @@ fn read_revision(conn: &Connection) -> rusqlite::Result<u64> {
 }
 
 /// The transaction behind a revocation.
+/// Whether `user` (as `logins revoke --user` takes it: an email, compared
+/// case-insensitively and Unicode-aware, which SQLite's NOCASE is not, or
+/// the exact `sub`) names the identity `sub` / `email`.
+pub(super) fn is_user(user: &str, sub: &str, email: Option<&str>) -> bool {
+    let user = user.trim();
+    sub == user || email.is_some_and(|e| e.to_lowercase() == user.to_lowercase())
+}
+
 fn revoke_in(conn: &mut Connection, which: &Revoke, at: i64) -> rusqlite::Result<Revoked> {
     // IMMEDIATE: we read, then write. A deferred transaction would fail at
     // once with "database is locked" if another connection wrote between.
@@ -358,14 +366,7 @@ fn revoke_in(conn: &mut Connection, which: &Revoke, at: i64) -> rusqlite::Result
     let victims: Vec<(String, String)> = candidates
         .into_iter()
         .filter(|(_, sub, email)| match which {
-            Revoke::User(user) => {
-                // Unicode-aware, which SQLite's NOCASE is not.
-                let user = user.trim();
-                sub == user
-                    || email
-                        .as_deref()
-                        .is_some_and(|e| e.to_lowercase() == user.to_lowercase())
-            }
+            Revoke::User(user) => is_user(user, sub, email.as_deref()),
             Revoke::Key(_) | Revoke::All => true,
         })
         .map(|(fp, sub, email)| (fp, email.unwrap_or(sub)))

@@ -194,7 +194,6 @@ pub(super) fn end_web_sessions_in(
     let Some(user) = user else {
         return tx.execute("DELETE FROM web_sessions", []).map(|n| n as u64);
     };
-    let user = user.trim();
     let victims: Vec<String> = {
         let mut stmt = tx.prepare("SELECT id_hash, sub, email FROM web_sessions")?;
         let rows = stmt.query_map([], |r| {
@@ -205,12 +204,7 @@ pub(super) fn end_web_sessions_in(
             ))
         })?;
         rows.filter_map(|r| r.ok())
-            .filter(|(_, sub, email)| {
-                sub == user
-                    || email
-                        .as_deref()
-                        .is_some_and(|e| e.to_lowercase() == user.to_lowercase())
-            })
+            .filter(|(_, sub, email)| super::bindings::is_user(user, sub, email.as_deref()))
             .map(|(id, _, _)| id)
             .collect()
     };
