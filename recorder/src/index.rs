@@ -188,6 +188,7 @@ impl Index {
                 until_ms: filter.until_ms,
                 status: filter.status,
                 limit: filter.limit,
+                ..RecordingFilter::default()
             })
             .await?;
         Ok(rows.into_iter().map(record).collect())

@@ -104,6 +104,14 @@ pub const CHECKS: &[Check] = &[
         run: |s| Box::pin(recording_index(s)),
     },
     Check {
+        name: "the_sessions_page_filters_and_pages_by_cursor",
+        run: |s| Box::pin(pages::filters_and_pages(s)),
+    },
+    Check {
+        name: "views_are_kept_per_viewer_with_first_last_and_count",
+        run: |s| Box::pin(pages::views(s)),
+    },
+    Check {
         name: "web_sessions_end_when_idle_expired_signed_out_or_revoked",
         run: |s| Box::pin(web_sessions(s)),
     },
@@ -136,6 +144,7 @@ macro_rules! ensure_eq {
 }
 
 // After the macros, so the checks there can use them.
+mod pages;
 mod web;
 use web::{web_logins, web_sessions};
 

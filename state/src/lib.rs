@@ -33,7 +33,8 @@ pub use bindings::{
 };
 pub use error::{Error, Result};
 pub use recordings::{
-    ChannelStart, RecordingChannel, RecordingFilter, RecordingRow, RecordingStart, RecordingStatus,
+    ChannelStart, RecordingChannel, RecordingCursor, RecordingFilter, RecordingRow, RecordingStart,
+    RecordingStatus, RecordingView,
 };
 pub use sqlite::Sqlite;
 pub use web::{TOUCH_EVERY, WebLogin, WebSession};
@@ -178,6 +179,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         session_id: &str,
     ) -> Result<Option<(RecordingRow, Vec<RecordingChannel>)>>;
+
+    /// Notes that `viewer` viewed a recording at `now` (the first and
+    /// last time and a count are kept per viewer).
+    async fn recording_viewed(&self, session_id: &str, viewer: &str, now: SystemTime)
+    -> Result<()>;
+
+    /// Who viewed these sessions, by session then first view.
+    async fn recording_viewers(&self, session_ids: &[String]) -> Result<Vec<RecordingView>>;
 
     // --- Web sessions ---------------------------------------------------
 

@@ -154,12 +154,65 @@ pub struct RecordingFilter {
     pub identity: Option<String>,
     /// Sessions on this route.
     pub route: Option<String>,
+    /// Sessions as this login on the target.
+    pub login: Option<String>,
+    /// Sessions whose target (`host:port`) contains this text.
+    pub target: Option<String>,
     /// Started at or after (Unix ms).
     pub since_ms: Option<u64>,
     /// Started before (Unix ms).
     pub until_ms: Option<u64>,
+    /// In progress at this instant (Unix ms): started at or before it and
+    /// not ended before it.
+    pub active_at_ms: Option<u64>,
     /// In this state.
     pub status: Option<RecordingStatus>,
+    /// Lasted at least this long (ms); sessions still running have no
+    /// duration and never match.
+    pub min_duration_ms: Option<u64>,
+    /// Lasted at most this long (ms).
+    pub max_duration_ms: Option<u64>,
+    /// Whose first channel exited with this status.
+    pub exit_status: Option<i64>,
+    /// Only sessions after this one in the newest-first order: the
+    /// cursor of the next page.
+    pub after: Option<RecordingCursor>,
     /// At most this many, newest first (0 = no limit).
     pub limit: usize,
+}
+
+/// A position in the newest-first order of recordings: the last row of a
+/// page. Stable while sessions are added, unlike an offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordingCursor {
+    /// The row's start (Unix ms).
+    pub started_at_ms: u64,
+    /// The row's session id (breaks ties between sessions that started in
+    /// the same millisecond).
+    pub session_id: String,
+}
+
+impl RecordingCursor {
+    /// The cursor just past `row`.
+    pub fn after(row: &RecordingRow) -> RecordingCursor {
+        RecordingCursor {
+            started_at_ms: row.start.started_at_ms,
+            session_id: row.start.session_id.clone(),
+        }
+    }
+}
+
+/// Who has viewed a recording, for the "viewed by" column.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordingView {
+    /// The session viewed.
+    pub session_id: String,
+    /// The viewer (an email or identity label).
+    pub viewer: String,
+    /// Their first view (Unix ms).
+    pub first_at_ms: u64,
+    /// Their last view (Unix ms).
+    pub last_at_ms: u64,
+    /// How many times.
+    pub count: u64,
 }

@@ -30,7 +30,7 @@ pub use keyfile::KEY_FILE;
 
 use crate::{
     Binding, ChannelStart, Error, KillOutcome, KillQueued, KillRequest, LiveSession, NewBinding,
-    RecordingChannel, RecordingFilter, RecordingRow, RecordingStart, RecordingStatus,
+    RecordingChannel, RecordingFilter, RecordingRow, RecordingStart, RecordingStatus, RecordingView,
     RenewedIdentity, Result, Revoke, Revoked, RevokedSince, Secret, Store, WebLogin, WebSession,
 };
 
@@ -383,6 +383,22 @@ impl Store for Sqlite {
     ) -> Result<Option<(RecordingRow, Vec<RecordingChannel>)>> {
         let id = session_id.to_owned();
         self.run(move |s, i| s.recording(i, &id)).await
+    }
+
+    async fn recording_viewed(
+        &self,
+        session_id: &str,
+        viewer: &str,
+        now: SystemTime,
+    ) -> Result<()> {
+        let (id, viewer) = (session_id.to_owned(), viewer.to_owned());
+        self.run(move |s, i| s.recording_viewed(i, &id, &viewer, now))
+            .await
+    }
+
+    async fn recording_viewers(&self, session_ids: &[String]) -> Result<Vec<RecordingView>> {
+        let ids = session_ids.to_vec();
+        self.run(move |s, i| s.recording_viewers(i, &ids)).await
     }
 
     async fn web_session_create(&self, session: WebSession) -> Result<()> {

@@ -3,10 +3,12 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Inner, Shared, int, uint};
+use std::time::SystemTime;
+
+use super::{Inner, Shared, int, to_millis, uint};
 use crate::{
     ChannelStart, RecordingChannel, RecordingFilter, RecordingRow, RecordingStart, RecordingStatus,
-    Result,
+    RecordingView, Result,
 };
 
 const SESSION_COLUMNS: &str = "id, identity, login, route, target, client_addr, \
@@ -183,6 +185,35 @@ impl Shared {
     ) -> Result<Option<(RecordingRow, Vec<RecordingChannel>)>> {
         show_in(&inner.conn, session_id).map_err(|e| self.fail("cannot read the recording", e))
     }
+
+    pub(super) fn recording_viewed(
+        &self,
+        inner: &mut Inner,
+        session_id: &str,
+        viewer: &str,
+        now: SystemTime,
+    ) -> Result<()> {
+        let at = to_millis(now).map_err(|e| self.fail("cannot note the view", e))?;
+        inner
+            .conn
+            .execute(
+                "INSERT INTO recording_views (session_id, viewer, first_at_ms, last_at_ms, count)
+                 VALUES (?1, ?2, ?3, ?3, 1)
+                 ON CONFLICT (session_id, viewer)
+                 DO UPDATE SET last_at_ms = excluded.last_at_ms, count = count + 1",
+                rusqlite::params![session_id, viewer, at],
+            )
+            .map(drop)
+            .map_err(|e| self.fail("cannot note the view", e))
+    }
+
+    pub(super) fn recording_viewers(
+        &self,
+        inner: &mut Inner,
+        session_ids: &[String],
+    ) -> Result<Vec<RecordingView>> {
+        viewers_in(&inner.conn, session_ids).map_err(|e| self.fail("cannot read the views", e))
+    }
 }
 
 fn list_in(c: &Connection, filter: &RecordingFilter) -> rusqlite::Result<Vec<RecordingRow>> {
@@ -208,6 +239,38 @@ fn list_in(c: &Connection, filter: &RecordingFilter) -> rusqlite::Result<Vec<Rec
         sql += " AND status = ?";
         args.push(v.as_str().to_owned().into());
     }
+    if let Some(v) = &filter.login {
+        sql += " AND login = ?";
+        args.push(v.clone().into());
+    }
+    if let Some(v) = &filter.target {
+        // A substring, taken literally: LIKE's wildcards are escaped.
+        sql += " AND target LIKE ? ESCAPE '\\'";
+        args.push(format!("%{}%", like_literal(v)).into());
+    }
+    if let Some(v) = filter.active_at_ms {
+        sql += " AND started_at_ms <= ? AND (ended_at_ms IS NULL OR ended_at_ms >= ?)";
+        args.push(int(v).into());
+        args.push(int(v).into());
+    }
+    if let Some(v) = filter.min_duration_ms {
+        sql += " AND duration_ms >= ?";
+        args.push(int(v).into());
+    }
+    if let Some(v) = filter.max_duration_ms {
+        sql += " AND duration_ms <= ?";
+        args.push(int(v).into());
+    }
+    if let Some(v) = filter.exit_status {
+        sql += " AND exit_status = ?";
+        args.push(v.into());
+    }
+    if let Some(c) = &filter.after {
+        sql += " AND (started_at_ms < ? OR (started_at_ms = ? AND id < ?))";
+        args.push(int(c.started_at_ms).into());
+        args.push(int(c.started_at_ms).into());
+        args.push(c.session_id.clone().into());
+    }
     sql += " ORDER BY started_at_ms DESC, id DESC";
     if filter.limit > 0 {
         sql += " LIMIT ?";
@@ -216,6 +279,44 @@ fn list_in(c: &Connection, filter: &RecordingFilter) -> rusqlite::Result<Vec<Rec
     let mut stmt = c.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args), session_row)?;
     rows.collect()
+}
+
+fn viewers_in(c: &Connection, session_ids: &[String]) -> rusqlite::Result<Vec<RecordingView>> {
+    let mut out = Vec::new();
+    // SQLite binds at most 32,766 values per statement; pages are far
+    // smaller, but chunk anyway.
+    for ids in session_ids.chunks(500) {
+        let marks = vec!["?"; ids.len()].join(",");
+        let mut stmt = c.prepare(&format!(
+            "SELECT session_id, viewer, first_at_ms, last_at_ms, count FROM recording_views
+             WHERE session_id IN ({marks}) ORDER BY session_id, first_at_ms, viewer"
+        ))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(ids), |r| {
+            Ok(RecordingView {
+                session_id: r.get(0)?,
+                viewer: r.get(1)?,
+                first_at_ms: uint(r.get(2)?),
+                last_at_ms: uint(r.get(3)?),
+                count: uint(r.get(4)?),
+            })
+        })?;
+        for row in rows {
+            out.push(row?);
+        }
+    }
+    Ok(out)
+}
+
+/// `text` with LIKE's `%`, `_` and the escape character escaped.
+fn like_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn show_in(

@@ -134,6 +134,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
          return_to    TEXT NOT NULL,
          expires_at   INTEGER NOT NULL
      ) STRICT;",
+    // 5: who viewed which recording (the web app's "viewed by"), and the
+    // index the newest-first pages walk with their (started, id) cursor.
+    "CREATE TABLE recording_views (
+         session_id  TEXT NOT NULL,
+         viewer      TEXT NOT NULL,
+         first_at_ms INTEGER NOT NULL,
+         last_at_ms  INTEGER NOT NULL,
+         count       INTEGER NOT NULL,
+         PRIMARY KEY (session_id, viewer)
+     ) STRICT;
+     CREATE INDEX recording_sessions_page ON recording_sessions (started_at_ms, id);",
 ];
 
 /// Creates `path` with mode 0600 if absent, and tightens it to 0600 if not.
