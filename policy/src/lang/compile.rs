@@ -123,10 +123,7 @@ pub fn compile<'a>(
     policies: &raw::Named<raw::PolicyDoc>,
     routes: impl IntoIterator<Item = (&'a str, &'a Spanned<raw::RoutePolicy>)>,
 ) -> Result<PolicySet, Vec<CompileError>> {
-    let mut c = Compiler {
-        errors: Vec::new(),
-        tzdb: TimeZoneDatabase::bundled(),
-    };
+    let mut c = Compiler::new(Dialect::Route);
     let mut set = PolicySet::default();
     for (name, doc) in &policies.0 {
         let compiled = c.named_policy(doc);
@@ -144,31 +141,45 @@ pub fn compile<'a>(
             set.routes.insert(name.to_owned(), Arc::new(route));
         }
     }
-    if c.errors.is_empty() {
-        Ok(set)
-    } else {
-        c.errors.sort_by_key(|e| (e.line, e.column));
-        Err(c.errors)
-    }
+    c.finish().map(|()| set)
 }
 
 const CRITERIA: &str = "all, any, not, email, domain, groups, claim.<name>, login, login_matches, \
      source_ip, time_of_day, day_of_week, date, identity_kind";
 
-struct Compiler {
+const ACCESS_CRITERIA: &str = "all, any, not, email, domain, groups, claim.<name>, source_ip, \
+     time_of_day, day_of_week, date, identity_kind, route, login, recorded_user, own";
+
+/// Which language is compiled: they share conditions, and differ in the
+/// criteria they allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dialect {
+    /// A route's policy: who may use the route.
+    Route,
+    /// `web.access`: what a viewer may do with a recording
+    /// ([`super::access`]).
+    Access,
+}
+
+pub(super) struct Compiler {
     errors: Vec<CompileError>,
     tzdb: TimeZoneDatabase,
+    pub(super) dialect: Dialect,
 }
 
 /// The subject a string matcher applies to, which decides the matchers it
 /// accepts and how reasons read.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Subject {
+pub(super) enum Subject {
     Email,
     Domain,
     Login,
     Groups,
     Claim,
+    /// A recording's route (access policy only).
+    Route,
+    /// A recording's identity (access policy only).
+    RecordedUser,
 }
 
 fn join<I: IntoIterator<Item = S>, S: AsRef<str>>(items: I, sep: &str) -> String {
@@ -198,7 +209,7 @@ fn hhmm(t: Time) -> String {
     }
 }
 
-fn leaf(leaf: Leaf, on_match: String, on_fail: String) -> Cond {
+pub(super) fn leaf(leaf: Leaf, on_match: String, on_fail: String) -> Cond {
     Cond {
         kind: CondKind::Leaf(leaf),
         on_match: on_match.into(),
@@ -207,8 +218,33 @@ fn leaf(leaf: Leaf, on_match: String, on_fail: String) -> Cond {
 }
 
 impl Compiler {
-    fn err(&mut self, at: &Location, message: impl Into<String>) {
+    pub(super) fn new(dialect: Dialect) -> Self {
+        Compiler {
+            errors: Vec::new(),
+            tzdb: TimeZoneDatabase::bundled(),
+            dialect,
+        }
+    }
+
+    pub(super) fn err(&mut self, at: &Location, message: impl Into<String>) {
         self.errors.push(CompileError::at(at, message));
+    }
+
+    /// Every problem found, in file order, or none.
+    pub(super) fn finish(mut self) -> Result<(), Vec<CompileError>> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            self.errors.sort_by_key(|e| (e.line, e.column));
+            Err(self.errors)
+        }
+    }
+
+    fn criteria(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Route => CRITERIA,
+            Dialect::Access => ACCESS_CRITERIA,
+        }
     }
 
     // ---------------------------------------------------------------
@@ -507,7 +543,7 @@ impl Compiler {
     // Conditions
     // ---------------------------------------------------------------
 
-    fn cond(&mut self, node: &Node, windows: &mut Vec<Window>) -> Option<Cond> {
+    pub(super) fn cond(&mut self, node: &Node, windows: &mut Vec<Window>) -> Option<Cond> {
         let NodeValue::Map(entries) = &node.value else {
             self.err(
                 &node.at,
@@ -568,7 +604,10 @@ impl Compiler {
         let NodeValue::Str(name) = &key.value else {
             self.err(
                 &key.at,
-                format!("a criterion's name must be a string; criteria are: {CRITERIA}"),
+                format!(
+                    "a criterion's name must be a string; criteria are: {}",
+                    self.criteria()
+                ),
             );
             return None;
         };
@@ -587,7 +626,12 @@ impl Compiler {
             "domain" => self.string_criterion(Subject::Domain, "email domain", value),
             "login" => self.string_criterion(Subject::Login, "login", value),
             "groups" => self.string_criterion(Subject::Groups, "group", value),
+            "login_matches" if self.dialect == Dialect::Access => {
+                self.login_matches_in_access(&key.at);
+                None
+            }
             "login_matches" => self.login_matches(value),
+            "route" | "recorded_user" | "own" => self.recording_criterion(name, &key.at, value),
             "source_ip" => self.source_ip(value),
             "time_of_day" => self.time_of_day(value, windows),
             "day_of_week" => self.day_of_week(value, windows),
@@ -612,12 +656,18 @@ impl Compiler {
                         )
                     }
                     "group" => " (did you mean `groups`?)".to_owned(),
+                    "recorded_identity" | "recorded_email" | "user"
+                        if self.dialect == Dialect::Access =>
+                    {
+                        " (did you mean `recorded_user`?)".to_owned()
+                    }
                     "and" | "or" => " (the combinators are `all`, `any` and `not`)".to_owned(),
                     _ => String::new(),
                 };
+                let criteria = self.criteria();
                 self.err(
                     &key.at,
-                    format!("unknown criterion `{other}`{hint}; criteria are: {CRITERIA}"),
+                    format!("unknown criterion `{other}`{hint}; criteria are: {criteria}"),
                 );
                 None
             }
@@ -713,14 +763,22 @@ impl Compiler {
         }
     }
 
-    /// `email`, `domain`, `login` and `groups`.
-    fn string_criterion(&mut self, subject: Subject, label: &str, value: &Node) -> Option<Cond> {
+    /// `email`, `domain`, `login` and `groups`; `route` and
+    /// `recorded_user` in the access policy.
+    pub(super) fn string_criterion(
+        &mut self,
+        subject: Subject,
+        label: &str,
+        value: &Node,
+    ) -> Option<Cond> {
         let (matchers, on_match, on_fail) = self.matchers(subject, label, value)?;
         let l = match subject {
             Subject::Email => Leaf::Email(matchers),
             Subject::Domain => Leaf::Domain(matchers),
             Subject::Login => Leaf::Login(matchers),
             Subject::Groups | Subject::Claim => Leaf::Groups(matchers),
+            Subject::Route => Leaf::Route(matchers),
+            Subject::RecordedUser => Leaf::RecordedUser(matchers),
         };
         Some(leaf(l, on_match, on_fail))
     }
@@ -761,7 +819,11 @@ impl Compiler {
                         "has"
                             if matches!(
                                 subject,
-                                Subject::Email | Subject::Domain | Subject::Login
+                                Subject::Email
+                                    | Subject::Domain
+                                    | Subject::Login
+                                    | Subject::Route
+                                    | Subject::RecordedUser
                             ) =>
                         {
                             self.err(

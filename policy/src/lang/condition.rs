@@ -2,16 +2,52 @@
 //!
 //! Every reason text is built once, when compiling, and evaluation hands
 //! back a reference to it, so deciding allocates nothing.
+//!
+//! A condition is evaluated against [`Facts`]: what a route [`Request`] or
+//! a recordings [`AccessRequest`](super::AccessRequest) says, in one shape,
+//! so both languages share one compiler and one evaluator. The recording
+//! criteria (`route`, `recorded_user`, `own`) read [`Facts::recording`],
+//! which a route request never has; the compiler refuses them in route
+//! policies, so they are never evaluated there.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
+use jiff::Timestamp;
 
-use super::IdentityKind;
-use super::Request;
 use super::capabilities::unmap;
 use super::claims::{self, ClaimValue};
 use super::time::{DateRange, DayOfWeek, TimeOfDay};
+use super::{Identity, IdentityKind, RecordingFacts, Request};
+
+/// What a condition is evaluated against. Built on the stack for each
+/// evaluation (it is a handful of references), never stored.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Facts<'a> {
+    /// Who is asking: the SSH user, or the viewer in the web app.
+    pub identity: &'a Identity,
+    /// The login on the target: the one requested, or the recording's.
+    pub login: &'a str,
+    /// The address the question comes from.
+    pub source: IpAddr,
+    /// The time to decide at.
+    pub now: Timestamp,
+    /// The recording asked about; `None` for a route request.
+    pub recording: Option<RecordingFacts<'a>>,
+}
+
+impl<'a> From<&Request<'a>> for Facts<'a> {
+    fn from(r: &Request<'a>) -> Self {
+        Facts {
+            identity: r.identity,
+            login: r.login,
+            source: r.source,
+            now: r.now,
+            recording: None,
+        }
+    }
+}
 
 /// A compiled condition with the reasons it gives.
 #[derive(Debug)]
@@ -49,6 +85,13 @@ pub(crate) enum Leaf {
     DayOfWeek(DayOfWeek),
     Date(DateRange),
     IdentityKind(IdentityKind),
+    /// Matchers on the recording's route name (access policy only).
+    Route(Vec<Matcher>),
+    /// Matchers on the recorded identity's label; ASCII case is ignored
+    /// (access policy only).
+    RecordedUser(Vec<Matcher>),
+    /// Whether the recording is the viewer's own (access policy only).
+    Own(bool),
 }
 
 #[derive(Debug)]
@@ -160,8 +203,20 @@ fn email_domain(email: &str) -> Option<&str> {
     email.rsplit_once('@').map(|(_, d)| d)
 }
 
+/// Whether `recorded` (a recording's identity label) names `viewer`: their
+/// email with ASCII case ignored, or exactly their subject name. An empty
+/// label names nobody.
+pub(crate) fn is_own(viewer: &Identity, recorded: &str) -> bool {
+    !recorded.is_empty()
+        && (viewer
+            .email
+            .as_deref()
+            .is_some_and(|e| e.eq_ignore_ascii_case(recorded))
+            || viewer.name == recorded)
+}
+
 impl Leaf {
-    fn matches(&self, r: &Request<'_>) -> bool {
+    fn matches(&self, r: &Facts<'_>) -> bool {
         let id = r.identity;
         match self {
             Leaf::Email(ms) => id
@@ -193,6 +248,15 @@ impl Leaf {
             Leaf::DayOfWeek(w) => w.contains(r.now),
             Leaf::Date(w) => w.contains(r.now),
             Leaf::IdentityKind(k) => id.kind == *k,
+            Leaf::Route(ms) => r
+                .recording
+                .is_some_and(|rec| ms.iter().all(|m| m.str(rec.route, false))),
+            Leaf::RecordedUser(ms) => r
+                .recording
+                .is_some_and(|rec| ms.iter().all(|m| m.str(rec.recorded_user, true))),
+            Leaf::Own(want) => r
+                .recording
+                .is_some_and(|rec| is_own(id, rec.recorded_user) == *want),
         }
     }
 }
@@ -202,7 +266,7 @@ impl Cond {
     /// for a match, what matched; for a miss, what was missing. `score`
     /// counts the leaves that held, so that a default denial can explain
     /// the allow rule that came closest.
-    pub fn eval<'p>(&'p self, r: &Request<'_>, score: &mut u32) -> (bool, &'p Arc<str>) {
+    pub fn eval<'p>(&'p self, r: &Facts<'_>, score: &mut u32) -> (bool, &'p Arc<str>) {
         match &self.kind {
             CondKind::Leaf(leaf) => {
                 if leaf.matches(r) {

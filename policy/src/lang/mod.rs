@@ -1,5 +1,10 @@
 //! The Gatehouse route policy language (issue 5).
 //!
+//! The web app's recordings access policy (`web.access`: what a viewer may
+//! do with a recorded session) is written in the same language, with its
+//! own capabilities and three criteria about the recording; see
+//! [`access`]. Both share this module's compiler and conditions.
+//!
 //! **Invariant:** this module is pure. It reads YAML from a `&str`, takes
 //! the current time as an argument and never reads a clock, a file, the
 //! network or the system's time-zone database (time zones come from the
@@ -107,6 +112,7 @@
     )
 )]
 
+pub mod access;
 pub mod raw;
 pub mod testing;
 
@@ -121,6 +127,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use access::{
+    AccessDecision, AccessRequest, CapabilityDecision, CompiledAccessPolicy, RecordingFacts,
+    ViewerCapability, compile_access, evaluate_access, parse_and_compile_access,
+};
 pub use capabilities::{
     Capabilities, DEFAULT_CERT_TTL, DestinationPattern, Exec, Forwarding, Obligations, RecordMode,
 };
@@ -131,7 +141,7 @@ pub use compile::{CompileError, compile, parse_and_compile};
 pub use jiff::Timestamp;
 
 use capabilities::{CapabilityMask, ObligationMask};
-use condition::Cond;
+use condition::{Cond, Facts};
 use time::Window;
 
 /// How an identity was established.
@@ -379,6 +389,7 @@ fn add(t: Timestamp, d: Duration) -> Option<Timestamp> {
 /// destination lists must be intersected.
 pub fn evaluate(policy: &CompiledRoutePolicy, request: &Request<'_>) -> Decision {
     let now = request.now;
+    let facts = Facts::from(request);
     let windows_next = policy
         .windows
         .iter()
@@ -398,7 +409,7 @@ pub fn evaluate(policy: &CompiledRoutePolicy, request: &Request<'_>) -> Decision
     }
 
     for rule in &policy.denies {
-        let (hit, why) = rule.rule.when.eval(request, &mut 0);
+        let (hit, why) = rule.rule.when.eval(&facts, &mut 0);
         if hit {
             let reason = rule.rule.reason.as_ref().unwrap_or(why);
             return deny(DecidedBy::Deny(rule.rule.name.clone()), reason);
@@ -409,7 +420,7 @@ pub fn evaluate(policy: &CompiledRoutePolicy, request: &Request<'_>) -> Decision
     let mut allowed_by = None;
     for rule in &policy.allows {
         let mut score = 0;
-        let (hit, why) = rule.rule.when.eval(request, &mut score);
+        let (hit, why) = rule.rule.when.eval(&facts, &mut score);
         if hit {
             allowed_by = Some((rule, why));
             break;
@@ -426,7 +437,7 @@ pub fn evaluate(policy: &CompiledRoutePolicy, request: &Request<'_>) -> Decision
     let mut capabilities = rule.capabilities.clone();
     let mut obligations = rule.obligations;
     for restrict in &policy.restricts {
-        if restrict.rule.when.eval(request, &mut 0).0 {
+        if restrict.rule.when.eval(&facts, &mut 0).0 {
             capabilities = capabilities.intersect(&restrict.capabilities);
             obligations = obligations.strictest(&restrict.obligations);
         }

@@ -436,3 +436,59 @@ pub enum RecordMode {
     /// Not recorded.
     Off,
 }
+
+/// `web.access` as written: what signed-in viewers may do with recorded
+/// sessions, compiled by [`compile_access`](super::compile_access).
+///
+/// ```yaml
+/// access:
+///   rules:
+///     - allow: own-sessions
+///       when: { own: true }
+///       capabilities: [list, play]
+/// ```
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessPolicy {
+    /// The rules; their order matters only for which rule is named.
+    #[serde(default)]
+    pub rules: Vec<Spanned<AccessRule>>,
+}
+
+/// One rule of `web.access`. Exactly one of `allow` or `deny` names it:
+///
+/// - `allow: NAME` grants its `capabilities` (required) to a viewer the
+///   condition holds for;
+/// - `deny: NAME` removes its `capabilities` (every capability when it
+///   lists none), whatever allows them.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessRule {
+    /// Names an allow rule.
+    pub allow: Option<Spanned<String>>,
+    /// Names a deny rule.
+    pub deny: Option<Spanned<String>>,
+    /// The human reason given when this rule decides. Defaults to one
+    /// derived from the condition.
+    pub reason: Option<Spanned<String>>,
+    /// The condition, as in route policies plus `route`, `recorded_user`
+    /// and `own`. Required: `when: {all: []}` matches every viewer.
+    pub when: Option<Node>,
+    /// `all`, or a list of `list`, `play`, `search`, `download`,
+    /// `watch_live`, `end_session`. Kept as a [`Node`] so that an unknown
+    /// name is reported where it stands, together with every other problem.
+    pub capabilities: Option<Node>,
+    /// What a viewer must do to use what this rule grants (allow rules
+    /// only).
+    pub obligations: Option<Spanned<AccessObligations>>,
+}
+
+/// The obligations of an access allow rule.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessObligations {
+    /// The viewer must give a reason (break-glass), unless another
+    /// matching allow rule grants the same capability without one.
+    /// Default `false`.
+    pub require_reason: Option<Spanned<bool>>,
+}
