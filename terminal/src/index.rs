@@ -134,6 +134,28 @@ impl TextLines {
     }
 }
 
+impl IntoIterator for TextLines {
+    type Item = TextLine;
+    type IntoIter = IntoLines;
+
+    /// Every line in order, one compressed block at a time: how the text
+    /// is handed on (to the search index) without holding it whole.
+    fn into_iter(self) -> IntoLines {
+        IntoLines(self.0.into_items())
+    }
+}
+
+/// The lines of a [`TextLines`], in order, decompressed a block at a time.
+pub struct IntoLines(crate::packed::IntoItems<TextLine>);
+
+impl Iterator for IntoLines {
+    type Item = TextLine;
+
+    fn next(&mut self) -> Option<TextLine> {
+        self.0.next()
+    }
+}
+
 impl Pack for TextLine {
     fn encode(&self, out: &mut Vec<u8>) {
         put_varint(out, self.steps as u64);

@@ -22,7 +22,8 @@ pub mod search;
 pub mod timeline;
 
 pub use index::{
-    Builder, HashReader, Index, Keyframe, Loaded, Policy, TextLine, TextLines, recording_hash,
+    Builder, HashReader, Index, IntoLines, Keyframe, Loaded, Policy, TextLine, TextLines,
+    recording_hash,
 };
 pub use screen::{Cell, Color, Dirty, MAX_SIDE, Screen, Snapshot, Style};
 pub use search::{Hit, Query};

@@ -120,16 +120,17 @@ impl<T: Pack + Clone> Packed<T> {
 
     /// Decodes a block's items.
     fn block_items(&self, b: &Block) -> Vec<T> {
-        let raw = zstd::bulk::decompress(&b.data, MAX_BLOCK).unwrap_or_default();
-        let mut input = raw.as_slice();
-        let mut items = Vec::with_capacity(b.count.min(1 << 16));
-        while items.len() < b.count {
-            match T::decode(&mut input) {
-                Some(item) => items.push(item),
-                None => break,
-            }
+        decode_block(b)
+    }
+
+    /// Every item, in order, taking the sequence: one block is
+    /// decompressed at a time, so walking it never holds it whole.
+    pub(crate) fn into_items(self) -> IntoItems<T> {
+        IntoItems {
+            blocks: self.blocks.into_iter(),
+            current: Vec::new().into_iter(),
+            open: self.open.into_iter(),
         }
-        items
     }
 
     /// Calls `f` with each item in `from..to` and its index, in order.
@@ -169,6 +170,44 @@ impl<T: Pack + Clone> Packed<T> {
     /// Compressed bytes held, plus the open tail: what this costs.
     pub(crate) fn held_bytes(&self) -> usize {
         self.blocks.iter().map(|b| b.data.len()).sum::<usize>() + self.open_bytes
+    }
+}
+
+/// Decodes a block's items.
+fn decode_block<T: Pack>(b: &Block) -> Vec<T> {
+    let raw = zstd::bulk::decompress(&b.data, MAX_BLOCK).unwrap_or_default();
+    let mut input = raw.as_slice();
+    let mut items = Vec::with_capacity(b.count.min(1 << 16));
+    while items.len() < b.count {
+        match T::decode(&mut input) {
+            Some(item) => items.push(item),
+            None => break,
+        }
+    }
+    items
+}
+
+/// [`Packed::into_items`]: the blocks not yet read, the items of the one
+/// being read, then the open tail.
+pub(crate) struct IntoItems<T> {
+    blocks: std::vec::IntoIter<Block>,
+    current: std::vec::IntoIter<T>,
+    open: std::vec::IntoIter<T>,
+}
+
+impl<T: Pack> Iterator for IntoItems<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        loop {
+            if let Some(item) = self.current.next() {
+                return Some(item);
+            }
+            match self.blocks.next() {
+                Some(block) => self.current = decode_block(&block).into_iter(),
+                None => return self.open.next(),
+            }
+        }
     }
 }
 

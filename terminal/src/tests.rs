@@ -446,4 +446,7 @@ fn a_recording_many_blocks_long_reads_back_exactly() {
     assert_eq!(hits[0].time_us, 15_000_001);
     let back = Index::from_sidecar_hashed(&index.to_sidecar("h").unwrap(), "h").unwrap();
     assert_eq!(back, index);
+    // Walking the lines by value, block by block, gives them all in order.
+    let walked: Vec<_> = index.text.clone().into_iter().collect();
+    assert_eq!(walked, index.text.to_vec());
 }
