@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use policy::lang::{CompiledRoutePolicy, Identity, PolicySet};
+use policy::lang::{CompiledAccessPolicy, CompiledRoutePolicy, Identity, PolicySet};
 use ssh_key::PublicKey;
 
 pub use crate::error::{ConfigErrors, ConfigProblem};
@@ -84,6 +84,10 @@ pub struct WebConfig {
     pub session_idle: Duration,
     /// ...and after this long whatever happens.
     pub session_lifetime: Duration,
+    /// What a signed-in viewer may do with each recorded session
+    /// (`web.access`), for `policy::lang::evaluate_access`. Without
+    /// `access:` it has no rules, and every viewer is denied everything.
+    pub access: Arc<CompiledAccessPolicy>,
 }
 
 /// TLS from files, or plain HTTP behind a TLS proxy (said explicitly).

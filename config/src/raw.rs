@@ -133,6 +133,8 @@ pub(super) struct RawWeb {
     pub(super) trusted_proxies: Vec<S<String>>,
     pub(super) session_idle: Option<S<String>>,
     pub(super) session_lifetime: Option<S<String>>,
+    /// Who may do what with recorded sessions.
+    pub(super) access: Option<policy_raw::AccessPolicy>,
 }
 
 #[derive(Debug, Deserialize)]

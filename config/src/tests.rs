@@ -351,3 +351,85 @@ fn web_problems_are_reported_with_positions() {
         assert!(got.iter().any(|g| g.starts_with(e)), "{e}: {got:#?}");
     }
 }
+
+#[test]
+fn web_access_compiles_and_defaults_to_no_rules() {
+    let web =
+        "web:\n  listen: 127.0.0.1:8443\n  public_url: http://127.0.0.1:8443\n  plain_http: true\n";
+    let (dir, text) = with_ca(&format!("{IDP}{web}"));
+    let config = parse(&dir.path().join("g.yaml"), &text).unwrap();
+    assert_eq!(config.web.unwrap().access.rule_count(), 0);
+
+    let (dir, text) = with_ca(&format!(
+        "{IDP}{web}  access:
+    rules:
+      - allow: own-sessions
+        when: {{ own: true }}
+        capabilities: [list, play]
+      - deny: no-prod-db-for-contractors
+        when: {{ all: [ {{ groups: contractors }}, {{ route: prod-db }} ] }}
+"
+    ));
+    let access = parse(&dir.path().join("g.yaml"), &text)
+        .unwrap()
+        .web
+        .unwrap()
+        .access;
+    assert_eq!(access.rule_count(), 2);
+    let mut viewer = Identity::new(policy::lang::IdentityKind::User, "sub");
+    viewer.email = Some("alice@example.com".into());
+    let d = policy::lang::evaluate_access(
+        &access,
+        &policy::lang::AccessRequest {
+            viewer: &viewer,
+            source: "10.0.0.1".parse().unwrap(),
+            now: "2026-03-30T08:00:00Z".parse().unwrap(),
+            recording: policy::lang::RecordingFacts {
+                route: "staging",
+                login: "deploy",
+                recorded_user: "Alice@Example.com",
+            },
+        },
+    );
+    assert!(d.allows(policy::lang::ViewerCapability::Play));
+    assert!(!d.allows(policy::lang::ViewerCapability::Download));
+}
+
+#[test]
+fn web_access_problems_have_file_line_and_column_with_the_others() {
+    let (dir, text) = with_ca(&format!(
+        r#"{IDP}web:
+  listen: nowhere
+  public_url: http://127.0.0.1:8443
+  plain_http: true
+  access:
+    rules:
+      - allow: own
+        when: {{ own: yes please }}
+        capabilities: [list, replay]
+      - allow: audit
+        when: {{ login_matches: email_local_part }}
+        capabilities: all
+routes:
+  - name: r
+    target: h:22
+    host_key: "{KEY}"
+    policy: {{rules: [{{allow: a, when: {{recorded_user: x}}}}]}}
+"#
+    ));
+    let path = dir.path().join("gatehouse.yaml");
+    let problems = parse(&path, &text).unwrap_err();
+    let got: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+    let file = path.display();
+    let expect = [
+        format!("{file}:5:11: bad web.listen address"),
+        format!("{file}:11:22: `own` takes true or false, found a string"),
+        format!("{file}:12:30: unknown capability `replay`"),
+        format!("{file}:14:17: `login_matches` compares a requested login"),
+        format!("{file}:20:40: `recorded_user` is about a recorded session"),
+    ];
+    for e in &expect {
+        assert!(got.iter().any(|g| g.starts_with(e)), "{e}: {got:#?}");
+    }
+    assert_eq!(got.len(), expect.len(), "{got:#?}");
+}

@@ -41,6 +41,19 @@ impl Validator {
         });
     }
 
+    /// Problems the policy compiler found. The raw policy types sit inside
+    /// our raw config, so their positions are already this file's.
+    fn policy_problems(&mut self, errors: Vec<policy::lang::CompileError>) {
+        for e in errors {
+            self.problems.push(ConfigProblem {
+                file: self.file.clone(),
+                line: e.line,
+                column: e.column,
+                message: e.message,
+            });
+        }
+    }
+
     fn problem_here(&mut self, message: impl Into<String>) {
         self.problems.push(ConfigProblem {
             file: self.file.clone(),
@@ -599,14 +612,7 @@ impl Validator {
         let compiled = match policy::lang::compile(&raw.policies, policies) {
             Ok(set) => set,
             Err(errors) => {
-                for e in errors {
-                    self.problems.push(ConfigProblem {
-                        file: self.file.clone(),
-                        line: e.line,
-                        column: e.column,
-                        message: e.message,
-                    });
-                }
+                self.policy_problems(errors);
                 policy::lang::PolicySet::default()
             }
         };

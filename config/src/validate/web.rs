@@ -1,6 +1,6 @@
 //! The `web:` section: where the web app listens, the URL browsers use,
-//! TLS or an explicit plain-HTTP-behind-a-proxy, trusted proxies and how
-//! long a browser stays signed in.
+//! TLS or an explicit plain-HTTP-behind-a-proxy, trusted proxies, how
+//! long a browser stays signed in, and the recordings access policy.
 
 use super::*;
 
@@ -128,6 +128,16 @@ impl Validator {
                 (None, None) => {}
             }
         }
+        // Compiled like route policies, so its problems come with this
+        // file's positions, together with every other problem.
+        let access = match w.access.as_ref().map(policy::lang::compile_access) {
+            None => CompiledAccessPolicy::default(),
+            Some(Ok(access)) => access,
+            Some(Err(errors)) => {
+                self.policy_problems(errors);
+                CompiledAccessPolicy::default()
+            }
+        };
         Some(WebConfig {
             listen,
             public_url,
@@ -135,6 +145,7 @@ impl Validator {
             trusted_proxies,
             session_idle,
             session_lifetime,
+            access: Arc::new(access),
         })
     }
 }
