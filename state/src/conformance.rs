@@ -119,6 +119,30 @@ pub const CHECKS: &[Check] = &[
         name: "a_sign_in_in_progress_is_taken_once_and_only_before_it_expires",
         run: |s| Box::pin(web_logins(s)),
     },
+    Check {
+        name: "text_search_finds_words_substrings_paths_and_addresses_in_any_case",
+        run: |s| Box::pin(search::finds(s)),
+    },
+    Check {
+        name: "text_search_takes_query_syntax_literally",
+        run: |s| Box::pin(search::literal(s)),
+    },
+    Check {
+        name: "text_search_pages_newest_session_first_lines_in_order",
+        run: |s| Box::pin(search::pages(s)),
+    },
+    Check {
+        name: "text_index_replaces_a_channel_and_clears_all",
+        run: |s| Box::pin(search::replace_and_clear(s)),
+    },
+    Check {
+        name: "text_unindexed_lists_sealed_sessions_until_each_is_marked",
+        run: |s| Box::pin(search::unindexed(s)),
+    },
+    Check {
+        name: "the_recording_filter_finds_sessions_by_text",
+        run: |s| Box::pin(search::filter(s)),
+    },
 ];
 
 macro_rules! ensure {
@@ -145,6 +169,7 @@ macro_rules! ensure_eq {
 
 // After the macros, so the checks there can use them.
 mod pages;
+mod search;
 mod web;
 use web::{web_logins, web_sessions};
 

@@ -21,6 +21,7 @@ mod bindings;
 pub mod conformance;
 mod error;
 mod recordings;
+pub mod search;
 pub mod sqlite;
 mod web;
 
@@ -35,6 +36,10 @@ pub use error::{Error, Result};
 pub use recordings::{
     ChannelStart, RecordingChannel, RecordingCursor, RecordingFilter, RecordingRow, RecordingStart,
     RecordingStatus, RecordingView,
+};
+pub use search::{
+    LineMark, ScreenLine, TextChunk, TextChunker, TextChunks, TextCursor, TextHit, TextIndexState,
+    TextIndexed, TextPage, TextQuery,
 };
 pub use sqlite::Sqlite;
 pub use web::{TOUCH_EVERY, WebLogin, WebSession};
@@ -211,4 +216,46 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Removes sessions and sign-ins dead at `now`; returns how many.
     async fn web_purge(&self, now: SystemTime) -> Result<usize>;
+
+    // --- Text search (see [`search`]) -----------------------------------
+
+    /// Replaces the on-screen text of one channel of an indexed session
+    /// with `chunks` (in order of appearance), in one transaction, and
+    /// marks the channel indexed, even with no text at all. The chunks
+    /// are pulled as they are stored. Fails for a session the recording
+    /// index does not know.
+    async fn text_index_replace(
+        &self,
+        session_id: &str,
+        channel: &str,
+        chunks: TextChunks,
+    ) -> Result<TextIndexed>;
+
+    /// Records why a session (`channel` `None`) or one of its channels
+    /// could not be indexed, so it leaves the queue of
+    /// [`Store::text_unindexed`]. Text already indexed for it stays.
+    async fn text_index_failed(
+        &self,
+        session_id: &str,
+        channel: Option<&str>,
+        reason: &str,
+    ) -> Result<()>;
+
+    /// Removes all indexed text and every mark, for a full rebuild.
+    async fn text_index_clear(&self) -> Result<()>;
+
+    /// Sessions whose text is due: sealed or interrupted, with no failure
+    /// recorded for the session and a sealed channel not yet marked (or no
+    /// mark at all); newest first, at most `limit` (0: all).
+    async fn text_unindexed(&self, limit: usize) -> Result<Vec<String>>;
+
+    /// What has been indexed of a session, per channel (the session's
+    /// own failure, if any, has channel `None`).
+    async fn text_index_state(&self, session_id: &str) -> Result<Vec<TextIndexState>>;
+
+    /// Lines whose text matches `query` (see [`search`] for the meaning),
+    /// newest session first, a page at a time. A query that can match
+    /// nothing gives an empty page; one too long, or a cursor from
+    /// elsewhere, is [`Error::Invalid`].
+    async fn text_search(&self, query: TextQuery) -> Result<TextPage>;
 }

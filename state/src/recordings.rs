@@ -174,6 +174,10 @@ pub struct RecordingFilter {
     pub max_duration_ms: Option<u64>,
     /// Whose first channel exited with this status.
     pub exit_status: Option<i64>,
+    /// With a match for this text on screen (as
+    /// [`Store::text_search`](crate::Store::text_search) means it, found
+    /// by the text index alone); only indexed sessions can match.
+    pub text: Option<String>,
     /// Only sessions after this one in the newest-first order: the
     /// cursor of the next page.
     pub after: Option<RecordingCursor>,

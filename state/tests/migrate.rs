@@ -207,6 +207,8 @@ async fn a_database_of_the_previous_layout_migrates_without_losing_anything() {
     assert_eq!(row.start.prefix, "sessions/2027/01/15/s-1");
     assert_eq!(channels.len(), 1);
     assert_eq!(channels[0].segments, 2);
+    // A sealed session of the old layout is due for the text index.
+    assert_eq!(store.text_unindexed(0).await.unwrap(), ["s-1"]);
 
     // The old unaddressed kill request is closed; new ones work.
     let outcome: Option<String> = c

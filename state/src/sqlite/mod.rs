@@ -13,6 +13,7 @@ mod bindings;
 mod keyfile;
 mod recordings;
 mod schema;
+mod search;
 mod web;
 
 use std::fmt;
@@ -30,8 +31,9 @@ pub use keyfile::KEY_FILE;
 
 use crate::{
     Binding, ChannelStart, Error, KillOutcome, KillQueued, KillRequest, LiveSession, NewBinding,
-    RecordingChannel, RecordingFilter, RecordingRow, RecordingStart, RecordingStatus, RecordingView,
-    RenewedIdentity, Result, Revoke, Revoked, RevokedSince, Secret, Store, WebLogin, WebSession,
+    RecordingChannel, RecordingFilter, RecordingRow, RecordingStart, RecordingStatus,
+    RecordingView, RenewedIdentity, Result, Revoke, Revoked, RevokedSince, Secret, Store, WebLogin,
+    WebSession,
 };
 
 /// The database file's name inside the state directory.
@@ -427,5 +429,48 @@ impl Store for Sqlite {
 
     async fn web_purge(&self, now: SystemTime) -> Result<usize> {
         self.run(move |s, i| s.web_purge(i, now)).await
+    }
+
+    async fn text_index_replace(
+        &self,
+        session_id: &str,
+        channel: &str,
+        chunks: crate::TextChunks,
+    ) -> Result<crate::TextIndexed> {
+        let (id, ch) = (session_id.to_owned(), channel.to_owned());
+        self.run(move |s, i| s.text_index_replace(i, &id, &ch, chunks))
+            .await
+    }
+
+    async fn text_index_failed(
+        &self,
+        session_id: &str,
+        channel: Option<&str>,
+        reason: &str,
+    ) -> Result<()> {
+        let (id, ch, why) = (
+            session_id.to_owned(),
+            channel.map(str::to_owned),
+            reason.to_owned(),
+        );
+        self.run(move |s, i| s.text_index_failed(i, &id, ch.as_deref(), &why))
+            .await
+    }
+
+    async fn text_index_clear(&self) -> Result<()> {
+        self.run(|s, i| s.text_index_clear(i)).await
+    }
+
+    async fn text_unindexed(&self, limit: usize) -> Result<Vec<String>> {
+        self.run(move |s, i| s.text_unindexed(i, limit)).await
+    }
+
+    async fn text_index_state(&self, session_id: &str) -> Result<Vec<crate::TextIndexState>> {
+        let id = session_id.to_owned();
+        self.run(move |s, i| s.text_index_state(i, &id)).await
+    }
+
+    async fn text_search(&self, query: crate::TextQuery) -> Result<crate::TextPage> {
+        self.run(move |s, i| s.text_search(i, &query)).await
     }
 }

@@ -265,6 +265,11 @@ fn list_in(c: &Connection, filter: &RecordingFilter) -> rusqlite::Result<Vec<Rec
         sql += " AND exit_status = ?";
         args.push(v.into());
     }
+    if let Some(v) = &filter.text {
+        let (clause, text_args) = super::search::sessions_with_text(v);
+        sql += &clause;
+        args.extend(text_args);
+    }
     if let Some(c) = &filter.after {
         sql += " AND (started_at_ms < ? OR (started_at_ms = ? AND id < ?))";
         args.push(int(c.started_at_ms).into());

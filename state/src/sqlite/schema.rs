@@ -145,6 +145,37 @@ pub(super) const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (session_id, viewer)
      ) STRICT;
      CREATE INDEX recording_sessions_page ON recording_sessions (started_at_ms, id);",
+    // 6: full-text search over what was on screen (sqlite/search.rs).
+    // Each chunk's text is stored once, in text_chunks, with its line
+    // marks (varints: offset, steps, time_us per line); both FTS5 indexes
+    // are external-content tables over it, kept by the code that writes
+    // it. Trigrams find substrings; words (no positions, prefix indexes of
+    // 1 and 2 characters) find short queries at the start of a word.
+    // text_indexed marks each channel done (or why not; channel '' is the
+    // session as a whole), so nothing is retried forever.
+    "CREATE TABLE text_chunks (
+         id         INTEGER PRIMARY KEY,  -- session start ms << 20 | number
+         session_id TEXT NOT NULL,
+         channel    TEXT NOT NULL,
+         alternate  INTEGER NOT NULL,
+         text       TEXT NOT NULL,
+         marks      BLOB NOT NULL
+     ) STRICT;
+     CREATE INDEX text_chunks_by_channel ON text_chunks (session_id, channel);
+     CREATE VIRTUAL TABLE text_trigrams USING fts5(
+         text, content='text_chunks', content_rowid='id', columnsize=0,
+         tokenize='trigram case_sensitive 0');
+     CREATE VIRTUAL TABLE text_words USING fts5(
+         text, content='text_chunks', content_rowid='id', columnsize=0, detail='none',
+         prefix='1 2', tokenize='unicode61 remove_diacritics 0');
+     CREATE TABLE text_indexed (
+         session_id TEXT NOT NULL,
+         channel    TEXT NOT NULL,
+         lines      INTEGER NOT NULL,
+         bytes      INTEGER NOT NULL,
+         failure    TEXT,
+         PRIMARY KEY (session_id, channel)
+     ) STRICT;",
 ];
 
 /// Creates `path` with mode 0600 if absent, and tightens it to 0600 if not.
