@@ -243,6 +243,11 @@ fn check_config(path: &Path) -> Result<ExitCode> {
                 Some(s) => println!("sign-in through {} (not contacted)", s.idp.issuer),
                 None => println!("no idp section: only registered keys can log in"),
             }
+            if let Some(web) = &c.web
+                && web.access.rule_count() == 0
+            {
+                println!("warning: web.access has no rules, so no viewer may see any recording");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -450,3 +450,200 @@ fn with_two_gateways_on_one_state_dir_the_holder_answers_a_kill() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("no live session {id_b}")), "{out}");
 }
+
+/// The web access policy (`web.access`) as `policy check --viewer` asks it:
+/// a recording given on the command line, or one from the recording index.
+#[test]
+fn policy_check_viewer_answers_from_web_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut init = Command::new(bin());
+    init.args(["ca", "init", "--key"])
+        .arg(dir.path().join("user_ca"));
+    let (code, out, err) = run(init, Duration::from_secs(10));
+    assert_eq!(code, 0, "{out}{err}");
+    let config = dir.path().join("gatehouse.yaml");
+    std::fs::write(
+        &config,
+        "user_ca: user_ca
+state_dir: state
+idp: {issuer: https://idp.example.com, client_id: gatehouse}
+web:
+  listen: 127.0.0.1:0
+  public_url: http://127.0.0.1:8443
+  plain_http: true
+  access:
+    rules:
+      - allow: own-sessions
+        when: { own: true }
+        capabilities: [list, play]
+      - allow: auditors
+        when: { groups: auditors }
+        capabilities: [list, play, search, download, watch_live]
+      - allow: break-glass
+        when: { groups: sre }
+        capabilities: all
+        obligations: { require_reason: true }
+      - deny: no-prod-db-for-contractors
+        when: { all: [ { groups: contractors }, { route: prod-db } ] }
+",
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let (code, out, err) = gatehouse(&["check-config", c]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("warning:"), "{out}");
+    // Without rules, check-config says that nobody sees anything.
+    let bare = dir.path().join("bare.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&bare, &text[..text.find("  access:").unwrap()]).unwrap();
+    let (code, out, err) = gatehouse(&["check-config", bare.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("warning: web.access has no rules, so no viewer may see any recording"),
+        "{out}"
+    );
+    let viewer = |args: &[&str]| {
+        let mut all = vec!["policy", "check", "-c", c, "--at", "2026-03-30T10:00:00Z"];
+        all.extend_from_slice(args);
+        gatehouse(&all)
+    };
+    let recording = [
+        "--route",
+        "prod-db",
+        "--login",
+        "postgres",
+        "--recorded-user",
+        "bob@example.com",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        let mut v: Vec<&str> = extra.to_vec();
+        v.extend_from_slice(&recording);
+        v
+    };
+
+    // An auditor who is also in sre: no reason needed but for end_session.
+    let (code, out, err) = viewer(&with(&[
+        "--viewer",
+        "carol@example.com",
+        "--groups",
+        "auditors,sre",
+        "--capability",
+        "end_session",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("recording:    route prod-db, login postgres, recorded user bob@example.com"),
+        "{out}"
+    );
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{out}"))
+    };
+    assert_eq!(
+        line("play"),
+        "play allow no auditors member of group auditors"
+    );
+    assert_eq!(
+        line("end_session"),
+        "end_session allow yes break-glass member of group sre"
+    );
+    assert!(out.contains("decision:     end_session allowed"), "{out}");
+
+    // Bob's own session: list and play, nothing else; play is the default.
+    let (code, out, err) = viewer(&with(&["--viewer", "Bob@Example.com"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("decision:     play allowed"), "{out}");
+    let (code, out, _) = viewer(&with(&[
+        "--viewer",
+        "bob@example.com",
+        "--capability",
+        "download",
+    ]));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("download ")
+            && l.contains("none (no allow rule matched)")
+            && l.ends_with("requires group auditors")),
+        "{out}"
+    );
+
+    // A contractor is denied prod-db whatever else they are.
+    let (code, out, _) = viewer(&with(&[
+        "--viewer",
+        "dan@example.com",
+        "--groups",
+        "contractors,auditors",
+    ]));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no-prod-db-for-contractors"), "{out}");
+    assert!(out.contains("decision:     play denied"), "{out}");
+
+    // Mistakes exit 2 with one line.
+    let (code, _, err) = viewer(&["--viewer", "bob@example.com", "--route", "prod-db"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("give --session ID, or --route, --login and --recorded-user"),
+        "{err}"
+    );
+    let (code, _, err) = viewer(&[
+        "--viewer",
+        "bob@example.com",
+        "--session",
+        "no-such-session",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err.trim(),
+        "gatehouse: unknown session no-such-session: it is not in the recording index (see `gatehouse sessions list`)"
+    );
+
+    // --session reads route, login and identity from the recording index.
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = state::Sqlite::open(&state_dir).unwrap();
+        state::Store::recording_started(
+            &store,
+            state::RecordingStart {
+                session_id: "sess-bob".into(),
+                identity: "bob@example.com".into(),
+                login: "postgres".into(),
+                route: "prod-db".into(),
+                target: "db.internal:22".into(),
+                client_addr: "10.0.0.5:50000".into(),
+                gateway_id: "gatehouse".into(),
+                started_at_ms: 1_774_857_600_000,
+                prefix: "sess-bob".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    });
+    let (code, out, err) = viewer(&["--viewer", "bob@example.com", "--session", "sess-bob"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("session:      sess-bob"), "{out}");
+    assert!(
+        out.contains("recording:    route prod-db, login postgres, recorded user bob@example.com"),
+        "{out}"
+    );
+    assert!(out.contains("own-sessions"), "{out}");
+    let (code, out, _) = viewer(&[
+        "--viewer",
+        "dan@example.com",
+        "--groups",
+        "contractors",
+        "--session",
+        "sess-bob",
+        "--capability",
+        "list",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("decision:     list denied"), "{out}");
+}
