@@ -190,6 +190,15 @@ struct Sidecar {
     index: Index,
 }
 
+/// The sidecar's object key for the sealed recording `sealed_key`, beside
+/// it: `CHANNEL.cast.zst` has `CHANNEL.keyframes.zst`.
+pub fn sidecar_key(sealed_key: &str) -> String {
+    match sealed_key.strip_suffix(".cast.zst") {
+        Some(stem) => format!("{stem}.keyframes.zst"),
+        None => format!("{sealed_key}.keyframes.zst"),
+    }
+}
+
 /// Hex SHA-256 of a recording's bytes.
 pub fn recording_hash(recording: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, recording).as_ref())

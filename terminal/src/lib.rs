@@ -23,7 +23,7 @@ pub mod timeline;
 
 pub use index::{
     Builder, HashReader, Index, IntoLines, Keyframe, Loaded, Policy, TextLine, TextLines,
-    recording_hash,
+    recording_hash, sidecar_key,
 };
 pub use screen::{Cell, Color, Dirty, MAX_SIDE, Screen, Snapshot, Style};
 pub use search::{Hit, Query};

@@ -15,4 +15,16 @@ pub enum Error {
     /// The TLS certificate or key could not be loaded.
     #[error("web: TLS: {0}")]
     Tls(String),
+    /// A session's text could not be indexed for search. Never carries
+    /// terminal text: a malformed recording is named by its line number.
+    #[error("text index: session {session_id}: {reason}")]
+    TextIndex {
+        /// The session.
+        session_id: String,
+        /// What went wrong.
+        reason: String,
+        /// Whether trying again later may work (storage or the state
+        /// database unreachable), rather than the recording being bad.
+        transient: bool,
+    },
 }

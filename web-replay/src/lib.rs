@@ -19,6 +19,7 @@
 
 mod auth;
 mod error;
+pub mod indexer;
 mod pages;
 mod peer;
 mod serve;
