@@ -504,7 +504,8 @@ fn test(file: &Path, config: Option<&Path>) -> Result<ExitCode> {
         Ok(c) => c,
         Err(_) => return Ok(ExitCode::from(ERROR)),
     };
-    let report = table.run(&config.policies);
+    let access = config.web.as_ref().map(|w| &*w.access);
+    let report = table.run_with_access(&config.policies, access);
     for failure in &report.failures {
         println!("{}:{failure}", file.display());
     }

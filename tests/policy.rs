@@ -646,4 +646,24 @@ web:
     ]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("decision:     list denied"), "{out}");
+    // `policy test` runs viewer cases against web.access.
+    let table = dir.path().join("access-tests.yaml");
+    std::fs::write(
+        &table,
+        "config: gatehouse.yaml
+defaults: {route: prod-db, login: postgres, recorded_user: bob@example.com, at: \"2026-03-30T10:00:00Z\"}
+cases:
+  - {name: own session, viewer: bob@example.com, expect: allow, rule: own-sessions}
+  - {name: break-glass, viewer: erin@example.com, groups: [sre], capability: download, expect: allow, require_reason: true}
+  - {name: wrong on purpose, viewer: dan@example.com, groups: [contractors], expect: allow}
+",
+    )
+    .unwrap();
+    let (code, out, _) = gatehouse(&["policy", "test", table.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("wrong on purpose: expected play allowed, got denied"),
+        "{out}"
+    );
+    assert!(out.contains("2 passed, 1 failed"), "{out}");
 }

@@ -116,7 +116,7 @@ impl ViewerCapability {
 
     /// The name written in policies: `list`, `play`, `search`, `download`,
     /// `watch_live`, `end_session`.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             ViewerCapability::List => "list",
             ViewerCapability::Play => "play",

@@ -31,6 +31,27 @@
 //!
 //! Each `capabilities` key expected says whether that capability is
 //! granted at all (`exec` and the forwards: any command or destination).
+//!
+//! A case with `viewer:` asks the web access policy (`web.access`)
+//! instead: what that viewer (an email; `groups`, `claims`, `kind`,
+//! `identity` and `from` describe them too) may do with a recording of
+//! `recorded_user` on `route` as `login`. `expect`, `rule` and `reason` are
+//! about one capability, `capability:` (default `play`), and
+//! `require_reason:` says whether it must need a reason; `capabilities:`
+//! names viewer capabilities.
+//!
+//! ```yaml
+//!   - name: auditors may download, without a reason
+//!     viewer: carol@example.com
+//!     groups: [auditors]
+//!     route: prod-db
+//!     login: postgres
+//!     recorded_user: bob@example.com
+//!     capability: download
+//!     expect: allow
+//!     require_reason: false
+//!     capabilities: { end_session: false }
+//! ```
 
 use std::fmt;
 use std::net::IpAddr;
@@ -42,7 +63,10 @@ use serde::Deserialize;
 
 use super::compile::CompileError;
 use super::raw::{Location, Named, Spanned};
-use super::{Capabilities, Claims, Decision, Exec, Identity, IdentityKind, PolicySet, Request};
+use super::{
+    AccessRequest, Capabilities, Claims, CompiledAccessPolicy, Decision, Exec, Identity,
+    IdentityKind, PolicySet, RecordingFacts, Request, ViewerCapability,
+};
 
 /// A test table as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +122,15 @@ pub struct RawCase {
     pub next_check: Option<Spanned<String>>,
     /// Capabilities expected to be granted (`true`) or not (`false`).
     pub capabilities: Option<Named<bool>>,
+    /// Makes this a case of the web access policy: the viewer's email.
+    pub viewer: Option<String>,
+    /// The recorded identity (viewer cases).
+    pub recorded_user: Option<String>,
+    /// The viewer capability `expect`, `rule`, `reason` and
+    /// `require_reason` are about; default `play` (viewer cases).
+    pub capability: Option<Spanned<String>>,
+    /// Whether that capability must need a reason (viewer cases).
+    pub require_reason: Option<bool>,
 }
 
 /// A parsed, checked test table.
@@ -124,6 +157,16 @@ struct Case {
     reason: Option<String>,
     next_check: Option<Option<Timestamp>>,
     capabilities: Vec<(String, bool)>,
+    /// Set for a case of the web access policy.
+    viewer: Option<ViewerCase>,
+}
+
+/// What a case of the web access policy adds.
+#[derive(Debug, Clone)]
+struct ViewerCase {
+    recorded_user: String,
+    capability: ViewerCapability,
+    require_reason: Option<bool>,
 }
 
 /// One case that did not get what it expected.
@@ -137,7 +180,8 @@ pub struct TestFailure {
     pub column: u64,
     /// Each expectation that failed, as a sentence.
     pub problems: Vec<String>,
-    /// The decision the case got, when its route exists.
+    /// The decision the case got, when its route exists (`None` for a
+    /// case of the web access policy).
     pub decision: Option<Decision>,
 }
 
@@ -305,10 +349,16 @@ impl Parser {
             Some(n) if n.value == "never" => Some(None),
             Some(n) => self.time(n).map(Some),
         };
+        let viewer_email = pick!(viewer).cloned();
+        let names: &[&str] = if viewer_email.is_some() {
+            &VIEWER_CAPABILITY_NAMES
+        } else {
+            CAPABILITY_NAMES
+        };
         let mut capabilities = Vec::new();
         if let Some(caps) = pick!(capabilities) {
             for (k, v) in &caps.0 {
-                if CAPABILITY_NAMES.contains(&k.value.as_str()) {
+                if names.contains(&k.value.as_str()) {
                     capabilities.push((k.value.clone(), *v));
                 } else {
                     self.err(
@@ -316,16 +366,77 @@ impl Parser {
                         format!(
                             "unknown capability `{}`; expected one of {}",
                             k.value,
-                            CAPABILITY_NAMES.join(", ")
+                            names.join(", ")
                         ),
                     );
                 }
             }
         }
+        let viewer = match &viewer_email {
+            None => {
+                for (field, given) in [
+                    ("recorded_user", pick!(recorded_user).is_some()),
+                    ("capability", pick!(capability).is_some()),
+                    ("require_reason", pick!(require_reason).is_some()),
+                ] {
+                    if given {
+                        self.err(
+                            at_case,
+                            format!("`{field}` is for cases of the web access policy: add `viewer: EMAIL`"),
+                        );
+                    }
+                }
+                None
+            }
+            Some(_) => {
+                for (field, given) in [
+                    ("session_start", pick!(session_start).is_some()),
+                    ("authenticated_at", pick!(authenticated_at).is_some()),
+                    ("binding_expires", pick!(binding_expires).is_some()),
+                    ("next_check", pick!(next_check).is_some()),
+                ] {
+                    if given {
+                        self.err(
+                            at_case,
+                            format!("`{field}` is for route cases, not for a `viewer:` case"),
+                        );
+                    }
+                }
+                let capability = match pick!(capability) {
+                    None => Some(ViewerCapability::Play),
+                    Some(c) => {
+                        let parsed = ViewerCapability::parse(&c.value);
+                        if parsed.is_none() {
+                            self.err(
+                                &c.referenced,
+                                format!(
+                                    "unknown capability `{}`; expected one of {}",
+                                    c.value,
+                                    VIEWER_CAPABILITY_NAMES.join(", ")
+                                ),
+                            );
+                        }
+                        parsed
+                    }
+                };
+                let recorded_user = pick!(recorded_user).cloned();
+                if recorded_user.is_none() {
+                    required(self, "recorded_user");
+                }
+                match (recorded_user, capability) {
+                    (Some(recorded_user), Some(capability)) => Some(ViewerCase {
+                        recorded_user,
+                        capability,
+                        require_reason: pick!(require_reason).copied(),
+                    }),
+                    _ => None,
+                }
+            }
+        };
         if self.errors.len() > before {
             return None;
         }
-        let email = pick!(email).cloned();
+        let email = viewer_email.or_else(|| pick!(email).cloned());
         let identity = Identity {
             kind,
             name: pick!(identity)
@@ -356,9 +467,19 @@ impl Parser {
             reason: pick!(reason).cloned(),
             next_check,
             capabilities,
+            viewer,
         })
     }
 }
+
+const VIEWER_CAPABILITY_NAMES: [&str; 6] = [
+    ViewerCapability::List.as_str(),
+    ViewerCapability::Play.as_str(),
+    ViewerCapability::Search.as_str(),
+    ViewerCapability::Download.as_str(),
+    ViewerCapability::WatchLive.as_str(),
+    ViewerCapability::EndSession.as_str(),
+];
 
 const CAPABILITY_NAMES: &[&str] = &[
     "pty",
@@ -396,8 +517,21 @@ impl TestTable {
         self.cases.is_empty()
     }
 
-    /// Runs every case against a compiled policy set.
+    /// Runs every case against a compiled policy set; a case with
+    /// `viewer:` fails, since there is no access policy to ask (see
+    /// [`TestTable::run_with_access`]).
     pub fn run(&self, set: &PolicySet) -> TestReport {
+        self.run_with_access(set, None)
+    }
+
+    /// Runs every case: route cases against `set`, viewer cases against
+    /// `access` (the configuration's `web.access`, `None` without a web
+    /// section).
+    pub fn run_with_access(
+        &self,
+        set: &PolicySet,
+        access: Option<&CompiledAccessPolicy>,
+    ) -> TestReport {
         let mut report = TestReport {
             total: self.cases.len(),
             failures: Vec::new(),
@@ -410,6 +544,19 @@ impl TestTable {
                 problems,
                 decision,
             };
+            if let Some(viewer) = &case.viewer {
+                let problems = match access {
+                    Some(access) => case.check_access(viewer, access),
+                    None => vec![
+                        "this is a viewer case, and the configuration has no web section to ask"
+                            .to_owned(),
+                    ],
+                };
+                if !problems.is_empty() {
+                    report.failures.push(fail(problems, None));
+                }
+                continue;
+            }
             let Some(policy) = set.route(&case.route) else {
                 report
                     .failures
@@ -480,5 +627,71 @@ impl TestTable {
             }
         }
         report
+    }
+}
+
+impl Case {
+    /// A viewer case's problems against the access policy.
+    fn check_access(&self, viewer: &ViewerCase, access: &CompiledAccessPolicy) -> Vec<String> {
+        let d = super::evaluate_access(
+            access,
+            &AccessRequest {
+                viewer: &self.identity,
+                source: self.from,
+                now: self.at,
+                recording: RecordingFacts {
+                    route: &self.route,
+                    login: &self.login,
+                    recorded_user: &viewer.recorded_user,
+                },
+            },
+        );
+        let c = viewer.capability;
+        let got = d.get(c);
+        let word = |allowed: bool| if allowed { "allowed" } else { "denied" };
+        let rule = got
+            .rule
+            .map_or_else(|| "no rule".to_owned(), |r| format!("`{r}`"));
+        let mut problems = Vec::new();
+        if got.allowed != self.allow {
+            problems.push(format!(
+                "expected {c} {}, got {} ({rule}: {})",
+                word(self.allow),
+                word(got.allowed),
+                got.reason
+            ));
+        }
+        if let Some(want) = &self.rule
+            && got.rule != Some(want.as_str())
+        {
+            problems.push(format!("expected rule `{want}` to decide {c}, got {rule}"));
+        }
+        if let Some(reason) = &self.reason
+            && !got.reason.contains(reason.as_str())
+        {
+            problems.push(format!(
+                "expected the reason for {c} to contain `{reason}`, got `{}`",
+                got.reason
+            ));
+        }
+        if let Some(want) = viewer.require_reason
+            && got.require_reason != want
+        {
+            problems.push(format!(
+                "expected {c} {} a reason",
+                if want { "to need" } else { "not to need" }
+            ));
+        }
+        for (name, want) in &self.capabilities {
+            if let Some(other) = ViewerCapability::parse(name)
+                && d.allows(other) != *want
+            {
+                problems.push(format!(
+                    "expected {name} to be {}",
+                    if *want { "granted" } else { "refused" }
+                ));
+            }
+        }
+        problems
     }
 }

@@ -545,3 +545,84 @@ fn the_raw_type_embeds_in_a_larger_document() {
     // Positions are those of the whole document.
     assert_eq!((errors[0].line, errors[0].column), (6, 22));
 }
+
+// -------------------------------------------------------------------------
+// Viewer cases in test tables (`gatehouse policy test`)
+// -------------------------------------------------------------------------
+
+#[test]
+fn test_tables_take_viewer_cases() {
+    use super::super::testing;
+    let access = compiled(EXAMPLE);
+    let routes =
+        parse_and_compile("routes:\n  r: { rules: [ { allow: a, when: { all: [] } } ] }\n")
+            .expect("route policy");
+    let table = testing::parse(
+        r#"
+defaults: { at: "2026-03-30T10:00:00Z", route: prod-db, login: postgres }
+cases:
+  - name: a route case still works
+    route: r
+    expect: allow
+  - name: own session, play by default
+    viewer: bob@example.com
+    recorded_user: Bob@Example.com
+    expect: allow
+    rule: own-sessions
+    capabilities: { list: true, download: false }
+  - name: auditor and sre need a reason only to end a session
+    viewer: carol@example.com
+    groups: [auditors, sre]
+    recorded_user: bob@example.com
+    capability: end_session
+    expect: allow
+    require_reason: true
+  - name: wrong on purpose
+    viewer: dan@example.com
+    groups: [contractors, auditors]
+    recorded_user: bob@example.com
+    capability: download
+    expect: allow
+    require_reason: true
+    capabilities: { list: true }
+"#,
+    )
+    .expect("table parses");
+    let report = table.run_with_access(&routes, Some(&access));
+    assert_eq!(report.total, 4);
+    assert_eq!(report.failures.len(), 1, "{report}");
+    let failure = report.failures[0].to_string();
+    assert!(
+        failure.starts_with("20:5: wrong on purpose: expected download allowed, got denied (`no-prod-db-for-contractors`: member of group contractors and route prod-db); expected download to need a reason; expected list to be granted"),
+        "{failure}"
+    );
+    // Without a web section, viewer cases cannot pass.
+    let report = table.run(&routes);
+    assert_eq!(report.failures.len(), 3, "{report}");
+    assert!(
+        report.failures[0].problems[0].contains("no web section"),
+        "{report}"
+    );
+
+    let errors = testing::parse(
+        r#"
+cases:
+  - { route: r, login: x, at: "2026-03-30T10:00:00Z", expect: allow, recorded_user: bob }
+  - { viewer: v@example.com, route: r, login: x, at: "2026-03-30T10:00:00Z", expect: allow, capability: replay }
+  - { viewer: v@example.com, route: r, login: x, at: "2026-03-30T10:00:00Z", expect: allow, capabilities: { sftp: true } }
+"#,
+    )
+    .expect_err("bad cases");
+    let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(got.len(), 5, "{got:#?}");
+    let want = [
+        "3:5: `recorded_user` is for cases of the web access policy",
+        "4:105: unknown capability `replay`; expected one of list, play",
+        "4:5: this case needs `recorded_user:`",
+        "5:109: unknown capability `sftp`; expected one of list, play",
+        "5:5: this case needs `recorded_user:`",
+    ];
+    for w in want {
+        assert!(got.iter().any(|g| g.starts_with(w)), "{w}: {got:#?}");
+    }
+}
