@@ -20,6 +20,7 @@ mod policy;
 mod recordings;
 mod replay;
 mod text;
+mod textindex;
 mod web;
 
 /// Where `ca init` and `ca show` look when given neither --key nor --config.

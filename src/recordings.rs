@@ -149,16 +149,25 @@ pub(crate) enum RecordingsCommand {
         output: Option<PathBuf>,
     },
     /// Rebuild the session index from the meta.json objects in storage.
-    #[command(after_help = "Example:\n  \
-        gatehouse recordings reindex --config /etc/gatehouse/gatehouse.yaml\n\n\
+    #[command(after_help = "Examples:\n  \
+        gatehouse recordings reindex --config /etc/gatehouse/gatehouse.yaml\n  \
+        gatehouse recordings reindex -c gatehouse.yaml --text\n\n\
         Use it after restoring the state database, or to index a bucket another \
         gateway wrote. Sessions still being recorded have no meta.json yet and keep \
-        their rows; every session with a meta.json gets its row from storage.")]
+        their rows; every session with a meta.json gets its row from storage. \
+        With --text, the index of what was on screen is then cleared and rebuilt \
+        from every sealed recording (search finds nothing until it is done).")]
     Reindex {
         /// The configuration file: storage and index.
         #[arg(long, short)]
         config: PathBuf,
+        /// Also rebuild the text index (`recordings search`, the web
+        /// app's search) from the recordings.
+        #[arg(long)]
+        text: bool,
     },
+    /// Find the sessions and moments where text was on screen.
+    Search(crate::textindex::SearchArgs),
 }
 
 /// The `--format` of `recordings export`.
@@ -208,7 +217,8 @@ pub(crate) fn run_recordings(command: RecordingsCommand) -> Result<ExitCode> {
             format,
             output,
         } => export(&config, &id, channel.as_deref(), format, output.as_deref()),
-        RecordingsCommand::Reindex { config } => reindex(&config),
+        RecordingsCommand::Reindex { config, text } => reindex(&config, text),
+        RecordingsCommand::Search(args) => crate::textindex::search(args),
     }
 }
 
@@ -446,7 +456,7 @@ pub(crate) fn pick_channel<'a>(
     }
 }
 
-fn reindex(config_path: &Path) -> Result<ExitCode> {
+fn reindex(config_path: &Path, text: bool) -> Result<ExitCode> {
     let config = match load_config(config_path) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -458,6 +468,9 @@ fn reindex(config_path: &Path) -> Result<ExitCode> {
         .block_on(catalog.reindex())
         .with_context(|| format!("cannot reindex from {from}"))?;
     println!("reindexed {n} session{} from {from}", plural(n as u64));
+    if text {
+        return crate::textindex::reindex_text(&config);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
