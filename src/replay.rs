@@ -130,6 +130,7 @@ fn audit_view(
         mode,
         ranges: ranges_text(ranges),
         verified,
+        reason: String::new(),
     }
     .emit();
 }

@@ -28,11 +28,21 @@ pub(crate) async fn start(
         .ok_or_else(|| anyhow!("web needs an idp section"))?;
     let store: Arc<dyn state::Store> =
         Arc::new(state::Sqlite::open(&config.state_dir).context("cannot open the state database")?);
-    let app = Arc::new(web_replay::App {
-        config: web.clone(),
-        idp: identity::LazyIdp::new(sign_in.idp.clone()),
+    let recorder = &config.recording.recorder;
+    let catalog = recorder::Catalog::open(Arc::clone(&store), &recorder.storage)
+        .context("cannot open the recordings")?;
+    // Without the host key here (a web-only host may not have it), each
+    // recording is checked against the key its signature names.
+    let trusted = crate::catalog::recording_signer_public_key(config).ok();
+    let app = Arc::new(web_replay::App::new(
+        web.clone(),
+        identity::LazyIdp::new(sign_in.idp.clone()),
         store,
-    });
+        catalog,
+        trusted,
+        Some(recorder.spool_dir.clone()),
+        recorder.segment_interval,
+    ));
     let (addr, run) = web_replay::serve(app, stop).await?;
     // Tests and scripts read this line to learn the port.
     let mut out = std::io::stdout();

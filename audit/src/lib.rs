@@ -378,16 +378,47 @@ events! {
     RecordingRecovering = "recording.recovering", INFO { session_id: SessionId, status: &'static str }
     /// `gatehouse recordings reindex` rebuilt the index from storage.
     RecordingReindexed = "recording.reindexed", INFO { sessions: u64 }
-    /// Someone replayed or exported a recording (`gatehouse replay`).
-    /// `viewer` is the local user who ran it, `viewer_email` what they gave
-    /// with `--as` (empty if nothing), `mode` is `play`, `follow` (a live
-    /// session from its latest output) or `export`,
-    /// `ranges` the recording times shown (`m:ss-m:ss`, comma-separated),
-    /// and `verified` whether the recording passed verification (false
-    /// only with `--force`).
+    /// Someone replayed or exported a recording (`gatehouse replay`, or
+    /// the web player). `viewer` is the local user who ran it (the signed-in
+    /// viewer in the web app), `viewer_email` what they gave with `--as`
+    /// (the viewer's email in the web app; empty if nothing), `mode` is
+    /// `play`, `follow` (a live session from its latest output), `export`
+    /// or `web`, `ranges` the recording times shown (`m:ss-m:ss`,
+    /// comma-separated; the web player is sent the whole recording),
+    /// `verified` whether the recording passed verification (false only
+    /// with `--force`), and `reason` the break-glass reason when the access
+    /// policy asks for one.
     RecordingViewed = "recording.viewed", INFO {
         session_id: SessionId, channel: String, viewer: String, viewer_email: String,
-        mode: &'static str, ranges: String, verified: bool
+        mode: &'static str, ranges: String, verified: bool, reason: String
+    }
+    /// A viewer searched recordings in the web app: `scope` is `all` (every
+    /// recording they may search) or `session` (the find bar of one
+    /// recording, named by `session`); `query` is what they typed (audited
+    /// here, never logged with its results), `results` how many hits they
+    /// were shown.
+    RecordingSearched = "recording.searched", INFO {
+        viewer: String, web_session: String, scope: &'static str, session: String,
+        query: String, results: u64, peer: String,
+    }
+    /// A viewer downloaded a recording from the web app: `format` is `v3`,
+    /// `v2`, `txt` or `bundle`; `reason` is the break-glass reason when the
+    /// policy asks for one.
+    RecordingDownloaded = "recording.downloaded", INFO {
+        session_id: SessionId, channel: String, viewer: String, web_session: String,
+        format: &'static str, bytes: u64, reason: String, peer: String,
+    }
+    /// A viewer started watching a live session in the web app.
+    SessionWatched = "session.watched", INFO {
+        session_id: SessionId, channel: String, viewer: String, web_session: String,
+        reason: String, peer: String,
+    }
+    /// A viewer asked, from the web app, for a live session to be ended;
+    /// the gateway holding it ends it (`session.ended`, `cause="killed"`)
+    /// and answers (`session.kill_answered`).
+    SessionKillRequested = "session.kill_requested", INFO {
+        session_id: SessionId, viewer: String, web_session: String, reason: String,
+        request_id: i64, peer: String,
     }
     /// A browser signed in to the web app. `web_session` names the browser
     /// session (a prefix of its stored hash, never the cookie); `peer` is
@@ -458,13 +489,17 @@ impl Event {
             | Event::RecordingInterrupted { session_id, .. }
             | Event::RecordingFailed { session_id, .. }
             | Event::RecordingRecovering { session_id, .. }
-            | Event::RecordingViewed { session_id, .. } => Some(session_id),
+            | Event::RecordingViewed { session_id, .. }
+            | Event::RecordingDownloaded { session_id, .. }
+            | Event::SessionWatched { session_id, .. }
+            | Event::SessionKillRequested { session_id, .. } => Some(session_id),
             Event::ConnectionRefused { .. }
             | Event::ConnectionDropped { .. }
             | Event::SourcePenalized { .. }
             | Event::IdpUnavailable { .. }
             | Event::BindingRevoked { .. }
             | Event::RecordingReindexed { .. }
+            | Event::RecordingSearched { .. }
             | Event::WebSignin { .. }
             | Event::WebSigninFailed { .. }
             | Event::WebSignout { .. }

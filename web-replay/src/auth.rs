@@ -49,7 +49,7 @@ pub(crate) fn hash(text: &str) -> String {
 }
 
 /// How audit events name a browser session: a prefix of its stored hash.
-fn short(id_hash: &str) -> String {
+pub(crate) fn short(id_hash: &str) -> String {
     id_hash.get(..12).unwrap_or(id_hash).to_owned()
 }
 
@@ -109,7 +109,7 @@ pub(crate) async fn current(
 }
 
 /// One plain line for the user; the detail goes to the log.
-fn unavailable(what: &'static str, detail: &str) -> Response {
+pub(crate) fn unavailable(what: &'static str, detail: &str) -> Response {
     tracing::warn!(component = what, error = detail, "web request failed");
     let text = match what {
         "idp" => "The identity provider is unavailable. Try again in a moment.",
@@ -357,6 +357,8 @@ pub(crate) async fn home(State(app): State<Arc<App>>, headers: HeaderMap) -> Res
     let who = session.email.as_deref().unwrap_or(&session.sub);
     let body = format!(
         "<p id=\"whoami\">Signed in as <strong>{}</strong> ({})</p>\n\
+         <p><a href=\"/sessions\">Recorded sessions</a> · <a href=\"/live\">Live sessions</a> · \
+         <a href=\"/search\">Search what was on screen</a></p>\n\
          <form method=\"post\" action=\"/auth/signout\">\
          <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
          <button type=\"submit\">Sign out</button></form>",

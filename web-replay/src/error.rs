@@ -15,6 +15,12 @@ pub enum Error {
     /// The TLS certificate or key could not be loaded.
     #[error("web: TLS: {0}")]
     Tls(String),
+    /// A recording could not be read, verified or modelled.
+    #[error("recording: {0}")]
+    Recording(String),
+    /// No such session or channel.
+    #[error("{0}")]
+    NotFound(String),
     /// A session's text could not be indexed for search. Never carries
     /// terminal text: a malformed recording is named by its line number.
     #[error("text index: session {session_id}: {reason}")]

@@ -17,13 +17,22 @@
 //! in an error; audit events name a browser session by a prefix of its
 //! stored hash.
 
+mod access;
+mod assets;
 mod auth;
 mod error;
 pub mod indexer;
+mod limits;
+mod live;
 mod pages;
 mod peer;
+mod player;
+pub mod recording;
+mod search;
 mod serve;
+mod sessions;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,11 +49,52 @@ pub struct App {
     pub config: config::WebConfig,
     /// The identity provider, discovered on first use.
     pub idp: identity::LazyIdp,
-    /// The state database: web sessions and sign-ins in progress.
+    /// The state database: web sessions, sign-ins, the recording index.
     pub store: Arc<dyn state::Store>,
+    /// The recordings (storage and index).
+    pub catalog: Arc<recorder::Catalog>,
+    /// The recording signer's public key, to verify recordings against;
+    /// `None` checks each signature against the key it names only.
+    pub trusted: Option<[u8; 32]>,
+    cache: recording::Cache,
+    live: live::Hub,
+    live_source: live::LiveSource,
+    limits: limits::Limits,
 }
 
 impl App {
+    /// The app over `store` and `catalog`. `spool_dir` is this machine's
+    /// recording spool, read for live sessions recorded here;
+    /// `segment_interval` how often the recorders upload, which sets how
+    /// often live sessions are polled.
+    pub fn new(
+        config: config::WebConfig,
+        idp: identity::LazyIdp,
+        store: Arc<dyn state::Store>,
+        catalog: recorder::Catalog,
+        trusted: Option<[u8; 32]>,
+        spool_dir: Option<PathBuf>,
+        segment_interval: Duration,
+    ) -> App {
+        App {
+            config,
+            idp,
+            store,
+            catalog: Arc::new(catalog),
+            trusted,
+            cache: recording::Cache::default(),
+            live: live::Hub::default(),
+            live_source: live::LiveSource {
+                spool_dir,
+                // The spool is read at this rate too: a quarter of the
+                // upload interval, between 100 ms and 1 s.
+                every: (segment_interval / 4)
+                    .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+            },
+            limits: limits::Limits::default(),
+        }
+    }
+
     /// The redirect URI registered at the IdP: `{public_url}/auth/callback`.
     pub fn callback_url(&self) -> String {
         format!("{}/auth/callback", self.config.public_url)

@@ -33,12 +33,95 @@ pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response {
         esc(title),
         esc(title)
     );
+    html_response(status, html)
+}
+
+/// A page of a signed-in viewer: the navigation (sessions, live,
+/// search, who is signed in, sign out), then `body`; `scripts` are
+/// same-origin script paths (the CSP allows no other).
+pub(crate) fn layout(
+    viewer: &crate::access::Viewer,
+    status: StatusCode,
+    title: &str,
+    body: &str,
+    scripts: &[&str],
+) -> Response {
+    let mut head = String::from("<link rel=\"stylesheet\" href=\"/assets/app.css\">");
+    for s in scripts {
+        if s.ends_with(".css") {
+            head += &format!("<link rel=\"stylesheet\" href=\"{}\">", esc(s));
+        } else {
+            head += &format!("<script src=\"{}\" defer></script>", esc(s));
+        }
+    }
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width\">\
+         <title>{title} · Gatehouse</title>{head}</head>\n<body>\n\
+         <nav><a href=\"/sessions\">Sessions</a> <a href=\"/live\">Live</a> \
+         <form class=\"search\" method=\"get\" action=\"/search\">\
+         <input name=\"q\" placeholder=\"Search what was on screen\" aria-label=\"Search\"></form> \
+         <span id=\"whoami\">{who}</span> \
+         <form method=\"post\" action=\"/auth/signout\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <button type=\"submit\">Sign out</button></form></nav>\n\
+         <main>\n<h1>{title}</h1>\n{body}\n</main>\n</body></html>\n",
+        title = esc(title),
+        who = esc(viewer.label()),
+        csrf = esc(&viewer.session.csrf),
+    );
+    html_response(status, html)
+}
+
+fn html_response(status: StatusCode, html: String) -> Response {
     let mut response = (status, html).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     response
+}
+
+/// Percent-encodes text for a URL query value or path segment.
+pub(crate) fn url_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes a percent-encoded query value (`+` is a space); invalid
+/// escapes are kept as they are.
+pub(crate) fn url_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = || {
+            let h = bytes.get(i + 1..i + 3)?;
+            u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok()
+        };
+        match b {
+            b'%' if hex().is_some() => {
+                out.extend(hex());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A page that says one thing: an error, or what just happened.

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use crate::peer::Peer;
-use crate::{App, Error, auth};
+use crate::{App, Error, assets, auth, live, player, search, sessions};
 
 /// A TLS handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,6 +47,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/auth/login", get(auth::login))
         .route("/auth/callback", get(auth::callback))
         .route("/auth/signout", post(auth::signout))
+        .route("/sessions", get(sessions::list))
+        .route("/sessions/{id}", get(player::page))
+        .route("/sessions/{id}/cast", get(player::cast))
+        .route("/sessions/{id}/download", get(player::download))
+        .route("/sessions/{id}/find", get(player::find))
+        .route("/sessions/{id}/screen", get(player::screen))
+        .route("/sessions/{id}/watch", get(live::watch))
+        .route("/sessions/{id}/live", get(live::events))
+        .route("/sessions/{id}/status", get(live::status))
+        .route("/sessions/{id}/end", post(live::end))
+        .route("/live", get(live::list))
+        .route("/search", get(search::page))
+        .route("/assets/{name}", get(assets::get))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .layer(axum::middleware::map_response(security_headers))
@@ -60,7 +73,8 @@ async fn security_headers(mut response: Response) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+            "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
+             img-src 'self' data:; \
              object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         ),
     );
@@ -148,6 +162,9 @@ pub async fn serve(
         .local_addr()
         .map_err(|source| Error::Listen { addr, source })?;
     tokio::spawn(purge(Arc::clone(&app), stop.clone()));
+    // Recordings become searchable once sealed.
+    let indexer = crate::indexer::Indexer::new(Arc::clone(&app.catalog), Arc::clone(&app.store));
+    tokio::spawn(indexer.run(stop.clone()));
     let routes = router(app);
     let run = async move {
         loop {
