@@ -5,119 +5,13 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::web::{Jar, Web, begin, browse, client, csrf, get, location, start_web};
 use common::{World, bin, run};
 use reqwest::StatusCode;
-use sshd_test::ChildGuard;
 use sshd_test::idp::DevIdp;
-
-/// A `gatehouse web` process and the URL it serves.
-struct Web {
-    child: ChildGuard,
-    url: String,
-}
-
-fn start_web(config: &Path) -> Web {
-    let mut cmd = Command::new(bin());
-    cmd.args(["web", "--config"]).arg(config);
-    cmd.env("GATEHOUSE_LOG", "info");
-    let child = ChildGuard::spawn(cmd).expect("spawn gatehouse web");
-    let line = child
-        .wait_for_stdout_line(Duration::from_secs(20))
-        .unwrap_or_else(|e| panic!("gatehouse web did not start: {e}"));
-    let url = line
-        .trim()
-        .rsplit(" for ")
-        .next()
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Web { child, url }
-}
-
-/// A browser's cookies, by name.
-#[derive(Default, Clone)]
-struct Jar(HashMap<String, String>);
-
-impl Jar {
-    fn take(&mut self, response: &reqwest::Response) {
-        for v in response.headers().get_all("set-cookie") {
-            let text = v.to_str().unwrap();
-            let pair = text.split(';').next().unwrap();
-            let (name, value) = pair.split_once('=').unwrap();
-            // Only __Host- cookies, and each with its attributes.
-            assert!(name.starts_with("__Host-"), "{text}");
-            for attr in ["Secure", "HttpOnly", "SameSite=Lax", "Path=/"] {
-                assert!(text.contains(attr), "{attr} missing: {text}");
-            }
-            if value.is_empty() || text.contains("Max-Age=0") {
-                self.0.remove(name);
-            } else {
-                self.0.insert(name.to_owned(), value.to_owned());
-            }
-        }
-    }
-
-    fn header(&self) -> String {
-        self.0
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn get(c: &reqwest::Client, jar: &mut Jar, url: &str) -> reqwest::Response {
-    let r = c
-        .get(url)
-        .header("cookie", jar.header())
-        .send()
-        .await
-        .unwrap();
-    jar.take(&r);
-    r
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers()["location"].to_str().unwrap().to_owned()
-}
-
-/// Starts a sign-in returning to `return_to`; returns the IdP URL.
-async fn begin(c: &reqwest::Client, jar: &mut Jar, web: &Web, return_to: &str) -> String {
-    let r = get(
-        c,
-        jar,
-        &format!("{}/auth/login?return_to={return_to}", web.url),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    location(&r)
-}
-
-async fn browse(issuer: &str, url: &str, login: &str, password: &str) -> String {
-    let (issuer, url, login, password) = (
-        issuer.to_owned(),
-        url.to_owned(),
-        login.to_owned(),
-        password.to_owned(),
-    );
-    tokio::task::spawn_blocking(move || {
-        sshd_test::idp::authorize(&issuer, &url, &login, &password, false)
-    })
-    .await
-    .unwrap()
-}
 
 /// The dev IdP (accepting our callback on any loopback port), a world
 /// whose config has an idp and a plain-HTTP web section on a free port,
@@ -136,12 +30,6 @@ fn world_with_web() -> (DevIdp, World, std::path::PathBuf, Web) {
     );
     let web = start_web(&config);
     (idp, w, config, web)
-}
-
-/// The hidden CSRF field of the sign-out form.
-fn csrf(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").unwrap() + 19;
-    html[at..].split('"').next().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

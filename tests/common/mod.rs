@@ -17,6 +17,7 @@ use sshd_test::{ChildGuard, Sshd, ensure_user, require_program};
 
 pub mod browser;
 pub mod tmux;
+pub mod web;
 
 /// The login every test uses on targets.
 pub const LOGIN: &str = "ghtest";
