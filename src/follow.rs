@@ -92,7 +92,7 @@ impl EndSeen {
             .filter_map(Step::from_event)
             .inspect(|s| match &s.change {
                 Change::Marker(label) => {
-                    if let Some(why) = label.strip_prefix("gatehouse.ended ") {
+                    if let Some(why) = recorder::tail::end_reason(label) {
                         self.marker = Some(why.to_owned());
                     }
                 }

@@ -522,6 +522,15 @@ async fn live_watch_shows_typed_output_and_a_viewer_ends_the_session() {
         assert!(Instant::now() < deadline, "the ssh client did not end");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The watch page of the ended session says that it ended, and why.
+    browser
+        .client
+        .goto(&format!("{}/sessions/{live}/watch", web.url))
+        .await
+        .unwrap();
+    let state = browser.text("#live-state[data-ended]").await;
+    assert!(state.starts_with("ended: "), "{state}");
+    assert!(state.contains("leaked credentials"), "{state}");
     browser.close().await;
     let log = web.child.stderr_text();
     for needle in [

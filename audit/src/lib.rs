@@ -554,6 +554,9 @@ mod tests {
                     | "idp.unavailable"
                     | "binding.revoked"
                     | "recording.reindexed"
+                    // A search across every recording the viewer may
+                    // search; a find bar inside one names it in `session`.
+                    | "recording.searched"
                     // Browser sessions, named by their own web_session.
                     | "web.signin"
                     | "web.signin_failed"

@@ -284,9 +284,15 @@ impl Tail {
 /// The label of the end marker the gateway writes, if `event` is one.
 pub fn end_marker(event: &Event) -> Option<&str> {
     match event {
-        Event::Marker(label) => label.strip_prefix("gatehouse.ended "),
+        Event::Marker(label) => end_reason(label),
         _ => None,
     }
+}
+
+/// The reason in a marker label written when the gateway ended a session
+/// (`gatehouse.ended REASON`), if the label is one.
+pub fn end_reason(label: &str) -> Option<&str> {
+    label.strip_prefix("gatehouse.ended ")
 }
 
 #[cfg(test)]

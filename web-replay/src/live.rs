@@ -537,6 +537,14 @@ pub(crate) async fn status(
     };
     let row = &ok.row;
     let live = row.status == RecordingStatus::Recording && from_feed.is_none();
+    // Once no feed remembers the end (nobody watched it end here), the
+    // sealed recording's own end marker says why.
+    let from_feed = match from_feed {
+        None if !live && row.status != RecordingStatus::Recording => {
+            end_marker(&app, &id, q.channel.as_deref()).await
+        }
+        other => other,
+    };
     axum::Json(Status {
         state: if live {
             "live".to_owned()
@@ -552,6 +560,22 @@ pub(crate) async fn status(
         },
     })
     .into_response()
+}
+
+/// The last `gatehouse.ended` marker of a sealed channel: the line its
+/// user saw when the gateway ended the session. `None` when it ended
+/// otherwise (the client left, the target closed) or cannot be read.
+async fn end_marker(app: &App, id: &str, channel: Option<&str>) -> Option<String> {
+    let opened = app
+        .cache
+        .open(&app.catalog, app.trusted.as_ref(), id, channel)
+        .await
+        .ok()?;
+    opened
+        .timeline
+        .markers()
+        .rev()
+        .find_map(|(_, _, label)| recorder::tail::end_reason(label).map(str::to_owned))
 }
 
 #[derive(Deserialize)]

@@ -153,4 +153,11 @@ mod tests {
         assert_eq!(esc("\u{1b}]0;title\u{7}"), "\u{FFFD}]0;title\u{FFFD}");
         assert_eq!(esc("it's & ok"), "it&#39;s &amp; ok");
     }
+
+    #[test]
+    fn query_values_round_trip() {
+        let text = "rm -rf /tmp/ä&b=c+d%";
+        assert_eq!(url_decode(&url_encode(text)), text);
+        assert_eq!(url_decode("a+b%20c%zz"), "a b c%zz");
+    }
 }

@@ -216,3 +216,35 @@ pub(crate) async fn page(
     }
     layout(&viewer, StatusCode::OK, "Search", &body, &[])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(snippet: &str, matches: Vec<std::ops::Range<usize>>) -> TextHit {
+        TextHit {
+            session_id: "s".into(),
+            channel: "0".into(),
+            steps: 1,
+            time_us: 0,
+            alternate: false,
+            snippet: snippet.into(),
+            matches,
+        }
+    }
+
+    #[test]
+    fn snippets_are_escaped_with_matches_marked() {
+        let h = hit("\"><img src=x onerror=alert(1)>", vec![13..20]);
+        assert_eq!(
+            marked(&h),
+            "&quot;&gt;&lt;img src=x <mark>onerror</mark>=alert(1)&gt;"
+        );
+    }
+
+    #[test]
+    fn ranges_off_character_boundaries_are_skipped() {
+        let h = hit("é<b>", vec![1..2, 2..5]);
+        assert_eq!(marked(&h), "é<mark>&lt;b&gt;</mark>");
+    }
+}

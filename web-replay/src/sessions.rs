@@ -266,7 +266,10 @@ pub(crate) async fn list(
     headers: HeaderMap,
     Query(filters): Query<Filters>,
 ) -> Response {
-    let here = format!("/sessions?{}", filters.query());
+    let here = match filters.query() {
+        q if q.is_empty() => "/sessions".to_owned(),
+        q => format!("/sessions?{q}"),
+    };
     let viewer = match Viewer::of(&app, &headers, peer, &here).await {
         Ok(v) => v,
         Err(r) => return r,
@@ -354,4 +357,91 @@ pub(crate) async fn list(
         );
     }
     layout(&viewer, StatusCode::OK, "Sessions", &body, &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_typed_in_the_page_parse_as_utc() {
+        assert_eq!(parse_time("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(parse_time("1970-01-02"), Some(86_400_000));
+        assert_eq!(parse_time("1970-01-01T01:00"), Some(3_600_000));
+        assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn filters_parse_or_say_which_field_is_wrong() {
+        let f = Filters {
+            login: " root ".into(),
+            min_duration: "5m".into(),
+            exit: "130".into(),
+            after: "1000.abc".into(),
+            ..Filters::default()
+        };
+        let got = f.parse().unwrap();
+        assert_eq!(got.login.as_deref(), Some("root"));
+        assert_eq!(got.min_duration_ms, Some(300_000));
+        assert_eq!(got.exit_status, Some(130));
+        assert_eq!(
+            got.after,
+            Some(RecordingCursor {
+                started_at_ms: 1000,
+                session_id: "abc".into()
+            })
+        );
+        let bad = |f: Filters| f.parse().unwrap_err();
+        assert!(
+            bad(Filters {
+                exit: "x".into(),
+                ..Filters::default()
+            })
+            .starts_with("exit:")
+        );
+        assert!(
+            bad(Filters {
+                status: "done".into(),
+                ..Filters::default()
+            })
+            .starts_with("status:")
+        );
+        assert!(
+            bad(Filters {
+                max_duration: "long".into(),
+                ..Filters::default()
+            })
+            .starts_with("max duration:")
+        );
+        assert_eq!(
+            bad(Filters {
+                after: "junk".into(),
+                ..Filters::default()
+            }),
+            "the page link is damaged"
+        );
+    }
+
+    #[test]
+    fn the_next_page_link_keeps_the_filters_and_escapes_them() {
+        let f = Filters {
+            user: "a&b@example.com".into(),
+            ..Filters::default()
+        };
+        let next = RecordingCursor {
+            started_at_ms: 5,
+            session_id: "id".into(),
+        };
+        assert_eq!(
+            f.url_after(&next),
+            "/sessions?user=a%26b%40example.com&after=5.id"
+        );
+    }
+
+    #[test]
+    fn durations_read_like_a_clock() {
+        assert_eq!(duration(5_400), "5s");
+        assert_eq!(duration(245_000), "4m05s");
+        assert_eq!(duration(3_723_000), "1h02m03s");
+    }
 }
