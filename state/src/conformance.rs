@@ -120,6 +120,14 @@ pub const CHECKS: &[Check] = &[
         run: |s| Box::pin(web_logins(s)),
     },
     Check {
+        name: "a_hand_off_makes_one_session_on_its_host_that_ends_with_its_parent",
+        run: |s| Box::pin(web::handoffs(s)),
+    },
+    Check {
+        name: "an_ssh_sign_in_link_is_approved_once_while_pending_and_redeemed_once",
+        run: |s| Box::pin(web::ssh_links(s)),
+    },
+    Check {
         name: "text_search_finds_words_substrings_paths_and_addresses_in_any_case",
         run: |s| Box::pin(search::finds(s)),
     },

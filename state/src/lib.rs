@@ -1,7 +1,8 @@
 //! The state database of Gatehouse: login bindings with sealed refresh
 //! tokens, the revocation log, live sessions and admin requests (tagged
 //! with the gateway that holds the session), the recording index, and
-//! signed-in browsers (web sessions) with their sign-ins in progress.
+//! signed-in browsers (web sessions) with their sign-ins in progress and
+//! hand-offs to HTTP route hosts, and SSH sign-in links.
 //!
 //! Everything goes through one object-safe async trait, [`Store`], shared
 //! as `Arc<dyn Store>`. [`Sqlite`] implements it on one file in the state
@@ -20,6 +21,7 @@ mod admin;
 mod bindings;
 pub mod conformance;
 mod error;
+mod links;
 mod recordings;
 pub mod search;
 pub mod sqlite;
@@ -33,6 +35,7 @@ pub use bindings::{
     is_fingerprint,
 };
 pub use error::{Error, Result};
+pub use links::{LinkApproval, LinkApproved, LinkRow, LinkState, SshLink};
 pub use recordings::{
     ChannelStart, RecordingChannel, RecordingCursor, RecordingFilter, RecordingRow, RecordingStart,
     RecordingStatus, RecordingView,
@@ -42,7 +45,7 @@ pub use search::{
     TextIndexed, TextPage, TextQuery,
 };
 pub use sqlite::Sqlite;
-pub use web::{TOUCH_EVERY, WebLogin, WebSession};
+pub use web::{HandoffSession, TOUCH_EVERY, WebHandoff, WebLogin, WebSession};
 
 /// The state database. Every method is one short transaction; none holds
 /// a lock across calls, so any number of gateways and CLI commands may
@@ -203,8 +206,32 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// request, writing at most once per [`TOUCH_EVERY`].
     async fn web_session(&self, id_hash: &str, now: SystemTime) -> Result<Option<WebSession>>;
 
-    /// Ends a session (sign-out); false if there was none.
+    /// Ends a session (sign-out), and every session handed off from it to
+    /// a route host; false if there was none.
     async fn web_session_end(&self, id_hash: &str) -> Result<bool>;
+
+    /// Which of `id_hashes` are live sessions at `now`, without counting a
+    /// request: the HTTP proxy asks about the sessions behind its open
+    /// WebSockets every second.
+    async fn web_sessions_live(&self, id_hashes: &[String], now: SystemTime)
+    -> Result<Vec<String>>;
+
+    /// Stores a hand-off code for a route host.
+    async fn web_handoff_create(&self, handoff: WebHandoff) -> Result<()>;
+
+    /// Takes (and removes) the hand-off whose code hashes to `code_hash`.
+    /// If it is unexpired at `now`, for `host`, bound to `nonce_hash`, and
+    /// its web app session is still live, creates `session` on the route
+    /// host with that session's identity and expiry (ended with it), and
+    /// returns it with the hand-off's `return_to`. Each code works once.
+    async fn web_handoff_redeem(
+        &self,
+        code_hash: &str,
+        host: &str,
+        nonce_hash: &str,
+        session: HandoffSession,
+        now: SystemTime,
+    ) -> Result<Option<(WebSession, String)>>;
 
     /// Stores a sign-in in progress.
     async fn web_login_start(&self, login: WebLogin) -> Result<()>;
@@ -214,8 +241,33 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// most once.
     async fn web_login_take(&self, state_hash: &str, now: SystemTime) -> Result<Option<WebLogin>>;
 
-    /// Removes sessions and sign-ins dead at `now`; returns how many.
+    /// Removes sessions, sign-ins, hand-offs and SSH sign-in links dead at
+    /// `now` (links an hour after they expire, so a late visit still gets
+    /// a page that says what happened); returns how many.
     async fn web_purge(&self, now: SystemTime) -> Result<usize>;
+
+    // --- SSH sign-in links (see [`SshLink`]) -----------------------------
+
+    /// Stores a new pending link.
+    async fn ssh_link_create(&self, link: SshLink) -> Result<()>;
+
+    /// The link whose token hashes to `id_hash`, in whatever state.
+    async fn ssh_link(&self, id_hash: &str) -> Result<Option<LinkRow>>;
+
+    /// Approves the link if it is pending and unexpired at `now`.
+    async fn ssh_link_approve(
+        &self,
+        id_hash: &str,
+        approval: LinkApproval,
+        now: SystemTime,
+    ) -> Result<LinkApproved>;
+
+    /// Takes an approved link's approval, once: the link becomes `used`.
+    async fn ssh_link_redeem(&self, id_hash: &str) -> Result<Option<LinkApproval>>;
+
+    /// The SSH connection is gone: a pending or approved link becomes
+    /// `closed` (a used one stays used).
+    async fn ssh_link_close(&self, id_hash: &str) -> Result<()>;
 
     // --- Text search (see [`search`]) -----------------------------------
 

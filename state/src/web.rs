@@ -95,3 +95,58 @@ impl fmt::Debug for WebLogin {
             .finish_non_exhaustive()
     }
 }
+
+/// A one-time code that hands a signed-in browser over to the host of an
+/// HTTP route (issue 14). Cookies are per host, so the web app's session
+/// cannot reach a route's host; the browser carries this code there in a
+/// redirect instead, never the session's own token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebHandoff {
+    /// Hex SHA-256 of the code in the redirect.
+    pub code_hash: String,
+    /// The web app's session it hands over.
+    pub session_hash: String,
+    /// The route host it is good for (lowercase, with a port if any).
+    pub host: String,
+    /// Hex SHA-256 of the value of the attempt cookie the route host set
+    /// before sending the browser to sign in: the code is good only in the
+    /// browser that asked for it (login CSRF).
+    pub nonce_hash: String,
+    /// Where to go on that host afterwards (a path).
+    pub return_to: String,
+    /// When it can no longer be used (a minute or so).
+    pub expires_at: SystemTime,
+}
+
+/// Redacted: the hashes name a session and a code.
+impl fmt::Debug for WebHandoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebHandoff")
+            .field("host", &self.host)
+            .field("return_to", &self.return_to)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The session a hand-off creates on a route's host: the identity and the
+/// lifetime are the web app session's, the token and CSRF value its own.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HandoffSession {
+    /// Hex SHA-256 of the new cookie's token on the route host.
+    pub id_hash: String,
+    /// Its CSRF value.
+    pub csrf: String,
+    /// The client address at the hand-off.
+    pub client_addr: String,
+}
+
+/// Redacted like [`WebSession`].
+impl fmt::Debug for HandoffSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandoffSession")
+            .field("id_hash", &self.id_hash.get(..8).unwrap_or("?"))
+            .field("client_addr", &self.client_addr)
+            .finish_non_exhaustive()
+    }
+}

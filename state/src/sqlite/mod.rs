@@ -11,6 +11,7 @@
 mod admin;
 mod bindings;
 mod keyfile;
+mod links;
 mod recordings;
 mod schema;
 mod search;
@@ -416,6 +417,64 @@ impl Store for Sqlite {
     async fn web_session_end(&self, id_hash: &str) -> Result<bool> {
         let id = id_hash.to_owned();
         self.run(move |s, i| s.web_session_end(i, &id)).await
+    }
+
+    async fn web_sessions_live(
+        &self,
+        id_hashes: &[String],
+        now: SystemTime,
+    ) -> Result<Vec<String>> {
+        let ids = id_hashes.to_vec();
+        self.run(move |s, i| s.web_sessions_live(i, &ids, now))
+            .await
+    }
+
+    async fn web_handoff_create(&self, handoff: crate::WebHandoff) -> Result<()> {
+        self.run(move |s, i| s.web_handoff_create(i, &handoff))
+            .await
+    }
+
+    async fn web_handoff_redeem(
+        &self,
+        code_hash: &str,
+        host: &str,
+        nonce_hash: &str,
+        session: crate::HandoffSession,
+        now: SystemTime,
+    ) -> Result<Option<(WebSession, String)>> {
+        let (code, host, nonce) = (code_hash.to_owned(), host.to_owned(), nonce_hash.to_owned());
+        self.run(move |s, i| s.web_handoff_redeem(i, &code, &host, &nonce, &session, now))
+            .await
+    }
+
+    async fn ssh_link_create(&self, link: crate::SshLink) -> Result<()> {
+        self.run(move |s, i| s.ssh_link_create(i, &link)).await
+    }
+
+    async fn ssh_link(&self, id_hash: &str) -> Result<Option<crate::LinkRow>> {
+        let id = id_hash.to_owned();
+        self.run(move |s, i| s.ssh_link(i, &id)).await
+    }
+
+    async fn ssh_link_approve(
+        &self,
+        id_hash: &str,
+        approval: crate::LinkApproval,
+        now: SystemTime,
+    ) -> Result<crate::LinkApproved> {
+        let id = id_hash.to_owned();
+        self.run(move |s, i| s.ssh_link_approve(i, &id, &approval, now))
+            .await
+    }
+
+    async fn ssh_link_redeem(&self, id_hash: &str) -> Result<Option<crate::LinkApproval>> {
+        let id = id_hash.to_owned();
+        self.run(move |s, i| s.ssh_link_redeem(i, &id)).await
+    }
+
+    async fn ssh_link_close(&self, id_hash: &str) -> Result<()> {
+        let id = id_hash.to_owned();
+        self.run(move |s, i| s.ssh_link_close(i, &id)).await
     }
 
     async fn web_login_start(&self, login: WebLogin) -> Result<()> {

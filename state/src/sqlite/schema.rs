@@ -176,6 +176,33 @@ pub(super) const MIGRATIONS: &[&str] = &[
          failure    TEXT,
          PRIMARY KEY (session_id, channel)
      ) STRICT;",
+    // 7: hand-offs of a signed-in browser to an HTTP route's host, the
+    // sessions they create there (ended with the web app's session that
+    // made them: parent_hash), and SSH sign-in links (issue 14). Only
+    // hashes of codes and tokens are kept.
+    "ALTER TABLE web_sessions ADD COLUMN parent_hash TEXT;
+     CREATE INDEX web_sessions_by_parent ON web_sessions (parent_hash)
+         WHERE parent_hash IS NOT NULL;
+     CREATE TABLE web_handoffs (
+         code_hash    TEXT PRIMARY KEY NOT NULL,
+         session_hash TEXT NOT NULL,
+         host         TEXT NOT NULL,
+         nonce_hash   TEXT NOT NULL,
+         return_to    TEXT NOT NULL,
+         expires_at   INTEGER NOT NULL
+     ) STRICT;
+     CREATE TABLE ssh_links (
+         id_hash       TEXT PRIMARY KEY NOT NULL,
+         phrase        TEXT NOT NULL,
+         fingerprint   TEXT NOT NULL,
+         client_addr   TEXT NOT NULL,
+         user_name     TEXT NOT NULL,
+         gateway_id    TEXT NOT NULL,
+         created_at    INTEGER NOT NULL,
+         expires_at    INTEGER NOT NULL,
+         state         TEXT NOT NULL,
+         approval_json TEXT
+     ) STRICT;",
 ];
 
 /// Creates `path` with mode 0600 if absent, and tightens it to 0600 if not.
