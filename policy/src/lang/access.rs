@@ -322,6 +322,7 @@ pub fn evaluate_access<'p>(
         source: request.source,
         now: request.now,
         recording: Some(request.recording),
+        http: None,
     };
     let mut decisions = ViewerCapability::ALL.map(|c| CapabilityDecision {
         reason: c.ungranted(),
@@ -579,11 +580,16 @@ impl Compiler {
         at: &Location,
         value: &Node,
     ) -> Option<Cond> {
-        if self.dialect == Dialect::Route {
+        let elsewhere = match self.dialect {
+            Dialect::Route => Some("a route's policy"),
+            Dialect::Http => Some("an http_routes policy"),
+            Dialect::Access => None,
+        };
+        if let Some(elsewhere) = elsewhere {
             self.err(
                 at,
                 format!(
-                    "`{name}` is about a recorded session: it only applies in `web.access` rules, not in a route's policy"
+                    "`{name}` is about a recorded session: it only applies in `web.access` rules, not in {elsewhere}"
                 ),
             );
             return None;

@@ -150,6 +150,9 @@ const CRITERIA: &str = "all, any, not, email, domain, groups, claim.<name>, logi
 const ACCESS_CRITERIA: &str = "all, any, not, email, domain, groups, claim.<name>, source_ip, \
      time_of_day, day_of_week, date, identity_kind, route, login, recorded_user, own";
 
+const HTTP_CRITERIA: &str = "all, any, not, email, domain, groups, claim.<name>, source_ip, \
+     time_of_day, day_of_week, date, identity_kind, method, path, header.<name>";
+
 /// Which language is compiled: they share conditions, and differ in the
 /// criteria they allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +162,9 @@ pub(super) enum Dialect {
     /// `web.access`: what a viewer may do with a recording
     /// ([`super::access`]).
     Access,
+    /// An HTTP route's policy: who may make a request to a web app
+    /// ([`super::http`]).
+    Http,
 }
 
 pub(super) struct Compiler {
@@ -180,6 +186,24 @@ pub(super) enum Subject {
     Route,
     /// A recording's identity (access policy only).
     RecordedUser,
+    /// The request method (HTTP routes only).
+    Method,
+    /// The request path (HTTP routes only).
+    Path,
+    /// A request header's values (HTTP routes only).
+    Header,
+}
+
+impl Subject {
+    /// The matchers the subject takes, for messages.
+    fn matcher_names(self) -> &'static str {
+        match self {
+            Subject::Method => "is, in",
+            Subject::Path => "is, in, starts_with, ends_with, contains, glob",
+            Subject::Header => "is, in, starts_with, ends_with, contains, present",
+            _ => "is, in, starts_with, ends_with, contains, has",
+        }
+    }
 }
 
 fn join<I: IntoIterator<Item = S>, S: AsRef<str>>(items: I, sep: &str) -> String {
@@ -244,6 +268,7 @@ impl Compiler {
         match self.dialect {
             Dialect::Route => CRITERIA,
             Dialect::Access => ACCESS_CRITERIA,
+            Dialect::Http => HTTP_CRITERIA,
         }
     }
 
@@ -624,6 +649,10 @@ impl Compiler {
             }
             "email" => self.string_criterion(Subject::Email, "email", value),
             "domain" => self.string_criterion(Subject::Domain, "email domain", value),
+            "login" | "login_matches" if self.dialect == Dialect::Http => {
+                self.ssh_criterion_in_http(name, &key.at);
+                None
+            }
             "login" => self.string_criterion(Subject::Login, "login", value),
             "groups" => self.string_criterion(Subject::Groups, "group", value),
             "login_matches" if self.dialect == Dialect::Access => {
@@ -637,7 +666,11 @@ impl Compiler {
             "day_of_week" => self.day_of_week(value, windows),
             "date" => self.date(value, windows),
             "identity_kind" => self.identity_kind(value),
+            "method" | "path" => self.request_criterion(name, &key.at, value),
             other => {
+                if other.starts_with("header.") {
+                    return self.request_criterion(name, &key.at, value);
+                }
                 if let Some(path) = other.strip_prefix("claim.") {
                     let path = self.claim_path(&key.at, path)?;
                     let label = format!("claim {}", other.trim_start_matches("claim."));
@@ -660,6 +693,21 @@ impl Compiler {
                         if self.dialect == Dialect::Access =>
                     {
                         " (did you mean `recorded_user`?)".to_owned()
+                    }
+                    "header" | "headers" if self.dialect == Dialect::Http => {
+                        " (name the header after a dot: `header.x-device-trust`)".to_owned()
+                    }
+                    o if o.starts_with("headers.") && self.dialect == Dialect::Http => {
+                        format!(
+                            " (did you mean `header.{}`?)",
+                            o.trim_start_matches("headers.")
+                        )
+                    }
+                    "methods" | "verb" if self.dialect == Dialect::Http => {
+                        " (did you mean `method`?)".to_owned()
+                    }
+                    "paths" | "url" | "uri" if self.dialect == Dialect::Http => {
+                        " (did you mean `path`?)".to_owned()
                     }
                     "and" | "or" => " (the combinators are `all`, `any` and `not`)".to_owned(),
                     _ => String::new(),
@@ -718,6 +766,12 @@ impl Compiler {
 
     fn scalar(&mut self, subject: Subject, node: &Node) -> Option<Scalar> {
         let s = match &node.value {
+            NodeValue::Str(s) if subject == Subject::Method => {
+                Scalar::Str(self.method_name(&node.at, s)?)
+            }
+            NodeValue::Str(s) if subject == Subject::Path => {
+                Scalar::Str(self.path_value(&node.at, s)?)
+            }
             NodeValue::Str(s) => Scalar::Str(s.as_str().into()),
             NodeValue::Int(i) if subject == Subject::Claim => Scalar::Num(*i as f64),
             NodeValue::Float(f) if subject == Subject::Claim => Scalar::Num(*f),
@@ -764,7 +818,8 @@ impl Compiler {
     }
 
     /// `email`, `domain`, `login` and `groups`; `route` and
-    /// `recorded_user` in the access policy.
+    /// `recorded_user` in the access policy; `method` and `path` in HTTP
+    /// route policies.
     pub(super) fn string_criterion(
         &mut self,
         subject: Subject,
@@ -776,15 +831,19 @@ impl Compiler {
             Subject::Email => Leaf::Email(matchers),
             Subject::Domain => Leaf::Domain(matchers),
             Subject::Login => Leaf::Login(matchers),
-            Subject::Groups | Subject::Claim => Leaf::Groups(matchers),
+            // Claims and headers never come here: their leaves carry a
+            // path or a name, and are built where those are read.
+            Subject::Groups | Subject::Claim | Subject::Header => Leaf::Groups(matchers),
             Subject::Route => Leaf::Route(matchers),
             Subject::RecordedUser => Leaf::RecordedUser(matchers),
+            Subject::Method => Leaf::Method(matchers),
+            Subject::Path => Leaf::Path(matchers),
         };
         Some(leaf(l, on_match, on_fail))
     }
 
     /// The matchers of a string criterion and the reasons they give.
-    fn matchers(
+    pub(super) fn matchers(
         &mut self,
         subject: Subject,
         label: &str,
@@ -797,9 +856,13 @@ impl Compiler {
             }
             NodeValue::Map(entries) => {
                 if entries.is_empty() {
+                    let names = subject.matcher_names();
                     self.err(
                         &value.at,
-                        "no matcher given; use is, in, starts_with, ends_with, contains or has",
+                        match names.rsplit_once(", ") {
+                            Some((head, last)) => format!("no matcher given; use {head} or {last}"),
+                            None => format!("no matcher given; use {names}"),
+                        },
                     );
                     return None;
                 }
@@ -816,6 +879,32 @@ impl Compiler {
                             );
                             return None;
                         }
+                        "starts_with" | "ends_with" | "contains" | "has" | "glob"
+                            if subject == Subject::Method =>
+                        {
+                            self.err(
+                                &k.at,
+                                "`method` takes a method, a list of methods, `is` or `in`",
+                            );
+                            return None;
+                        }
+                        "glob" if self.dialect != Dialect::Http => {
+                            self.err(
+                                &k.at,
+                                "`glob` matches request paths: it only applies to `path` in http_routes policies",
+                            );
+                            return None;
+                        }
+                        "glob" if subject != Subject::Path => {
+                            self.err(
+                                &k.at,
+                                format!(
+                                    "`glob` only applies to `path`; for {label} use {}",
+                                    subject.matcher_names()
+                                ),
+                            );
+                            return None;
+                        }
                         "has"
                             if matches!(
                                 subject,
@@ -824,6 +913,8 @@ impl Compiler {
                                     | Subject::Login
                                     | Subject::Route
                                     | Subject::RecordedUser
+                                    | Subject::Path
+                                    | Subject::Header
                             ) =>
                         {
                             self.err(
@@ -846,6 +937,11 @@ impl Compiler {
                                 return None;
                             }
                         },
+                        "starts_with" if subject == Subject::Path => {
+                            let prefix = self.string(v)?;
+                            Matcher::StartsWith(self.path_value(&v.at, &prefix)?)
+                        }
+                        "glob" => Matcher::Glob(self.glob(v)?),
                         "starts_with" => Matcher::StartsWith(self.string(v)?),
                         "ends_with" => Matcher::EndsWith(self.string(v)?),
                         "contains" => Matcher::Contains(self.string(v)?),
@@ -853,7 +949,8 @@ impl Compiler {
                             self.err(
                                 &k.at,
                                 format!(
-                                    "unknown matcher `{other}`; matchers are: is, in, starts_with, ends_with, contains, has"
+                                    "unknown matcher `{other}`; matchers are: {}",
+                                    subject.matcher_names()
                                 ),
                             );
                             return None;
@@ -892,6 +989,7 @@ impl Compiler {
                 Matcher::StartsWith(p) => format!("{label} starting with {p}"),
                 Matcher::EndsWith(p) => format!("{label} ending with {p}"),
                 Matcher::Contains(p) => format!("{label} containing {p}"),
+                Matcher::Glob(g) => format!("{label} matching {g}"),
             }
         };
         let noun = join(matchers.iter().map(phrase), " and ");

@@ -3,12 +3,15 @@
 //! Every reason text is built once, when compiling, and evaluation hands
 //! back a reference to it, so deciding allocates nothing.
 //!
-//! A condition is evaluated against [`Facts`]: what a route [`Request`] or
-//! a recordings [`AccessRequest`](super::AccessRequest) says, in one shape,
-//! so both languages share one compiler and one evaluator. The recording
-//! criteria (`route`, `recorded_user`, `own`) read [`Facts::recording`],
-//! which a route request never has; the compiler refuses them in route
-//! policies, so they are never evaluated there.
+//! A condition is evaluated against [`Facts`]: what a route [`Request`], a
+//! recordings [`AccessRequest`](super::AccessRequest) or an
+//! [`HttpRequest`](super::HttpRequest) says, in one shape, so the three
+//! dialects share one compiler and one evaluator. The recording criteria
+//! (`route`, `recorded_user`, `own`) read [`Facts::recording`], which only
+//! an access request has, and the request criteria (`method`, `path`,
+//! `header.<name>`) read [`Facts::http`], which only an HTTP request has;
+//! the compiler refuses each in the other dialects, so they are never
+//! evaluated where their facts are missing.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,6 +21,8 @@ use jiff::Timestamp;
 
 use super::capabilities::unmap;
 use super::claims::{self, ClaimValue};
+use super::glob::Glob;
+use super::http::HttpFacts;
 use super::time::{DateRange, DayOfWeek, TimeOfDay};
 use super::{Identity, IdentityKind, RecordingFacts, Request};
 
@@ -33,8 +38,10 @@ pub(crate) struct Facts<'a> {
     pub source: IpAddr,
     /// The time to decide at.
     pub now: Timestamp,
-    /// The recording asked about; `None` for a route request.
+    /// The recording asked about; `None` for a route or HTTP request.
     pub recording: Option<RecordingFacts<'a>>,
+    /// The HTTP request asked about; `None` for a route or access request.
+    pub http: Option<HttpFacts<'a>>,
 }
 
 impl<'a> From<&Request<'a>> for Facts<'a> {
@@ -45,6 +52,7 @@ impl<'a> From<&Request<'a>> for Facts<'a> {
             source: r.source,
             now: r.now,
             recording: None,
+            http: None,
         }
     }
 }
@@ -92,6 +100,23 @@ pub(crate) enum Leaf {
     RecordedUser(Vec<Matcher>),
     /// Whether the recording is the viewer's own (access policy only).
     Own(bool),
+    /// Matchers on the request method; ASCII case is ignored (HTTP routes
+    /// only).
+    Method(Vec<Matcher>),
+    /// Matchers on the request path, `glob` among them (HTTP routes only).
+    Path(Vec<Matcher>),
+    /// Some value of the request header `name` (lowercase) passes every
+    /// matcher (HTTP routes only).
+    Header {
+        name: Box<str>,
+        matchers: Vec<Matcher>,
+    },
+    /// Whether the request has the header `name` (lowercase) at all (HTTP
+    /// routes only).
+    HeaderPresent {
+        name: Box<str>,
+        present: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -119,6 +144,8 @@ pub(crate) enum Matcher {
     /// A list subject contains the value; a scalar subject equals it (so an
     /// IdP that sends a one-element list as a plain string still matches).
     Has(Scalar),
+    /// The whole string matches a path glob (`path` only).
+    Glob(Glob),
 }
 
 fn eq(a: &str, b: &str, ci: bool) -> bool {
@@ -170,6 +197,7 @@ impl Matcher {
             Matcher::StartsWith(p) => starts_with(s, p, ci),
             Matcher::EndsWith(p) => ends_with(s, p, ci),
             Matcher::Contains(p) => contains(s, p, ci),
+            Matcher::Glob(g) => g.matches(s),
         }
     }
 
@@ -257,6 +285,19 @@ impl Leaf {
             Leaf::Own(want) => r
                 .recording
                 .is_some_and(|rec| is_own(id, rec.recorded_user) == *want),
+            Leaf::Method(ms) => r
+                .http
+                .is_some_and(|h| ms.iter().all(|m| m.str(h.method, true))),
+            Leaf::Path(ms) => r
+                .http
+                .is_some_and(|h| ms.iter().all(|m| m.str(h.path, false))),
+            Leaf::Header { name, matchers } => r.http.is_some_and(|h| {
+                h.values(name)
+                    .any(|v| matchers.iter().all(|m| m.str(v, false)))
+            }),
+            Leaf::HeaderPresent { name, present } => r
+                .http
+                .is_some_and(|h| h.values(name).next().is_some() == *present),
         }
     }
 }

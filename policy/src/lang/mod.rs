@@ -3,7 +3,10 @@
 //! The web app's recordings access policy (`web.access`: what a viewer may
 //! do with a recorded session) is written in the same language, with its
 //! own capabilities and three criteria about the recording; see
-//! [`access`]. Both share this module's compiler and conditions.
+//! [`access`]. So is the policy of each HTTP route of the identity-aware
+//! HTTP proxy (`http_routes:`), with three criteria about the request
+//! (`method`, `path` with its `glob` matcher, `header.<name>`); see
+//! [`http`]. All three share this module's compiler and conditions.
 //!
 //! **Invariant:** this module is pure. It reads YAML from a `&str`, takes
 //! the current time as an argument and never reads a clock, a file, the
@@ -89,6 +92,8 @@
 //! - `starts_with`, `ends_with`, `contains: "S"`: string tests (`contains`
 //!   is a substring test); for a list, some element passes.
 //! - `has: V`: a list contains `V`; a scalar equals it.
+//! - `glob: "/api/**"`: a path pattern, for `path` in HTTP route policies
+//!   only (see [`http`]).
 //!
 //! `is`, `in` and `has` compare claims by type: `claim.email_verified:
 //! true` matches the boolean, not the string `"true"`. YAML 1.1 reads bare
@@ -113,6 +118,7 @@
 )]
 
 pub mod access;
+pub mod http;
 pub mod raw;
 pub mod testing;
 
@@ -120,6 +126,7 @@ mod capabilities;
 mod claims;
 mod compile;
 mod condition;
+mod glob;
 mod time;
 
 use std::collections::BTreeMap;
@@ -136,6 +143,10 @@ pub use capabilities::{
 };
 pub use claims::{ClaimValue, Claims};
 pub use compile::{CompileError, compile, parse_and_compile};
+pub use http::{
+    CompiledHttpPolicy, HttpDecision, HttpRequest, compile_http, evaluate_http,
+    parse_and_compile_http,
+};
 /// An instant in time, as [`Request::now`] takes it. Convert from
 /// `SystemTime` with `Timestamp::try_from(SystemTime::now())`.
 pub use jiff::Timestamp;

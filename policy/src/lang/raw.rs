@@ -492,3 +492,46 @@ pub struct AccessObligations {
     /// Default `false`.
     pub require_reason: Option<Spanned<bool>>,
 }
+
+/// The `policy:` of an HTTP route (`http_routes:`): who may make which
+/// requests to a web app behind the proxy, compiled by
+/// [`compile_http`](super::compile_http).
+///
+/// ```yaml
+/// policy:
+///   rules:
+///     - allow: sre
+///       when: { groups: sre }
+///     - deny: no-admin-for-contractors
+///       when: { all: [ { groups: contractors }, { path: { starts_with: /admin/ } } ] }
+/// ```
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpPolicy {
+    /// The rules; their order matters only for which rule is named.
+    #[serde(default)]
+    pub rules: Vec<Spanned<HttpRule>>,
+}
+
+/// One rule of an HTTP route's policy. Exactly one of `allow` or `deny`
+/// names it:
+///
+/// - `allow: NAME` allows a request the condition holds for, unless a
+///   deny rule matches it too;
+/// - `deny: NAME` denies a request the condition holds for, whatever
+///   allows it.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRule {
+    /// Names an allow rule.
+    pub allow: Option<Spanned<String>>,
+    /// Names a deny rule.
+    pub deny: Option<Spanned<String>>,
+    /// The human reason given when this rule decides. Defaults to one
+    /// derived from the condition.
+    pub reason: Option<Spanned<String>>,
+    /// The condition, as in route policies (without `login` and
+    /// `login_matches`) plus `method`, `path` and `header.<name>`. Optional:
+    /// a rule without one matches every request.
+    pub when: Option<Node>,
+}
