@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use policy::lang::{CompiledAccessPolicy, CompiledRoutePolicy, Identity, PolicySet};
+use policy::lang::{
+    CompiledAccessPolicy, CompiledHttpPolicy, CompiledRoutePolicy, Identity, PolicySet,
+};
 use ssh_key::PublicKey;
 
 pub use crate::error::{ConfigErrors, ConfigProblem};
@@ -65,6 +67,85 @@ pub struct Config {
     /// The web app (recordings in the browser); `None` without a `web`
     /// section.
     pub web: Option<WebConfig>,
+    /// The identity-aware HTTP proxy, served on the web listener; `None`
+    /// without `http_routes`.
+    pub http: Option<HttpConfig>,
+}
+
+/// The identity-aware HTTP proxy (issue 14): the `http:` settings and the
+/// `http_routes:`.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// PEM file of the ECDSA P-256 keys (PKCS#8) that sign identity
+    /// assertions for upstreams: the first signs, all are published in the
+    /// JWKS (rotation). Generated with one key when absent.
+    pub signing_key: PathBuf,
+    /// Lifetime of each signed assertion.
+    pub assertion_ttl: Duration,
+    /// Bound on connecting to an upstream.
+    pub connect_timeout: Duration,
+    /// Bound on an upstream's response headers after the request was sent.
+    pub header_timeout: Duration,
+    /// A body or an upgraded connection (WebSocket) that moves no byte in
+    /// either direction for this long is closed.
+    pub idle_timeout: Duration,
+    /// The routes, most specific first (a longer path prefix on the same
+    /// host before a shorter one).
+    pub routes: Vec<Arc<HttpRoute>>,
+}
+
+/// One web app behind the proxy.
+#[derive(Debug, Clone)]
+pub struct HttpRoute {
+    /// Its name, in audit events and as the assertion's `aud`. Defaults to
+    /// the host (with the path prefix, if any).
+    pub name: String,
+    /// The host browsers ask for, lowercase, without a port.
+    pub host: String,
+    /// The path prefix it serves (`/` for the whole host), ending in `/`
+    /// unless it is a single segment written without one.
+    pub path_prefix: String,
+    /// The route's origin as browsers see it (`https://host[:port]`), for
+    /// redirects back to it after sign-in.
+    pub origin: String,
+    /// Where requests go, tried in turn (round robin).
+    pub upstreams: Vec<Upstream>,
+    /// A PEM CA bundle for `https://` upstreams with a private CA; without
+    /// it, the system's roots.
+    pub upstream_ca: Option<PathBuf>,
+    /// Speak HTTP/2 without TLS (h2c, prior knowledge) to `http://`
+    /// upstreams.
+    pub h2c: bool,
+    /// Send the browser's `Host` upstream instead of the upstream's own.
+    pub preserve_host: bool,
+    /// Also send `X-Forwarded-User`, `-Email` and `-Groups`.
+    pub identity_headers: bool,
+    /// Who may make which requests.
+    pub policy: Arc<CompiledHttpPolicy>,
+}
+
+/// An upstream of an HTTP route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `https` or `http`.
+    pub tls: bool,
+    /// `host:port` (the port filled in from the scheme).
+    pub authority: String,
+    /// The host alone, for TLS server names and the `Host` header.
+    pub host: String,
+    /// A path prefix to put before each request's path (`""` for none).
+    pub base_path: String,
+}
+
+/// How SSH users sign in through the IdP (`idp.ssh_sign_in`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SshSignIn {
+    /// The device grant when discovery lists it, else the link.
+    Auto,
+    /// RFC 8628 device authorization: a code to enter at the IdP.
+    Device,
+    /// A single-use sign-in link on the web listener (issue 14).
+    Link,
 }
 
 /// The web app's settings (issue 13).
@@ -229,6 +310,8 @@ pub struct SignInConfig {
     pub idp: IdpSettings,
     /// How long a sign-in authenticates the client key it was bound to.
     pub login_ttl: Duration,
+    /// How SSH users sign in.
+    pub ssh_sign_in: SshSignIn,
 }
 
 impl Default for Limits {

@@ -21,6 +21,11 @@ pub(super) struct RawConfig {
     pub(super) idp: Option<S<RawIdp>>,
     pub(super) login_ttl: Option<S<String>>,
     pub(super) web: Option<S<RawWeb>>,
+    /// Settings every HTTP route shares.
+    pub(super) http: Option<S<RawHttp>>,
+    /// The identity-aware HTTP proxy's routes.
+    #[serde(default)]
+    pub(super) http_routes: Vec<S<RawHttpRoute>>,
     #[serde(default)]
     pub(super) recording: RawRecording,
     #[serde(default)]
@@ -95,6 +100,7 @@ pub(super) struct RawIdp {
     #[serde(default)]
     pub(super) allowed_domains: Vec<S<String>>,
     pub(super) http_timeout: Option<S<String>>,
+    pub(super) ssh_sign_in: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,4 +148,60 @@ pub(super) struct RawWeb {
 pub(super) struct RawTls {
     pub(super) cert: Option<S<String>>,
     pub(super) key: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    pub(super) signing_key: Option<S<String>>,
+    pub(super) assertion_ttl: Option<S<String>>,
+    pub(super) connect_timeout: Option<S<String>>,
+    pub(super) header_timeout: Option<S<String>>,
+    pub(super) idle_timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttpRoute {
+    pub(super) name: Option<S<String>>,
+    pub(super) from: Option<S<String>>,
+    pub(super) to: Option<S<RawUpstreams>>,
+    pub(super) upstream_ca: Option<S<String>>,
+    pub(super) h2c: Option<S<bool>>,
+    pub(super) preserve_host: Option<S<bool>>,
+    pub(super) identity_headers: Option<S<bool>>,
+    pub(super) policy: Option<policy_raw::HttpPolicy>,
+}
+
+/// One upstream URL or a list of them.
+#[derive(Debug)]
+pub(super) enum RawUpstreams {
+    One(String),
+    Many(Vec<S<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawUpstreams {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawUpstreams;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an upstream URL or a list of them")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawUpstreams, E> {
+                Ok(RawUpstreams::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RawUpstreams, A::Error> {
+                let mut out = Vec::new();
+                while let Some(url) = seq.next_element::<S<String>>()? {
+                    out.push(url);
+                }
+                Ok(RawUpstreams::Many(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }

@@ -433,3 +433,121 @@ routes:
     }
     assert_eq!(got.len(), expect.len(), "{got:#?}");
 }
+
+const WEB: &str =
+    "web:\n  listen: 127.0.0.1:8443\n  public_url: http://127.0.0.1:8443\n  plain_http: true\n";
+
+#[test]
+fn http_routes_load_with_the_web_listener_origin_and_most_specific_first() {
+    let (dir, text) = with_ca(&format!(
+        r#"{IDP}{WEB}http:
+  assertion_ttl: 2m
+http_routes:
+  - from: tools.localhost
+    to: http://127.0.0.1:3000/base/
+    policy: {{rules: [{{allow: everyone}}]}}
+  - from: tools.localhost/grafana
+    name: grafana
+    to: [http://127.0.0.1:3001, "https://[::1]:3002"]
+    identity_headers: false
+    policy:
+      rules:
+        - allow: sre
+          when: {{groups: sre}}
+  - from: https://h2.example.com:9443
+    to: http://127.0.0.1:3003
+    h2c: true
+    preserve_host: true
+    policy: {{rules: [{{allow: everyone}}]}}
+"#
+    ));
+    let config = parse(&dir.path().join("g.yaml"), &text).unwrap();
+    let http = config.http.unwrap();
+    assert_eq!(http.assertion_ttl, Duration::from_secs(120));
+    assert_eq!(http.idle_timeout, Duration::from_secs(300));
+    assert_eq!(
+        http.signing_key,
+        dir.path().join("state").join("http_signing_keys.pem")
+    );
+    let names: Vec<_> = http.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["h2.example.com", "grafana", "tools.localhost"]);
+    let grafana = &http.routes[1];
+    assert_eq!(grafana.host, "tools.localhost");
+    assert_eq!(grafana.path_prefix, "/grafana");
+    assert_eq!(grafana.origin, "http://tools.localhost:8443");
+    assert!(!grafana.identity_headers);
+    assert_eq!(grafana.policy.rule_count(), 1);
+    assert_eq!(
+        grafana.upstreams[1],
+        Upstream {
+            tls: true,
+            authority: "[::1]:3002".into(),
+            host: "::1".into(),
+            base_path: String::new(),
+        }
+    );
+    let tools = &http.routes[2];
+    assert_eq!(tools.path_prefix, "/");
+    assert_eq!(tools.upstreams[0].base_path, "/base");
+    assert!(tools.identity_headers && !tools.h2c && !tools.preserve_host);
+    let h2 = &http.routes[0];
+    assert_eq!(h2.origin, "https://h2.example.com:9443");
+    assert!(h2.h2c && h2.preserve_host);
+    assert_eq!(
+        config.sign_in.unwrap().ssh_sign_in,
+        SshSignIn::Auto,
+        "device when the IdP offers it, else the link"
+    );
+}
+
+#[test]
+fn http_route_problems_have_positions() {
+    let got = errors(&format!(
+        r#"{IDP}{WEB}http_routes:
+  - from: "bad host/x?y"
+    to: ftp://x
+    policy: {{rules: [{{allow: a, when: {{login: root}}}}]}}
+  - from: 127.0.0.1
+    to: [https://u.example]
+    h2c: true
+  - from: app.localhost
+    to: http://a
+    policy: {{rules: [{{allow: a}}]}}
+  - from: app.localhost
+    to: http://b
+    policy: {{rules: [{{allow: a}}]}}
+"#
+    ));
+    let expect = [
+        "9:11: bad from",
+        "10:9: bad upstream \"ftp://x\"",
+        "11:40: `login` is the login on an SSH target",
+        "12:5: http route \"127.0.0.1\" has no policy",
+        "12:11: from \"127.0.0.1\" is the web app's own host",
+        "14:10: h2c is HTTP/2 without TLS",
+        "18:11: another http route already serves app.localhost/",
+        "18:5: http route \"app.localhost\" is named twice",
+    ];
+    for e in expect {
+        assert!(got.iter().any(|g| g.starts_with(e)), "{e}: {got:#?}");
+    }
+    let got = errors(
+        "http_routes:\n  - from: a.example\n    to: http://x\n    policy: {rules: [{allow: a}]}\n",
+    );
+    assert!(
+        got.iter()
+            .any(|g| g.starts_with("2:5: http_routes need a web section")),
+        "{got:#?}"
+    );
+    let got = errors(&format!("{IDP}  ssh_sign_in: links\n"));
+    assert!(
+        got.iter().any(|g| g.contains("must be device or link")),
+        "{got:#?}"
+    );
+    let got = errors(&format!("{IDP}  ssh_sign_in: link\n"));
+    assert!(
+        got.iter()
+            .any(|g| g.contains("ssh_sign_in: link needs a web section")),
+        "{got:#?}"
+    );
+}

@@ -13,6 +13,7 @@ use ssh_key::{HashAlg, PublicKey};
 use super::raw::*;
 use super::*;
 
+mod http;
 mod web;
 
 pub(super) struct Validator {
@@ -203,6 +204,18 @@ impl Validator {
         let keys = self.identities(&raw.identities);
         let (routes, policies) = self.routes(&raw, &limits);
         let web = self.web(&raw, sign_in.is_some());
+        let http = self.http(&raw, web.as_ref(), &state_dir);
+        if let (Some(s), Some(sign_in)) = (
+            raw.idp.as_ref().and_then(|i| i.value.ssh_sign_in.as_ref()),
+            &sign_in,
+        ) && sign_in.ssh_sign_in == SshSignIn::Link
+            && web.is_none()
+        {
+            self.problem(
+                s,
+                "idp.ssh_sign_in: link needs a web section: the link opens on the web listener",
+            );
+        }
         let reevaluate_interval =
             self.duration(&raw.reevaluate_interval, DEFAULT_REEVALUATE_INTERVAL);
         if let Some(s) = &raw.reevaluate_interval
@@ -225,6 +238,7 @@ impl Validator {
             policies: Arc::new(policies),
             reevaluate_interval,
             web,
+            http,
         }
     }
 
@@ -423,7 +437,25 @@ impl Validator {
         {
             self.problem(s, "login_ttl must be longer than zero");
         }
-        Some(SignInConfig { idp, login_ttl })
+        let ssh_sign_in = match &ri.ssh_sign_in {
+            None => SshSignIn::Auto,
+            Some(s) => match s.value.trim() {
+                "device" => SshSignIn::Device,
+                "link" => SshSignIn::Link,
+                other => {
+                    self.problem(
+                        s,
+                        format!("idp.ssh_sign_in {other:?} must be device or link"),
+                    );
+                    SshSignIn::Auto
+                }
+            },
+        };
+        Some(SignInConfig {
+            idp,
+            login_ttl,
+            ssh_sign_in,
+        })
     }
 
     fn limits(&mut self, raw: &RawLimits) -> Limits {

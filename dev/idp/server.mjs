@@ -3,7 +3,7 @@
 // minimal offline HTML pages (no web fonts), and an ephemeral signing key.
 // Usage: node server.mjs [--port N] [--users FILE] [--client-id ID]
 //          [--client-secret S] [--redirect-uri URI]... [--device-code-ttl SECONDS]
-//          [--interval SECONDS]
+//          [--interval SECONDS] [--no-device-flow]
 import http from 'node:http';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -26,6 +26,8 @@ const { values: opt } = parseArgs({
     'redirect-uri': { type: 'string', multiple: true, default: ['http://127.0.0.1/callback'] },
     'device-code-ttl': { type: 'string', default: '600' },
     interval: { type: 'string', default: '5' },
+    // An IdP without the device grant, for Gatehouse's SSH sign-in link.
+    'no-device-flow': { type: 'boolean', default: false },
   },
 });
 
@@ -104,7 +106,11 @@ const client = {
   client_id: opt['client-id'],
   client_name: 'Gatehouse',
   application_type: 'native', // loopback redirect URIs may use any port (RFC 8252)
-  grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'refresh_token', 'authorization_code'],
+  grant_types: [
+    ...(opt['no-device-flow'] ? [] : ['urn:ietf:params:oauth:grant-type:device_code']),
+    'refresh_token',
+    'authorization_code',
+  ],
   response_types: ['code'],
   redirect_uris: opt['redirect-uri'],
   ...(opt['client-secret']
@@ -131,7 +137,7 @@ const configuration = {
   },
   features: {
     devInteractions: { enabled: false }, // its pages load web fonts, which fail offline
-    deviceFlow: { enabled: true, userCodeInputSource, userCodeConfirmSource, successSource },
+    deviceFlow: { enabled: !opt['no-device-flow'], userCodeInputSource, userCodeConfirmSource, successSource },
     rpInitiatedLogout: { enabled: false },
   },
   renderError,

@@ -17,9 +17,15 @@ impl Idp {
             .iter()
             .filter(|s| s.as_str() != "openid") // openidconnect adds it
             .map(|s| Scope::new(s.clone()));
-        let response: CoreDeviceAuthorizationResponse = self
+        let device_url = self.inner.device_url.clone().ok_or_else(|| {
+            self.unavailable("the IdP offers no device authorization grant".to_owned())
+        })?;
+        let client = self
             .inner
             .client
+            .clone()
+            .set_device_authorization_url(device_url);
+        let response: CoreDeviceAuthorizationResponse = client
             .exchange_device_code()
             .add_scopes(scopes)
             .request_async(&self.inner.http)

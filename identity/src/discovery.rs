@@ -9,8 +9,9 @@ use super::*;
 impl Idp {
     /// Fetches the discovery document and the signing keys. Fails with
     /// [`Error::IdpUnavailable`] if the IdP cannot be reached within
-    /// `http_timeout` per request, names another issuer, or has no device
-    /// authorization or token endpoint.
+    /// `http_timeout` per request, names another issuer, or has no token
+    /// endpoint. An IdP without a device authorization endpoint is fine:
+    /// [`Idp::offers_device_grant`] says so, and SSH sign-in uses a link.
     pub async fn discover(settings: IdpSettings) -> Result<Idp, Error> {
         let started = Instant::now();
         let http = HttpClient::new(&settings)?;
@@ -29,10 +30,7 @@ impl Idp {
         let device_url = metadata
             .additional_metadata()
             .device_authorization_endpoint
-            .clone()
-            .ok_or_else(|| {
-                unavailable("discovery names no device_authorization_endpoint".to_owned())
-            })?;
+            .clone();
         let token_url = metadata
             .token_endpoint()
             .cloned()
@@ -49,7 +47,6 @@ impl Idp {
             ClientId::new(settings.client_id.clone()),
             settings.client_secret.clone().map(ClientSecret::new),
         )
-        .set_device_authorization_url(device_url)
         .set_auth_type(auth_type.clone());
         tracing::debug!(
             issuer = %settings.issuer,
@@ -62,6 +59,7 @@ impl Idp {
                 issuer,
                 http,
                 client,
+                device_url,
                 token_url,
                 jwks_uri,
                 jwks: RwLock::new(jwks),
@@ -70,6 +68,11 @@ impl Idp {
                 settings,
             }),
         })
+    }
+
+    /// Whether discovery lists a device authorization endpoint (RFC 8628).
+    pub fn offers_device_grant(&self) -> bool {
+        self.inner.device_url.is_some()
     }
 
     /// The configured issuer.

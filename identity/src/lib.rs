@@ -280,10 +280,12 @@ pub(crate) type Metadata = ProviderMetadata<
     CoreSubjectIdentifierType,
 >;
 
-/// The openidconnect client once discovery set its endpoints.
-pub(crate) type DeviceClient = CoreClient<
+/// The openidconnect client once discovery set its endpoints. The device
+/// authorization endpoint is optional (an IdP may not offer the grant), so
+/// it is kept beside the client and set for each device sign-in.
+pub(crate) type OidcClient = CoreClient<
     EndpointSet,
-    EndpointSet,
+    EndpointNotSet,
     EndpointNotSet,
     EndpointNotSet,
     EndpointMaybeSet,
@@ -321,7 +323,9 @@ pub(crate) struct Inner {
     pub(crate) settings: IdpSettings,
     pub(crate) issuer: IssuerUrl,
     pub(crate) http: HttpClient,
-    pub(crate) client: DeviceClient,
+    pub(crate) client: OidcClient,
+    /// The device authorization endpoint, when discovery lists one.
+    pub(crate) device_url: Option<DeviceAuthorizationUrl>,
     pub(crate) token_url: TokenUrl,
     pub(crate) jwks_uri: JsonWebKeySetUrl,
     pub(crate) jwks: RwLock<JsonWebKeySet<CoreJsonWebKey>>,
