@@ -254,6 +254,26 @@ events! {
     SigninRefreshed = "signin.refreshed", INFO { session_id: SessionId, identity: String, route: String }
     /// Renewing a live session's sign-in failed; the session ends.
     SigninRefreshFailed = "signin.refresh_failed", WARN { session_id: SessionId, route: String, reason: String }
+    /// An SSH sign-in link was shown in place of a device code (the IdP
+    /// has no device grant, or `idp.ssh_sign_in: link`). `link` names it
+    /// (a prefix of its stored hash, never the URL's token).
+    SigninLinkIssued = "signin.link_issued", INFO {
+        session_id: SessionId, peer: String, key_fingerprint: String, link: String,
+        expires_in_s: u64,
+    }
+    /// A signed-in browser approved an SSH sign-in link: `identity` will
+    /// be bound to the SSH client's key. `peer` is the browser's address.
+    SigninLinkApproved = "signin.link_approved", INFO {
+        session_id: SessionId, link: String, identity: String, web_session: String, peer: String,
+    }
+    /// A sign-in link was opened or posted but cannot be approved:
+    /// `reason` is `used` (replayed), `closed` (the SSH client left),
+    /// `expired`, `unknown`, or `csrf`. `session_id` is empty for an
+    /// unknown link.
+    SigninLinkRefused = "signin.link_refused", WARN {
+        session_id: SessionId, link: String, reason: &'static str, web_session: String,
+        peer: String,
+    }
     /// The identity provider could not be discovered.
     IdpUnavailable = "idp.unavailable", WARN { issuer: String, error: String }
     /// A sign-in was bound to the client key until `expires_at`.
@@ -434,6 +454,40 @@ events! {
     WebSignout = "web.signout", INFO {
         web_session: String, identity: String, cause: &'static str, peer: String,
     }
+    /// The HTTP proxy let a request through (`rule` allowed it). Written
+    /// at debug level: one per request. `path` never has the query.
+    HttpRequest = "http.request", DEBUG {
+        route: String, method: String, path: String, identity: String, web_session: String,
+        rule: String, peer: String,
+    }
+    /// The HTTP proxy's policy refused a request: `rule` (empty when no
+    /// rule allowed it) and `reason` say why.
+    HttpDenied = "http.denied", INFO {
+        route: String, method: String, path: String, identity: String, web_session: String,
+        rule: String, reason: String, peer: String,
+    }
+    /// A browser signed in to an HTTP route's host (the web app's session
+    /// handed off with a one-time code).
+    HttpSignin = "http.signin", INFO {
+        route: String, identity: String, web_session: String, peer: String,
+    }
+    /// A hand-off to an HTTP route's host was refused: a code that is
+    /// unknown, used, expired, for another host or another browser, or
+    /// whose web app session ended.
+    HttpSigninFailed = "http.signin_failed", WARN { route: String, reason: String, peer: String }
+    /// The proxy could not get an answer from an upstream (`error`); the
+    /// browser got a 502 or 504 page.
+    HttpUpstreamFailed = "http.upstream_failed", WARN {
+        route: String, upstream: String, method: String, path: String, error: String,
+        peer: String,
+    }
+    /// An upgraded connection (a WebSocket) through the proxy was closed
+    /// by the proxy: `cause` is `signed_out` (or revoked: the browser
+    /// session ended), `denied` (a policy reload) or `idle`.
+    HttpUpgradeClosed = "http.upgrade_closed", INFO {
+        route: String, identity: String, web_session: String, cause: &'static str,
+        duration_ms: u64,
+    }
     /// A changed configuration was rejected; the old one stays in force.
     /// `detail` lists every problem with file:line:col.
     ConfigRejected = "config.rejected", ERROR { trigger: &'static str, problems: u64, detail: String }
@@ -492,7 +546,10 @@ impl Event {
             | Event::RecordingViewed { session_id, .. }
             | Event::RecordingDownloaded { session_id, .. }
             | Event::SessionWatched { session_id, .. }
-            | Event::SessionKillRequested { session_id, .. } => Some(session_id),
+            | Event::SessionKillRequested { session_id, .. }
+            | Event::SigninLinkIssued { session_id, .. }
+            | Event::SigninLinkApproved { session_id, .. }
+            | Event::SigninLinkRefused { session_id, .. } => Some(session_id),
             Event::ConnectionRefused { .. }
             | Event::ConnectionDropped { .. }
             | Event::SourcePenalized { .. }
@@ -503,6 +560,12 @@ impl Event {
             | Event::WebSignin { .. }
             | Event::WebSigninFailed { .. }
             | Event::WebSignout { .. }
+            | Event::HttpRequest { .. }
+            | Event::HttpDenied { .. }
+            | Event::HttpSignin { .. }
+            | Event::HttpSigninFailed { .. }
+            | Event::HttpUpstreamFailed { .. }
+            | Event::HttpUpgradeClosed { .. }
             | Event::ConfigRejected { .. }
             | Event::ConfigReloaded { .. } => None,
         }
@@ -535,7 +598,11 @@ mod tests {
                 e.name
             );
             assert!(e.name.contains('.'), "{}", e.name);
-            assert!(["info", "warn", "error"].contains(&e.level), "{}", e.name);
+            assert!(
+                ["debug", "info", "warn", "error"].contains(&e.level),
+                "{}",
+                e.name
+            );
             assert!(!e.doc.trim().is_empty(), "{}", e.name);
         }
     }
@@ -561,6 +628,13 @@ mod tests {
                     | "web.signin"
                     | "web.signin_failed"
                     | "web.signout"
+                    // HTTP requests name a route and a browser session.
+                    | "http.request"
+                    | "http.denied"
+                    | "http.signin"
+                    | "http.signin_failed"
+                    | "http.upstream_failed"
+                    | "http.upgrade_closed"
                     | "config.rejected"
                     | "config.reloaded"
             );

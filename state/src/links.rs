@@ -27,6 +27,8 @@ pub struct SshLink {
     pub user_name: String,
     /// The gateway holding the SSH connection.
     pub gateway_id: String,
+    /// The SSH session signing in, for the audit events of the web app.
+    pub session_id: String,
     /// When the link was made.
     pub created_at: SystemTime,
     /// When it can no longer be approved (at most ten minutes on).
@@ -42,6 +44,7 @@ impl fmt::Debug for SshLink {
             .field("client_addr", &self.client_addr)
             .field("user_name", &self.user_name)
             .field("gateway_id", &self.gateway_id)
+            .field("session_id", &self.session_id)
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }

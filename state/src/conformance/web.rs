@@ -341,6 +341,7 @@ pub(super) async fn ssh_links(s: &dyn Store) -> Result<(), Failure> {
         client_addr: "192.0.2.9".to_owned(),
         user_name: "root@db".to_owned(),
         gateway_id: "gw-1".to_owned(),
+        session_id: format!("session-{id}"),
         created_at: t(0),
         expires_at: t(0) + 10 * MINUTE,
     };

@@ -25,7 +25,7 @@ struct StoredApproval {
 }
 
 const COLUMNS: &str = "id_hash, phrase, fingerprint, client_addr, user_name, gateway_id, \
-     created_at, expires_at, state, approval_json";
+     created_at, expires_at, state, approval_json, session_id";
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LinkRow, String>> {
     let (id_hash, phrase, fingerprint, client_addr, user_name, gateway_id) = (
@@ -38,6 +38,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LinkRow, String>> 
     );
     let (created, expires): (i64, i64) = (r.get(6)?, r.get(7)?);
     let (state, approval): (String, Option<String>) = (r.get(8)?, r.get(9)?);
+    let session_id: String = r.get(10)?;
     Ok((|| {
         let approval = approval
             .map(|json| {
@@ -61,6 +62,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<LinkRow, String>> 
                 client_addr,
                 user_name,
                 gateway_id,
+                session_id,
                 created_at: from_millis(created)?,
                 expires_at: from_millis(expires)?,
             },
@@ -78,7 +80,7 @@ impl Shared {
         inner
             .conn
             .execute(
-                &format!("INSERT INTO ssh_links ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL)"),
+                &format!("INSERT INTO ssh_links ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, NULL, ?10)"),
                 params![
                     l.id_hash,
                     l.phrase,
@@ -88,7 +90,8 @@ impl Shared {
                     l.gateway_id,
                     created,
                     expires,
-                    LinkState::Pending.as_str()
+                    LinkState::Pending.as_str(),
+                    l.session_id
                 ],
             )
             .map(|_| ())

@@ -201,7 +201,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
          created_at    INTEGER NOT NULL,
          expires_at    INTEGER NOT NULL,
          state         TEXT NOT NULL,
-         approval_json TEXT
+         approval_json TEXT,
+         session_id    TEXT NOT NULL
      ) STRICT;",
 ];
 
