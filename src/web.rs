@@ -43,7 +43,13 @@ pub(crate) async fn start(
         Some(recorder.spool_dir.clone()),
         recorder.segment_interval,
     ));
-    let (addr, run) = web_replay::serve(app, stop).await?;
+    let tls = match &web.transport {
+        config::WebTransport::Tls { cert, key } => Some(web_front::tls_acceptor(cert, key)?),
+        config::WebTransport::PlainHttp => None,
+    };
+    let (listener, addr) = web_front::bind(web.listen).await?;
+    web_replay::start(&app, &stop);
+    let run = web_front::serve(listener, tls, web_replay::router(app), stop);
     // Tests and scripts read this line to learn the port.
     let mut out = std::io::stdout();
     writeln!(out, "web listening on {addr} for {}", web.public_url)?;

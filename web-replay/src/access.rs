@@ -15,7 +15,7 @@ use state::{RecordingRow, WebSession};
 use crate::App;
 use crate::auth::current;
 use crate::pages::message;
-use crate::peer::client_addr;
+use web_front::client_addr;
 
 /// A signed-in viewer, as the access policy sees them.
 pub(crate) struct Viewer {

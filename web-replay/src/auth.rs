@@ -16,94 +16,28 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::extract::{Form, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use base64::Engine as _;
-use cookie::{Cookie, SameSite};
 use serde::Deserialize;
 use state::{WebLogin, WebSession};
 
 use crate::pages::{esc, message, page};
-use crate::peer::{Peer, client_addr};
 use crate::{App, LOGIN_TIMEOUT};
+use web_front::{Peer, client_addr};
 
-/// The session cookie. `__Host-`: Secure, no Domain, Path=/.
-pub(crate) const SESSION_COOKIE: &str = "__Host-gatehouse";
 /// Per-attempt sign-in cookies start with this.
 const LOGIN_COOKIE: &str = "__Host-gatehouse-login-";
 
-/// 32 random bytes, base64url: a token, a state, a CSRF value.
-fn random_token() -> Option<String> {
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).ok()?;
-    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// Hex SHA-256: what the store keeps instead of a token or a state.
-pub(crate) fn hash(text: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// How audit events name a browser session: a prefix of its stored hash.
-pub(crate) fn short(id_hash: &str) -> String {
-    id_hash.get(..12).unwrap_or(id_hash).to_owned()
-}
-
-/// The cookie named `name` in the request, if any.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == name)
-        .map(|c| c.value().to_owned())
-}
-
-/// A `Set-Cookie` value for a `__Host-` cookie.
-fn set_cookie(name: &str, value: &str, max_age_s: i64) -> Option<HeaderValue> {
-    let c = Cookie::build((name, value))
-        .path("/")
-        .secure(true)
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .max_age(cookie::time::Duration::seconds(max_age_s))
-        .build();
-    HeaderValue::from_str(&c.to_string()).ok()
-}
-
-/// A path on this site to return to after signing in; anything else
-/// (another host, `//evil`, control characters) becomes `/`.
-pub(crate) fn safe_return_to(path: Option<&str>) -> String {
-    match path {
-        Some(p)
-            if p.starts_with('/')
-                && !p.starts_with("//")
-                && !p.starts_with("/\\")
-                && p.len() <= 2048
-                && !p.chars().any(char::is_control) =>
-        {
-            p.to_owned()
-        }
-        _ => "/".to_owned(),
-    }
-}
+pub(crate) use web_front::session::{
+    SESSION_COOKIE, cookie, hash, random_token, safe_return_to, set_cookie, short,
+};
 
 /// The signed-in browser making this request, if it is one.
 pub(crate) async fn current(
     app: &App,
     headers: &HeaderMap,
 ) -> Result<Option<WebSession>, Response> {
-    let Some(token) = cookie(headers, SESSION_COOKIE) else {
-        return Ok(None);
-    };
-    app.store
-        .web_session(&hash(&token), SystemTime::now())
+    web_front::session::current(app.store.as_ref(), headers)
         .await
         .map_err(|e| unavailable("state", &e.to_string()))
 }
@@ -367,42 +301,4 @@ pub(crate) async fn home(State(app): State<Arc<App>>, headers: HeaderMap) -> Res
         esc(&session.csrf),
     );
     page(StatusCode::OK, "Gatehouse", &body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_local_paths_are_returned_to() {
-        assert_eq!(safe_return_to(Some("/sessions?user=a")), "/sessions?user=a");
-        for bad in [
-            "//evil.example",
-            "/\\evil",
-            "https://evil.example",
-            "",
-            "/a\nb",
-        ] {
-            assert_eq!(safe_return_to(Some(bad)), "/", "{bad:?}");
-        }
-        assert_eq!(safe_return_to(None), "/");
-    }
-
-    #[test]
-    fn cookies_are_host_prefixed_secure_http_only_and_lax() {
-        let v = set_cookie(SESSION_COOKIE, "tok", 60)
-            .and_then(|v| v.to_str().ok().map(str::to_owned))
-            .unwrap_or_default();
-        for part in [
-            "__Host-gatehouse=tok",
-            "Path=/",
-            "Secure",
-            "HttpOnly",
-            "SameSite=Lax",
-            "Max-Age=60",
-        ] {
-            assert!(v.contains(part), "{part} in {v}");
-        }
-        assert!(!v.contains("Domain"), "{v}");
-    }
 }

@@ -25,7 +25,6 @@ pub mod indexer;
 mod limits;
 mod live;
 mod pages;
-mod peer;
 mod player;
 pub mod recording;
 mod search;
@@ -37,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::Error;
-pub use serve::{router, serve};
+pub use serve::{router, start};
 
 /// How long a sign-in may take between the redirect to the IdP and the
 /// callback.

@@ -33,9 +33,9 @@ use crate::App;
 use crate::access::{Grant, Viewer, refused};
 use crate::auth::{short, unavailable};
 use crate::pages::{esc, layout, message, url_encode};
-use crate::peer::Peer;
 use crate::player::{SessionQuery, allowed};
 use crate::sessions::when;
+use web_front::Peer;
 
 /// Messages a feed may queue for a slow watcher before it is resent the
 /// screen instead.

@@ -18,10 +18,10 @@ use state::{RecordingRow, RecordingStatus};
 use crate::access::{Grant, Viewer, refused};
 use crate::auth::{short, unavailable};
 use crate::pages::{esc, layout, message, url_encode};
-use crate::peer::Peer;
 use crate::recording::Opened;
 use crate::sessions::{duration, when};
 use crate::{App, Error};
+use web_front::Peer;
 
 /// The longest break-glass reason kept, in characters.
 pub(crate) const MAX_REASON: usize = 500;

@@ -19,9 +19,9 @@ use crate::App;
 use crate::access::{Grant, Viewer};
 use crate::auth::{short, unavailable};
 use crate::pages::{esc, layout, url_encode};
-use crate::peer::Peer;
 use crate::player::clock;
 use crate::sessions::when;
+use web_front::Peer;
 
 /// Hits on a page.
 const PAGE: usize = 50;

@@ -1,6 +1,5 @@
-//! The listener, TLS, the routes and the headers every response carries.
+//! The routes and the headers every response carries.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,17 +8,9 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt as _;
 
-use crate::peer::Peer;
-use crate::{App, Error, assets, auth, live, player, search, sessions};
-
-/// A TLS handshake that takes longer than this is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::{App, assets, auth, live, player, search, sessions};
 
 /// How often dead browser sessions and abandoned sign-ins are removed.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
@@ -118,106 +109,12 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     "ready\n".into_response()
 }
 
-/// The TLS acceptor for `cert` and `key` (PEM), HTTP/1.1 only.
-fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, Error> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect())
-        .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(Error::Tls(format!("{}: no certificate", cert.display())));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| Error::Tls(format!("{}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| Error::Tls(e.to_string()))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Binds the `web:` listener. Returns the bound address (for `:0`) and a
-/// future that serves until `stop` is cancelled.
-pub async fn serve(
-    app: Arc<App>,
-    stop: CancellationToken,
-) -> Result<(SocketAddr, impl std::future::Future<Output = ()>), Error> {
-    let addr = app.config.listen;
-    let tls = match &app.config.transport {
-        config::WebTransport::Tls { cert, key } => Some(tls_acceptor(cert, key)?),
-        config::WebTransport::PlainHttp => None,
-    };
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Listen { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| Error::Listen { addr, source })?;
-    tokio::spawn(purge(Arc::clone(&app), stop.clone()));
-    // Recordings become searchable once sealed.
+/// Starts the app's background work until `stop`: removing dead browser
+/// sessions, and indexing the text of sealed recordings so they become
+/// searchable. The listener is the binary's ([`web_front::serve`]), since
+/// it also serves the HTTP proxy's routes.
+pub fn start(app: &Arc<App>, stop: &CancellationToken) {
+    tokio::spawn(purge(Arc::clone(app), stop.clone()));
     let indexer = crate::indexer::Indexer::new(Arc::clone(&app.catalog), Arc::clone(&app.store));
     tokio::spawn(indexer.run(stop.clone()));
-    let routes = router(app);
-    let run = async move {
-        loop {
-            let (stream, peer) = tokio::select! {
-                () = stop.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "web: accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let service =
-                routes
-                    .clone()
-                    .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let mut req = req.map(axum::body::Body::new);
-                        req.extensions_mut().insert(Peer(peer));
-                        req
-                    });
-            let tls = tls.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let service = TowerToHyperService::new(service);
-                let result = match tls {
-                    None => {
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        tokio::select! {
-                            r = conn => r,
-                            () = stop.cancelled() => Ok(()),
-                        }
-                    }
-                    Some(acceptor) => {
-                        let handshake =
-                            tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
-                        let Ok(Ok(stream)) = handshake else {
-                            return;
-                        };
-                        let conn = builder.serve_connection(TokioIo::new(stream), service);
-                        tokio::select! {
-                            r = conn => r,
-                            () = stop.cancelled() => Ok(()),
-                        }
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "web: connection ended");
-                }
-            });
-        }
-    };
-    Ok((bound, run))
 }

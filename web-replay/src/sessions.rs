@@ -17,7 +17,7 @@ use state::{RecordingCursor, RecordingFilter, RecordingRow, RecordingStatus};
 use crate::App;
 use crate::access::{Grant, Viewer};
 use crate::pages::{esc, layout, url_encode};
-use crate::peer::Peer;
+use web_front::Peer;
 
 /// Rows on a page.
 pub(crate) const PAGE: usize = 50;

@@ -9,14 +9,10 @@ use axum::http::HeaderMap;
 
 /// The connection's peer, set by the server for each connection.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Peer(pub(crate) SocketAddr);
+pub struct Peer(pub SocketAddr);
 
 /// The client address for audit and logs.
-pub(crate) fn client_addr(
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    trusted: &[ipnet::IpNet],
-) -> IpAddr {
+pub fn client_addr(peer: SocketAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     let mut addr = peer.ip();
     if !is_trusted(&addr) {
