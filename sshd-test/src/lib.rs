@@ -615,6 +615,7 @@ fn descendants_of(root: u32) -> Vec<u32> {
 
 pub mod idp;
 pub mod s3;
+pub mod upstream;
 
 #[cfg(test)]
 mod tests;
