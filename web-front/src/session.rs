@@ -77,6 +77,21 @@ pub async fn current(store: &dyn Store, headers: &HeaderMap) -> state::Result<Op
     store.web_session(&hash(&token), SystemTime::now()).await
 }
 
+/// The signed-in browser's identity, as the policy language sees it: the
+/// IdP subject, email, groups and every ID-token claim.
+pub fn identity_of(session: &WebSession) -> policy::lang::Identity {
+    use policy::lang::{Identity, IdentityKind};
+    let claims = serde_json::from_str::<serde_json::Value>(&session.claims_json)
+        .map(|v| identity::claims_from_json(&v))
+        .unwrap_or_default();
+    Identity {
+        email: session.email.clone(),
+        groups: session.groups.clone(),
+        claims,
+        ..Identity::new(IdentityKind::User, session.sub.clone())
+    }
+}
+
 /// A path on this site to return to; anything else (another host,
 /// `//evil`, control characters, too long) becomes `/`.
 pub fn safe_return_to(path: Option<&str>) -> String {

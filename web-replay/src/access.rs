@@ -7,8 +7,7 @@ use std::net::IpAddr;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use policy::lang::{
-    AccessRequest, Identity, IdentityKind, RecordingFacts, Timestamp, ViewerCapability,
-    evaluate_access,
+    AccessRequest, Identity, RecordingFacts, Timestamp, ViewerCapability, evaluate_access,
 };
 use state::{RecordingRow, WebSession};
 
@@ -52,15 +51,7 @@ impl Viewer {
             let to = format!("/auth/login?return_to={}", crate::pages::url_encode(&back));
             return Err(Redirect::to(&to).into_response());
         };
-        let claims = serde_json::from_str::<serde_json::Value>(&session.claims_json)
-            .map(|v| identity::claims_from_json(&v))
-            .unwrap_or_default();
-        let identity = Identity {
-            email: session.email.clone(),
-            groups: session.groups.clone(),
-            claims,
-            ..Identity::new(IdentityKind::User, session.sub.clone())
-        };
+        let identity = web_front::session::identity_of(&session);
         let addr = client_addr(peer, headers, &app.config.trusted_proxies);
         Ok(Viewer {
             session,

@@ -218,6 +218,7 @@ pub(crate) async fn page(
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 

@@ -360,6 +360,7 @@ pub(crate) async fn list(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
