@@ -116,6 +116,11 @@ enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Manage the identity-aware HTTP proxy's signing keys.
+    Http {
+        #[command(subcommand)]
+        command: web::HttpCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -209,6 +214,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Recordings { command } => recordings::run_recordings(command),
         Command::Replay(args) => replay::run(args),
         Command::Policy { command } => policy::run(command),
+        Command::Http { command } => web::run_http(command),
     }
 }
 
@@ -243,6 +249,13 @@ fn check_config(path: &Path) -> Result<ExitCode> {
                 // The IdP is not contacted: the gateway starts without it.
                 Some(s) => println!("sign-in through {} (not contacted)", s.idp.issuer),
                 None => println!("no idp section: only registered keys can log in"),
+            }
+            if let Some(http) = &c.http {
+                println!(
+                    "{} http route{} on the web listener",
+                    http.routes.len(),
+                    if http.routes.len() == 1 { "" } else { "s" }
+                );
             }
             if let Some(web) = &c.web
                 && web.access.rule_count() == 0

@@ -1,20 +1,23 @@
-//! `gatehouse web`: the web app alone, for a host that has the storage and
-//! the state database but runs no SSH; and the web app beside SSH in
-//! `gatehouse serve` when the configuration has a `web:` section.
+//! The web listener: the web app (recordings, sign-in, SSH sign-in links)
+//! and the identity-aware HTTP proxy's routes, in `gatehouse serve` when
+//! the configuration has a `web:` section, or alone in `gatehouse web`
+//! for a host that has the storage and the state database but runs no
+//! SSH. Also `gatehouse http rotate-key`.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow};
+use clap::Subcommand;
 use tokio_util::sync::CancellationToken;
 
 use crate::load_config;
 
-/// Starts the web app of `config` (which must have a `web:` section) and
-/// prints `web listening on URL ADDR`; returns the future that serves
-/// until `stop`.
+/// Starts the web listener of `config` (which must have a `web:`
+/// section) and prints `web listening on ADDR for URL`; returns the
+/// future that serves until `stop`.
 pub(crate) async fn start(
     config: &config::Config,
     stop: CancellationToken,
@@ -34,22 +37,78 @@ pub(crate) async fn start(
     // Without the host key here (a web-only host may not have it), each
     // recording is checked against the key its signature names.
     let trusted = crate::catalog::recording_signer_public_key(config).ok();
-    let app = Arc::new(web_replay::App::new(
+    let mut app = web_replay::App::new(
         web.clone(),
         identity::LazyIdp::new(sign_in.idp.clone()),
-        store,
+        Arc::clone(&store),
         catalog,
         trusted,
         Some(recorder.spool_dir.clone()),
         recorder.segment_interval,
-    ));
+    );
+    let proxy = match &config.http {
+        Some(http) => Some(
+            http_proxy::Proxy::start(
+                http.clone(),
+                &web.public_url,
+                web.trusted_proxies.clone(),
+                Arc::clone(&store),
+                &stop,
+            )
+            .context("cannot start the HTTP proxy")?,
+        ),
+        None => None,
+    };
+    if let Some(proxy) = &proxy {
+        let proxy = Arc::clone(proxy);
+        app = app.with_route_origins(Arc::new(move |origin| proxy.serves_origin(origin)));
+    }
+    let app = Arc::new(app);
     let tls = match &web.transport {
         config::WebTransport::Tls { cert, key } => Some(web_front::tls_acceptor(cert, key)?),
         config::WebTransport::PlainHttp => None,
     };
     let (listener, addr) = web_front::bind(web.listen).await?;
     web_replay::start(&app, &stop);
-    let run = web_front::serve(listener, tls, web_replay::router(app), stop);
+    let router = web_replay::router(app);
+    let service = match &proxy {
+        Some(proxy) => {
+            // Routes and policies follow the file: a reload applies to the
+            // next request and re-checks open WebSockets.
+            let reloaded = Arc::clone(proxy);
+            tokio::spawn(config::follow(
+                config.source.clone(),
+                stop.clone(),
+                move |loaded, trigger| match loaded {
+                    Ok(new) => match new.http {
+                        Some(http) => {
+                            let routes = http.routes.len();
+                            match reloaded.reload(http) {
+                                Ok(()) => {
+                                    tracing::info!(trigger, routes, "HTTP routes reloaded")
+                                }
+                                Err(e) => {
+                                    tracing::warn!(trigger, error = %e, "HTTP routes not reloaded")
+                                }
+                            }
+                        }
+                        None => tracing::warn!(
+                            trigger,
+                            "the file has no http_routes any more; restart to stop serving them"
+                        ),
+                    },
+                    Err(errors) => tracing::warn!(
+                        trigger,
+                        problems = errors.0.len(),
+                        "HTTP routes not reloaded: the file has problems"
+                    ),
+                },
+            ));
+            proxy.dispatch(router)
+        }
+        None => http_proxy::Dispatch::web_only(router),
+    };
+    let run = web_front::serve(listener, tls, service, stop);
     // Tests and scripts read this line to learn the port.
     let mut out = std::io::stdout();
     writeln!(out, "web listening on {addr} for {}", web.public_url)?;
@@ -84,4 +143,48 @@ pub(crate) fn run(path: &Path) -> Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `gatehouse http ...`.
+#[derive(Subcommand)]
+pub(crate) enum HttpCommand {
+    /// Put a new key first in the HTTP proxy's signing key file; the
+    /// previous key stays published in the JWKS so upstreams keep
+    /// accepting assertions signed with it until they expire.
+    #[command(
+        after_help = "Example:\n  gatehouse http rotate-key --config /etc/gatehouse/gatehouse.yaml\n\n\
+        Running proxies pick the new key up within a few seconds. Upstreams that cached \
+        the JWKS fetch it again when they meet the new key id."
+    )]
+    RotateKey {
+        /// The configuration file (for http.signing_key).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// How many keys to keep in the file, the new one included.
+        #[arg(long, default_value_t = 2)]
+        keep: usize,
+    },
+}
+
+pub(crate) fn run_http(command: HttpCommand) -> Result<ExitCode> {
+    match command {
+        HttpCommand::RotateKey { config, keep } => {
+            let config = match load_config(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let Some(http) = &config.http else {
+                eprintln!("the configuration has no http_routes");
+                return Ok(ExitCode::from(2));
+            };
+            let kid = http_proxy::rotate(&http.signing_key, keep.max(1))?;
+            println!(
+                "{}: new signing key {kid} first; {} key{} published",
+                http.signing_key.display(),
+                keep.max(1),
+                if keep.max(1) == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

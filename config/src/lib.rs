@@ -15,6 +15,7 @@
 //! configuration through it without pulling in russh.
 
 mod error;
+mod follow;
 mod keys;
 mod raw;
 mod validate;
@@ -31,6 +32,7 @@ use policy::lang::{
 use ssh_key::PublicKey;
 
 pub use crate::error::{ConfigErrors, ConfigProblem};
+pub use crate::follow::{Trigger, follow};
 pub use identity::IdpSettings;
 
 /// The validated configuration of a gateway.

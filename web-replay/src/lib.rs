@@ -21,8 +21,10 @@ mod access;
 mod assets;
 mod auth;
 mod error;
+mod handoff;
 pub mod indexer;
 mod limits;
+mod link;
 mod live;
 mod pages;
 mod player;
@@ -59,7 +61,14 @@ pub struct App {
     live: live::Hub,
     live_source: live::LiveSource,
     limits: limits::Limits,
+    /// Whether an origin is an HTTP route's, where a signed-in browser may
+    /// be handed off to; `None` without HTTP routes.
+    route_origins: Option<RouteOrigins>,
 }
+
+/// Asks whether `scheme://host[:port]` is an HTTP route's origin (the
+/// proxy's routes in force, which a reload may change).
+pub type RouteOrigins = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl App {
     /// The app over `store` and `catalog`. `spool_dir` is this machine's
@@ -91,7 +100,15 @@ impl App {
                     .clamp(Duration::from_millis(100), Duration::from_secs(1)),
             },
             limits: limits::Limits::default(),
+            route_origins: None,
         }
+    }
+
+    /// The app, handing signed-in browsers off to the HTTP routes whose
+    /// origins `origins` accepts.
+    pub fn with_route_origins(mut self, origins: RouteOrigins) -> App {
+        self.route_origins = Some(origins);
+        self
     }
 
     /// The redirect URI registered at the IdP: `{public_url}/auth/callback`.

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
-use crate::{App, assets, auth, live, player, search, sessions};
+use crate::{App, assets, auth, handoff, link, live, player, search, sessions};
 
 /// How often dead browser sessions and abandoned sign-ins are removed.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
@@ -38,6 +38,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/auth/login", get(auth::login))
         .route("/auth/callback", get(auth::callback))
         .route("/auth/signout", post(auth::signout))
+        .route("/auth/handoff", get(handoff::handoff))
+        .route("/ssh/link/{token}", get(link::show).post(link::approve))
         .route("/sessions", get(sessions::list))
         .route("/sessions/{id}", get(player::page))
         .route("/sessions/{id}/cast", get(player::cast))

@@ -1,0 +1,460 @@
+//! The identity-aware HTTP proxy (issue 14), end to end: `gatehouse web`
+//! with `http_routes`, the dev IdP's authorization-code grant, and a real
+//! upstream (`sshd_test::upstream`) that reports what it received and
+//! verifies the identity assertion against our JWKS.
+//!
+//! Route hosts are `*.localhost` names resolved to 127.0.0.1 by the
+//! client, so each has its own cookies, as in production.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::web::{Jar, Web, browse, location, start_web};
+use common::{World, bin, run};
+use reqwest::StatusCode;
+use serde_json::Value;
+use sshd_test::idp::DevIdp;
+use sshd_test::upstream::{Upstream, UpstreamOptions};
+
+/// Everything a proxy test needs.
+struct Setup {
+    idp: DevIdp,
+    w: World,
+    config: std::path::PathBuf,
+    web: Web,
+    port: u16,
+    upstream: Upstream,
+    h2c: Upstream,
+}
+
+const APP_POLICY: &str = "      rules:
+        - allow: sre
+          when: {groups: sre}
+        - allow: dev-reads
+          when: {all: [{groups: dev}, {method: [GET, HEAD]}]}
+        - deny: no-admin-for-non-sre
+          when: {all: [{not: {groups: sre}}, {path: {starts_with: /admin/}}]}
+";
+
+fn routes_yaml(upstream: &Upstream, h2c: &Upstream, app_policy: &str) -> String {
+    let dead = sshd_test::free_port();
+    format!(
+        "http:\n  header_timeout: 2s\n  assertion_ttl: 60s\n\
+         http_routes:\n\
+         \x20 - from: app.localhost\n    name: app\n    to: {up}\n    policy:\n{app_policy}\
+         \x20 - from: h2c.localhost\n    to: {h2}\n    h2c: true\n    identity_headers: false\n    policy: {{rules: [{{allow: everyone}}]}}\n\
+         \x20 - from: down.localhost\n    to: http://127.0.0.1:{dead}\n    policy: {{rules: [{{allow: everyone}}]}}\n",
+        up = upstream.url,
+        h2 = h2c.url,
+    )
+}
+
+fn setup() -> Setup {
+    let idp = DevIdp::start(0, &["--redirect-uri", "http://127.0.0.1/auth/callback"]);
+    let w = World::new();
+    let port = sshd_test::free_port();
+    let web_url = format!("http://127.0.0.1:{port}");
+    let options = UpstreamOptions {
+        jwks_url: Some(format!("{web_url}/.well-known/gatehouse/jwks.json")),
+        issuer: Some(web_url.clone()),
+        audience: Some("app".to_owned()),
+    };
+    let upstream = Upstream::start(options);
+    let h2c = Upstream::start(UpstreamOptions::default());
+    let config = w.write_config(
+        &[w.route("t", "")],
+        &format!(
+            "idp:\n  issuer: {}\n  client_id: gatehouse\n  scopes: [openid, email, profile, groups]\n\
+             web:\n  listen: 127.0.0.1:{port}\n  public_url: {web_url}\n  plain_http: true\n{}",
+            idp.issuer,
+            routes_yaml(&upstream, &h2c, APP_POLICY),
+        ),
+    );
+    let web = start_web(&config);
+    Setup {
+        idp,
+        w,
+        config,
+        web,
+        port,
+        upstream,
+        h2c,
+    }
+}
+
+impl Setup {
+    fn origin(&self, host: &str) -> String {
+        format!("http://{host}.localhost:{}", self.port)
+    }
+
+    /// A client that finds every route host on loopback and follows no
+    /// redirects.
+    fn client(&self) -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut b = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        for host in ["app", "h2c", "down"] {
+            b = b.resolve(&format!("{host}.localhost"), addr);
+        }
+        b.build().unwrap()
+    }
+}
+
+/// One browser: a cookie jar per host.
+#[derive(Default)]
+struct Browser(HashMap<String, Jar>);
+
+impl Browser {
+    async fn get(&mut self, c: &reqwest::Client, url: &str) -> reqwest::Response {
+        let host = reqwest::Url::parse(url)
+            .unwrap()
+            .host_str()
+            .unwrap()
+            .to_owned();
+        let jar = self.0.entry(host).or_default();
+        let r = c
+            .get(url)
+            .header("accept", "text/html,application/xhtml+xml")
+            .header("cookie", jar.header())
+            .send()
+            .await
+            .unwrap();
+        jar.take(&r);
+        r
+    }
+
+    fn cookie(&self, host: &str) -> String {
+        self.0.get(host).map(Jar::header).unwrap_or_default()
+    }
+}
+
+/// Follows a browser from `url` on a route host through the sign-in at
+/// the web app (and the IdP, when the browser is not signed in there yet)
+/// back to `url`; returns where it ended.
+async fn sign_in_via_proxy(
+    s: &Setup,
+    c: &reqwest::Client,
+    b: &mut Browser,
+    url: &str,
+    login: &str,
+) -> String {
+    let mut next = url.to_owned();
+    for _ in 0..10 {
+        let r = b.get(c, &next).await;
+        if r.status() != StatusCode::SEE_OTHER && r.status() != StatusCode::FOUND {
+            panic!("{next}: {} {}", r.status(), r.text().await.unwrap());
+        }
+        let to = location(&r);
+        let to = if to.starts_with('/') {
+            let u = reqwest::Url::parse(&next).unwrap();
+            format!("{}{to}", u.origin().ascii_serialization())
+        } else {
+            to
+        };
+        if to.starts_with(&s.idp.issuer) {
+            let password = format!("{}-pw", login.split('@').next().unwrap());
+            next = browse(&s.idp.issuer, &to, login, &password).await;
+            continue;
+        }
+        if to == url {
+            return to;
+        }
+        next = to;
+    }
+    panic!("sign-in did not come back to {url}");
+}
+
+async fn echo(c: &reqwest::Client, b: &Browser, url: &str) -> (StatusCode, Value) {
+    let host = reqwest::Url::parse(url)
+        .unwrap()
+        .host_str()
+        .unwrap()
+        .to_owned();
+    let r = c
+        .get(url)
+        .header("cookie", b.cookie(&host))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn header_values(echo: &Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0] == name)
+        .map(|h| h[1].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signs_in_through_the_web_app_and_vouches_for_the_user_upstream() {
+    let s = setup();
+    let c = s.client();
+    let app = s.origin("app");
+
+    // An API client without a session: 401 with JSON, nothing upstream.
+    let r = c
+        .get(format!("{app}/api/items"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = r.text().await.map(|t| json(&t)).unwrap();
+    assert_eq!(body["error"], "unauthenticated");
+    assert_eq!(s.upstream.requests(), 0);
+
+    // A browser: to the web app, the IdP, and back with a session of the
+    // app's own host.
+    let mut alice = Browser::default();
+    let landed = sign_in_via_proxy(
+        &s,
+        &c,
+        &mut alice,
+        &format!("{app}/hello?x=1"),
+        "alice@example.com",
+    )
+    .await;
+    assert_eq!(landed, format!("{app}/hello?x=1"));
+    assert!(alice.cookie("app.localhost").contains("__Host-gatehouse="));
+    assert!(
+        !alice
+            .cookie("app.localhost")
+            .contains("__Host-gatehouse-handoff-"),
+        "the attempt cookie is cleared"
+    );
+
+    // Forged identity headers in every case; our cookie beside the app's.
+    let r = c
+        .get(format!("{app}/hello?x=1"))
+        .header(
+            "cookie",
+            format!("{}; theirs=1", alice.cookie("app.localhost")),
+        )
+        .header("X-Gatehouse-Assertion", "forged")
+        .header("x-forwarded-user", "mallory")
+        .header("X-FORWARDED-EMAIL", "mallory@example.com")
+        .header("X-Forwarded-Groups", "sre")
+        .header("x-forwarded-for", "6.6.6.6")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let e: Value = r.text().await.map(|t| json(&t)).unwrap();
+    assert_eq!(e["path"], "/hello?x=1");
+    assert_eq!(e["assertion"]["valid"], true, "{e:#}");
+    assert_eq!(e["assertion"]["claims"]["email"], "alice@example.com");
+    assert_eq!(e["assertion"]["claims"]["aud"], "app");
+    assert_eq!(header_values(&e, "x-gatehouse-assertion").len(), 1);
+    assert_eq!(header_values(&e, "x-forwarded-user"), ["alice@example.com"]);
+    assert_eq!(
+        header_values(&e, "x-forwarded-email"),
+        ["alice@example.com"]
+    );
+    assert_eq!(header_values(&e, "x-forwarded-groups"), ["sre,dev"]);
+    assert_eq!(header_values(&e, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(header_values(&e, "x-forwarded-proto"), ["http"]);
+    assert_eq!(
+        header_values(&e, "x-forwarded-host"),
+        [format!("app.localhost:{}", s.port)]
+    );
+    assert_eq!(
+        header_values(&e, "cookie"),
+        ["theirs=1"],
+        "our cookie stays here"
+    );
+    assert_eq!(
+        header_values(&e, "host"),
+        [s.upstream.url.trim_start_matches("http://").to_owned()]
+    );
+
+    // Policy by group, method and path.
+    let mut bob = Browser::default();
+    sign_in_via_proxy(&s, &c, &mut bob, &format!("{app}/"), "bob@example.com").await;
+    let (status, _) = echo(&c, &bob, &format!("{app}/reports")).await;
+    assert_eq!(status, StatusCode::OK, "dev may read");
+    let r = c
+        .post(format!("{app}/reports"))
+        .header("cookie", bob.cookie("app.localhost"))
+        .header("accept", "application/json")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "dev may not write");
+    let body: Value = r.text().await.map(|t| json(&t)).unwrap();
+    assert!(
+        body["reason"].as_str().unwrap().contains("method"),
+        "{body}"
+    );
+    for path in [
+        "/admin/users",
+        "/%61dmin/users",
+        "//admin/users",
+        "/x/../admin/users",
+    ] {
+        let (status, _) = echo(&c, &bob, &format!("{app}{path}")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+    }
+    let (status, e) = echo(&c, &alice, &format!("{app}/%61dmin/users")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        e["path"], "/admin/users",
+        "the upstream gets the normalized path"
+    );
+    let mut carol = Browser::default();
+    // Carol signs in, but the app's policy refuses her requests.
+    sign_in_via_proxy(
+        &s,
+        &c,
+        &mut carol,
+        &format!("{app}/"),
+        "carol@contractor.example",
+    )
+    .await;
+    let (status, _) = echo(&c, &carol, &format!("{app}/")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Another host's cookie is not this one's.
+    let (status, _) = echo(&c, &alice, &format!("{}/", s.origin("h2c"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // h2c to the upstream; HTTP/2 from the client.
+    let mut b2 = Browser::default();
+    let h2c = s.origin("h2c");
+    sign_in_via_proxy(&s, &c, &mut b2, &format!("{h2c}/v"), "alice@example.com").await;
+    let (status, e) = echo(&c, &b2, &format!("{h2c}/v")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(e["version"], "HTTP/2.0", "h2c to the upstream");
+    assert!(
+        header_values(&e, "x-forwarded-user").is_empty(),
+        "identity_headers: false"
+    );
+    let c2 = {
+        let addr = SocketAddr::from(([127, 0, 0, 1], s.port));
+        reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .resolve("app.localhost", addr)
+            .build()
+            .unwrap()
+    };
+    let r = c2
+        .get(format!("{app}/h2"))
+        .header("cookie", alice.cookie("app.localhost"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), StatusCode::OK);
+    let e: Value = r.text().await.map(|t| json(&t)).unwrap();
+    assert_eq!(e["assertion"]["valid"], true);
+
+    // An upstream that is down: a clean 502 and an audit event; one too
+    // slow: 504.
+    let mut b3 = Browser::default();
+    let down = s.origin("down");
+    sign_in_via_proxy(&s, &c, &mut b3, &format!("{down}/"), "alice@example.com").await;
+    let r = c
+        .get(format!("{down}/x"))
+        .header("cookie", b3.cookie("down.localhost"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert!(r.text().await.unwrap().contains("not answering"));
+    s.web
+        .child
+        .wait_for_output("event=\"http.upstream_failed\"", Duration::from_secs(10))
+        .unwrap();
+    let (status, _) = echo(&c, &alice, &format!("{app}/slow?ms=4000")).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+
+    // The JWKS rotates; the old and new keys both verify.
+    let (code, out, err) = run(
+        {
+            let mut cmd = Command::new(bin());
+            cmd.args(["http", "rotate-key", "--config"]).arg(&s.config);
+            cmd
+        },
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let old_kid = e["assertion"]["kid"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, e) = echo(&c, &alice, &format!("{app}/rotated")).await;
+        assert_eq!(e["assertion"]["valid"], true, "{e:#}");
+        if e["assertion"]["kid"] != old_kid.as_str() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new key was never used");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let jwks: Value = c
+        .get(format!("{}/.well-known/gatehouse/jwks.json", s.web.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .map(|t| json(&t))
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+
+    // A policy reload applies to the next request.
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        text.replace(
+            "        - allow: dev-reads\n",
+            "        - allow: dev-reads-gone\n",
+        )
+        .replace(
+            "when: {all: [{groups: dev}, {method: [GET, HEAD]}]}",
+            "when: {all: [{groups: nobody}]}",
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while echo(&c, &bob, &format!("{app}/reports")).await.0 == StatusCode::OK {
+        assert!(Instant::now() < deadline, "the reload never applied");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Nothing secret in the log.
+    let log = s.web.child.stderr_text();
+    for secret in [alice.cookie("app.localhost"), bob.cookie("app.localhost")] {
+        let value = secret
+            .split('=')
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        assert!(!log.contains(&value), "a cookie in the log");
+    }
+    assert!(!log.contains("eyJ"), "an assertion in the log");
+    for needle in ["event=\"http.signin\"", "event=\"http.denied\""] {
+        assert!(log.contains(needle), "{needle} missing");
+    }
+    drop(s.h2c);
+    drop(s.w);
+}
