@@ -458,3 +458,234 @@ async fn signs_in_through_the_web_app_and_vouches_for_the_user_upstream() {
     drop(s.h2c);
     drop(s.w);
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Follows a browser through the sign-in from `start` (a hand-off URL at
+/// the web app, or an app URL) until it lands on `want`.
+async fn follow_to(s: &Setup, c: &reqwest::Client, b: &mut Browser, start: &str, want: &str) {
+    let mut next = start.to_owned();
+    for _ in 0..10 {
+        let r = b.get(c, &next).await;
+        assert!(r.status().is_redirection(), "{next}: {}", r.status());
+        let to = location(&r);
+        let to = if to.starts_with('/') {
+            let u = reqwest::Url::parse(&next).unwrap();
+            format!("{}{to}", u.origin().ascii_serialization())
+        } else {
+            to
+        };
+        if to.starts_with(&s.idp.issuer) {
+            next = browse(&s.idp.issuer, &to, "alice@example.com", "alice-pw").await;
+            continue;
+        }
+        if to == want {
+            return;
+        }
+        next = to;
+    }
+    panic!("never reached {want}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_tabs_websockets_closed_on_revocation_and_streams_without_buffering() {
+    use futures::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let s = setup();
+    let c = s.client();
+    let app = s.origin("app");
+
+    // Two tabs start signing in before either finishes; both land.
+    let mut b = Browser::default();
+    let first = location(&b.get(&c, &format!("{app}/tab1")).await);
+    let second = location(&b.get(&c, &format!("{app}/tab2")).await);
+    assert_ne!(first, second);
+    follow_to(&s, &c, &mut b, &second, &format!("{app}/tab2")).await;
+    follow_to(&s, &c, &mut b, &first, &format!("{app}/tab1")).await;
+    let (status, e) = echo(&c, &b, &format!("{app}/tab1")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(e["assertion"]["valid"], true);
+
+    // A WebSocket through the proxy echoes, and is closed within 2 s of
+    // revoking the user.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.port))
+        .await
+        .unwrap();
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://app.localhost:{}/ws", s.port),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("cookie", b.cookie("app.localhost").parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws.send(Message::text("hello through the proxy"))
+        .await
+        .unwrap();
+    let got = ws.next().await.unwrap().unwrap();
+    assert_eq!(got.into_text().unwrap().as_str(), "hello through the proxy");
+    let mut revoke = Command::new(bin());
+    revoke
+        .args([
+            "logins",
+            "revoke",
+            "--user",
+            "alice@example.com",
+            "--config",
+        ])
+        .arg(&s.config);
+    let (code, out, err) = run(revoke, Duration::from_secs(20));
+    assert_eq!(code, 0, "{out}{err}");
+    let revoked = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the WebSocket outlived the revocation");
+    let took = revoked.elapsed();
+    eprintln!("WebSocket closed {took:?} after the revocation");
+    assert!(took <= Duration::from_millis(2500), "closed after {took:?}");
+    s.web
+        .child
+        .wait_for_output("cause=\"signed_out\"", Duration::from_secs(5))
+        .unwrap();
+    let (status, _) = echo(&c, &b, &format!("{app}/after")).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the next request is refused too"
+    );
+
+    // 1 GiB each way through the proxy, streamed: its memory barely moves.
+    let mut b = Browser::default();
+    sign_in_via_proxy(&s, &c, &mut b, &format!("{app}/big"), "bob@example.com").await;
+    let cookie = b.cookie("app.localhost");
+    let pid = s.web.child.pid();
+    let before = rss_kib(pid);
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    const GIB: u64 = 1 << 30;
+    let resolve = format!("app.localhost:{}:127.0.0.1", s.port);
+    let curl = sshd_test::require_program("curl");
+    let started = Instant::now();
+    let out = Command::new(&curl)
+        .args(["-sS", "--fail", "--resolve", &resolve, "-H"])
+        .arg(format!("cookie: {cookie}"))
+        .args(["-o", "/dev/null", "-w", "%{size_download}"])
+        .arg(format!("{app}/stream/download?bytes={GIB}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), GIB.to_string());
+    let down = started.elapsed();
+    // bob may only read: the upload goes as alice... who is revoked; sign
+    // in as alice again (sre may write).
+    let mut a = Browser::default();
+    sign_in_via_proxy(&s, &c, &mut a, &format!("{app}/up"), "alice@example.com").await;
+    let started = Instant::now();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c {GIB} /dev/zero | {} -sS --fail --resolve {resolve} -H 'cookie: {}' -T - {app}/stream/upload",
+            curl.display(),
+            a.cookie("app.localhost")
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let up: Value = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(up["bytes"], GIB);
+    let upload = started.elapsed();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    sampler.join().unwrap();
+    let grew = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(before);
+    eprintln!(
+        "1 GiB down in {down:?}, up in {upload:?}; proxy RSS {before} KiB before, grew {grew} KiB at most"
+    );
+    assert!(grew <= 32 * 1024, "the proxy grew by {grew} KiB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_is_sent_to_sign_in_and_back_to_the_app() {
+    let s = setup();
+    let browser = common::browser::Browser::start().await;
+    let app = s.origin("app");
+    browser
+        .client
+        .goto(&format!("{app}/welcome?from=browser"))
+        .await
+        .unwrap();
+    // The IdP's login form, then its consent.
+    browser.fill("input[name=login]", "alice@example.com").await;
+    browser.fill("input[name=password]", "alice-pw").await;
+    browser.click("button[type=submit]").await;
+    browser.click("form[action$=confirm] button").await;
+    // Back at the app, through the hand-off, with the upstream's echo.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let url = browser.client.current_url().await.unwrap();
+        if url.as_str().starts_with(&app) {
+            let body = browser.text("body").await;
+            if body.contains("\"path\"") {
+                break body;
+            }
+        }
+        assert!(Instant::now() < deadline, "never back at the app: {url}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let e = json(&body);
+    assert_eq!(e["path"], "/welcome?from=browser");
+    assert_eq!(e["assertion"]["valid"], true, "{e:#}");
+    assert_eq!(e["assertion"]["claims"]["email"], "alice@example.com");
+    // Another app host needs no second IdP sign-in: the web app's session
+    // hands it off at once.
+    browser
+        .client
+        .goto(&format!("{}/second", s.origin("h2c")))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = browser.text("body").await;
+        if body.contains("\"version\":\"HTTP/2.0\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "second app never shown: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    browser.close().await;
+}
