@@ -689,3 +689,97 @@ async fn a_real_browser_is_sent_to_sign_in_and_back_to_the_app() {
     }
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tls_listener_speaks_http2_to_the_web_app_and_the_routes() {
+    let openssl = sshd_test::require_program("openssl");
+    let idp = DevIdp::start(0, &["--redirect-uri", "http://127.0.0.1/auth/callback"]);
+    let w = World::new();
+    let port = sshd_test::free_port();
+    // A self-signed certificate for the web app's address and a route host.
+    let (cert, key) = (w.path("web.crt"), w.path("web.key"));
+    let st = Command::new(openssl)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=gatehouse-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:app.localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let upstream = Upstream::start(UpstreamOptions::default());
+    let config = w.write_config(
+        &[w.route("t", "")],
+        &format!(
+            "idp:\n  issuer: {}\n  client_id: gatehouse\n\
+             web:\n  listen: 127.0.0.1:{port}\n  public_url: https://127.0.0.1:{port}\n  \
+             tls: {{cert: web.crt, key: web.key}}\n\
+             http_routes:\n  - from: app.localhost\n    to: {}\n    policy: {{rules: [{{allow: everyone}}]}}\n",
+            idp.issuer, upstream.url
+        ),
+    );
+    let web = start_web(&config);
+    assert!(web.url.starts_with("https://"));
+    let curl = sshd_test::require_program("curl");
+    let get = |url: &str, extra: &[&str]| {
+        let out = Command::new(&curl)
+            .args(["-sS", "--http2", "--cacert"])
+            .arg(&cert)
+            .args(["--resolve", &format!("app.localhost:{port}:127.0.0.1")])
+            .args(["-w", "\n%{http_version} %{http_code}"])
+            .args(extra)
+            .arg(url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let health = get(&format!("{}/healthz", web.url), &[]);
+    assert!(health.ends_with("\n2 200"), "{health}");
+    let jwks = get(
+        &format!("https://app.localhost:{port}/.well-known/gatehouse/jwks.json"),
+        &[],
+    );
+    assert!(
+        jwks.contains("\"kty\":\"EC\"") && jwks.ends_with("\n2 200"),
+        "{jwks}"
+    );
+    let api = get(
+        &format!("https://app.localhost:{port}/api"),
+        &["-H", "accept: application/json"],
+    );
+    assert!(
+        api.contains("\"unauthenticated\"") && api.ends_with("\n2 401"),
+        "{api}"
+    );
+    let page = get(
+        &format!("https://app.localhost:{port}/"),
+        &["-H", "accept: text/html"],
+    );
+    assert!(page.ends_with("\n2 303"), "{page}");
+    // HTTP/1.1 clients too.
+    let old = get(&format!("{}/healthz", web.url), &["--http1.1"]);
+    assert!(old.ends_with("\n1.1 200"), "{old}");
+    assert_eq!(
+        upstream.requests(),
+        0,
+        "nothing unauthenticated went upstream"
+    );
+}
