@@ -32,6 +32,7 @@ mod scp;
 pub mod sftp;
 pub mod sign;
 pub mod storage;
+pub mod stream;
 pub mod tail;
 mod time;
 

@@ -106,6 +106,18 @@ pub fn parse_line(line: &str) -> Option<std::result::Result<(u64, Event), String
     })
 }
 
+/// A marker's label as an event: a file operation when it carries one,
+/// else a plain marker.
+pub fn marker_event(label: &str) -> Event {
+    match label.strip_prefix(FILE_OP_MARKER_PREFIX) {
+        Some(json) => match serde_json::from_str(json) {
+            Ok(op) => Event::FileOp(op),
+            Err(_) => Event::Marker(label.to_owned()),
+        },
+        None => Event::Marker(label.to_owned()),
+    }
+}
+
 /// Turns a code and its data into an [`Event`], keeping unknown codes.
 fn decode_event(code: String, data: String) -> Event {
     match code.as_str() {
@@ -120,13 +132,7 @@ fn decode_event(code: String, data: String) -> Event {
                 None => Event::Other { code, data },
             }
         }
-        "m" => match data.strip_prefix(FILE_OP_MARKER_PREFIX) {
-            Some(json) => match serde_json::from_str(json) {
-                Ok(op) => Event::FileOp(op),
-                Err(_) => Event::Marker(data),
-            },
-            None => Event::Marker(data),
-        },
+        "m" => marker_event(&data),
         "x" => match data.trim().parse() {
             Ok(status) => Event::Exit(status),
             Err(_) => Event::Other { code, data },
@@ -146,21 +152,42 @@ fn format_error(what: &str, reason: &str) -> Error {
 /// most 8 KiB of output, which escape to well under this.
 const MAX_LINE: u64 = 16 << 20;
 
-/// Reads a v3 recording event by event from a stream, never holding it
+/// Reads a recording event by event from a stream, never holding it
 /// whole: a sealed recording is read straight out of its decompressor.
 /// Like [`read`], it skips blank and comment lines and ignores a last line
-/// cut off mid-write.
+/// cut off mid-write. A byte-stream recording ([`crate::stream`]) reads
+/// too, as the events a terminal recording of it would have: every
+/// player, search and export of text takes either.
 pub struct Reader<R> {
-    input: R,
-    header_line: String,
-    line: Vec<u8>,
-    line_no: u64,
-    time_us: u64,
+    inner: Inner<R>,
+}
+
+enum Inner<R> {
+    Cast {
+        input: R,
+        header_line: String,
+        line: Vec<u8>,
+        line_no: u64,
+        time_us: u64,
+    },
+    Stream(crate::stream::Events<R>),
 }
 
 impl<R: std::io::BufRead> Reader<R> {
     /// Reads the header.
     pub fn new(mut input: R) -> Result<(Header, Reader<R>)> {
+        let first = input
+            .fill_buf()
+            .map_err(|e| format_error("recording", &e.to_string()))?;
+        if crate::stream::is_stream(first) {
+            let (header, events) = crate::stream::Events::new(input)?;
+            return Ok((
+                header,
+                Reader {
+                    inner: Inner::Stream(events),
+                },
+            ));
+        }
         let mut line = Vec::new();
         let mut line_no = 0;
         loop {
@@ -179,53 +206,75 @@ impl<R: std::io::BufRead> Reader<R> {
         Ok((
             header,
             Reader {
-                input,
-                header_line,
-                line,
-                line_no,
-                time_us: 0,
+                inner: Inner::Cast {
+                    input,
+                    header_line,
+                    line,
+                    line_no,
+                    time_us: 0,
+                },
             },
         ))
     }
 
     /// The stream, at wherever reading stopped.
     pub fn into_inner(self) -> R {
-        self.input
+        match self.inner {
+            Inner::Cast { input, .. } => input,
+            Inner::Stream(events) => events.into_inner(),
+        }
     }
 
-    /// The header line as it was written.
+    /// The header line as it was written (a stream recording's header as
+    /// JSON).
     pub fn header_line(&self) -> &str {
-        &self.header_line
+        match &self.inner {
+            Inner::Cast { header_line, .. } => header_line,
+            Inner::Stream(events) => events.header_line(),
+        }
     }
 
-    /// The next event, or `None` at the end. An error names the line.
+    /// Whether this is a byte-stream recording.
+    pub fn is_stream(&self) -> bool {
+        matches!(self.inner, Inner::Stream(_))
+    }
+
+    /// The next event, or `None` at the end. An error names the line (or
+    /// the byte offset of a stream recording).
     pub fn next_event(&mut self) -> Result<Option<TimedEvent>> {
+        let (input, line, line_no, time_us) = match &mut self.inner {
+            Inner::Stream(events) => return events.next_event(),
+            Inner::Cast {
+                input,
+                line,
+                line_no,
+                time_us,
+                ..
+            } => (input, line, line_no, time_us),
+        };
         loop {
-            self.line.clear();
-            let n = read_line(&mut self.input, &mut self.line)?;
+            line.clear();
+            let n = read_line(input, line)?;
             if n == 0 {
                 return Ok(None);
             }
-            self.line_no += 1;
-            let complete = self.line.last() == Some(&b'\n');
-            let text = String::from_utf8_lossy(&self.line);
+            *line_no += 1;
+            let complete = line.last() == Some(&b'\n');
+            let text = String::from_utf8_lossy(line);
             match parse_line(text.trim_end_matches('\n')) {
                 None => continue,
                 Some(Ok((interval_us, event))) => {
-                    self.time_us = self.time_us.saturating_add(interval_us);
+                    *time_us = time_us.saturating_add(interval_us);
                     return Ok(Some(TimedEvent {
                         interval_us,
-                        time_us: self.time_us,
+                        time_us: *time_us,
                         event,
                     }));
                 }
                 // Cut off mid-write: the end of the recording.
                 Some(Err(_)) if !complete => return Ok(None),
                 Some(Err(e)) => {
-                    return Err(format_error(
-                        &format!("asciicast line {}", self.line_no),
-                        &e,
-                    ));
+                    return Err(format_error(&format!("asciicast line {line_no}"), &e));
                 }
             }
         }
