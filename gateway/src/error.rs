@@ -84,6 +84,11 @@ pub enum Error {
     /// allowed. Its user line comes from `lines.rs` like every other.
     #[error(transparent)]
     Identity(#[from] identity::Error),
+    /// No way of signing in over SSH fits the identity provider and the
+    /// configuration (`idp.ssh_sign_in`, the IdP's device grant, the `web`
+    /// section): an administrator has to change one of them.
+    #[error("sign-in is not available: {0}")]
+    SignInUnavailable(crate::sign_in::NoWay),
     /// Session recording could not be set up (no ed25519 host key to sign
     /// with, an unusable spool or state database).
     #[error("recording: {0}")]
@@ -115,6 +120,7 @@ impl Error {
             | Error::Mint(_)
             | Error::Io(_)
             | Error::State(_)
+            | Error::SignInUnavailable(_)
             | Error::Recording(_) => Side::Internal,
         }
     }
@@ -136,6 +142,7 @@ impl Error {
                 identity::Error::DomainNotAllowed { email } => lines::domain_not_allowed(email),
                 identity::Error::RefreshRejected(_) => lines::INTERNAL.to_owned(),
             },
+            Error::SignInUnavailable(why) => why.user_line().to_owned(),
             _ => lines::INTERNAL.to_owned(),
         }
     }

@@ -23,7 +23,7 @@ use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{sign_in_instructions, split_user};
+use crate::connection::{link_instructions, sign_in_instructions, split_user};
 use crate::shared::Shared;
 use crate::{Error, keys, lines, server, sign_in};
 
@@ -55,7 +55,8 @@ pub fn user_name(data: &[u8]) {
 }
 
 /// What an IdP sends back from device authorization (link, URL, user
-/// code, lifetime) becomes the sign-in prompt: it must stay printable.
+/// code, lifetime) becomes the sign-in prompt, and a URL and phrase the
+/// sign-in link's prompt: both must stay printable.
 pub fn sign_in_prompt(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let mut parts = text.splitn(4, '\u{0}');
@@ -72,6 +73,9 @@ pub fn sign_in_prompt(data: &[u8]) {
     let words = sign_in::expires_in_words(Duration::from_secs(secs));
     assert!(!words.is_empty());
     let instructions = sign_in_instructions(complete, uri, code, Duration::from_secs(secs));
+    assert_printable(&lines::for_prompt(&instructions));
+    // The sign-in link's prompt, with whatever URL and phrase.
+    let instructions = link_instructions(uri, code, Duration::from_secs(secs));
     assert_printable(&lines::for_prompt(&instructions));
 }
 

@@ -30,6 +30,7 @@ mod sign_in;
 pub mod upstream;
 
 pub use error::{Error, Side};
+pub use sign_in::NoWay;
 
 /// Locks a mutex whose data stays meaningful after a panic elsewhere (counts,
 /// slots, a channel's recording state), instead of poisoning every later

@@ -40,11 +40,22 @@ pub(crate) fn target_failed(route: &str) -> String {
 /// The user denied the sign-in at the IdP.
 pub(crate) const SIGN_IN_DENIED: &str = "gatehouse: sign-in was denied";
 
-/// The device code expired.
+/// The device code or the sign-in link expired.
 pub(crate) const SIGN_IN_EXPIRED: &str = "gatehouse: sign-in expired, run ssh again";
 
 /// The client went away during sign-in.
 pub(crate) const SIGN_IN_CANCELLED: &str = "gatehouse: sign-in cancelled";
+
+/// `idp.ssh_sign_in: device` with an IdP that has no device grant.
+pub(crate) const SIGN_IN_NO_DEVICE_GRANT: &str =
+    "gatehouse: sign-in is not available: the identity provider offers no device sign-in";
+
+/// `idp.ssh_sign_in: link` without a web address.
+pub(crate) const SIGN_IN_NO_WEB_ADDRESS: &str =
+    "gatehouse: sign-in is not available: this gateway has no web address for a sign-in link";
+
+/// `idp.ssh_sign_in: auto` with neither the device grant nor a web address.
+pub(crate) const SIGN_IN_NEITHER_WAY: &str = "gatehouse: sign-in is not available: the identity provider offers no device sign-in and this gateway has no web address for a sign-in link";
 
 /// The IdP could not be reached.
 pub(crate) const IDP_UNAVAILABLE: &str = "gatehouse: identity provider unavailable";
@@ -195,10 +206,10 @@ pub(crate) fn channel_overrun(limit_mib: usize) -> String {
     )
 }
 
-/// Too many device sign-ins pending from one address.
+/// Too many sign-ins (device codes or links) pending from one address.
 pub(crate) const SIGN_INS_PER_SOURCE: &str = "gatehouse: too many sign-ins in progress from your address; finish or cancel one, then run ssh again";
 
-/// Too many device sign-ins pending gateway-wide.
+/// Too many sign-ins (device codes or links) pending gateway-wide.
 pub(crate) const SIGN_INS_GLOBAL: &str =
     "gatehouse: too many sign-ins in progress; try again in a minute";
 

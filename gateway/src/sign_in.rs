@@ -1,9 +1,17 @@
 //! Sign-in through the identity provider, shared by every connection:
-//! the lazily discovered [`Idp`], the login-binding store, and the limits
-//! on device authorizations in flight (issue 3).
+//! the lazily discovered [`Idp`], the login-binding store, the limits on
+//! sign-ins in flight (issue 3), which way an SSH client signs in (the
+//! device grant, or a sign-in link on the web listener: [`Way`]), and the
+//! sign-in link itself (`link.rs`, `phrase.rs`; issue 14).
 //!
 //! The SSH side of the flow (partial success, the keyboard-interactive
-//! rounds) lives in `connection.rs`; this module knows no SSH.
+//! rounds) lives in `connection/authenticate.rs`; this module knows no
+//! SSH.
+
+mod link;
+mod phrase;
+
+pub(crate) use link::{LINK_LIFETIME, LinkCloser, NewLink, link_name, wait_for_approval};
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,9 +22,9 @@ use policy::lang::{Identity, IdentityKind, Timestamp};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{Error, lock};
-use config::{Limits, SignInConfig};
+use config::{Limits, SignInConfig, SshSignIn};
 use identity::{Idp, LazyIdp, SignedIn};
-use state::{Binding, NewBinding, Secret, Store};
+use state::{Binding, LinkApproval, NewBinding, Secret, Store};
 
 /// Sign-in state shared by all connections.
 pub(crate) struct SignIn {
@@ -26,14 +34,14 @@ pub(crate) struct SignIn {
     idp: LazyIdp,
     /// Login bindings (key fingerprint → identity).
     pub(crate) bindings: Arc<dyn Store>,
-    /// Device authorizations in flight, gateway-wide.
+    /// Sign-ins in flight (device authorizations and links), gateway-wide.
     in_flight: Arc<Semaphore>,
-    /// Device authorizations in flight per client address.
+    /// Sign-ins in flight per client address.
     per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
     max_per_source: usize,
 }
 
-/// Why a new device authorization was not started.
+/// Why a new sign-in (device authorization or link) was not started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LimitHit {
     /// `limits.max_sign_ins_per_source` sign-ins are pending from this
@@ -61,8 +69,9 @@ impl LimitHit {
     }
 }
 
-/// One device authorization's place in the limits; released on drop,
-/// which happens when its poller ends (approved, failed or cancelled).
+/// One sign-in's place in the limits (a device authorization or a link);
+/// released on drop, which happens when its poller ends (approved, failed
+/// or cancelled).
 pub(crate) struct SignInPermit {
     _global: OwnedSemaphorePermit,
     source: IpAddr,
@@ -118,7 +127,49 @@ impl SignIn {
         Ok(self.idp.get().await?)
     }
 
-    /// Reserves a place for one device authorization from `source`.
+    /// Decides how this sign-in goes, from `idp.ssh_sign_in`, what the IdP
+    /// offers and whether the gateway has a web address (`web_url`,
+    /// `web.public_url`). Discovers the IdP first where the choice needs it;
+    /// `link` mode does not talk to the IdP at all (the web app does).
+    pub(crate) async fn way(&self, web_url: Option<&str>) -> Result<Way, Error> {
+        let link = |why: NoWay| match web_url {
+            Some(url) => Ok(Way::Link(url.to_owned())),
+            None => Err(Error::SignInUnavailable(why)),
+        };
+        match self.config.ssh_sign_in {
+            SshSignIn::Link => link(NoWay::NoWebAddress),
+            SshSignIn::Device => {
+                let idp = self.idp().await?;
+                if idp.offers_device_grant() {
+                    Ok(Way::Device(idp))
+                } else {
+                    Err(Error::SignInUnavailable(NoWay::NoDeviceGrant))
+                }
+            }
+            SshSignIn::Auto => {
+                let idp = self.idp().await?;
+                if idp.offers_device_grant() {
+                    Ok(Way::Device(idp))
+                } else {
+                    link(NoWay::NeitherWay)
+                }
+            }
+        }
+    }
+
+    /// Who approved a sign-in link, as a sign-in: the configured issuer
+    /// and `idp.allowed_domains` are checked here, as the device flow
+    /// checks them on its ID token.
+    pub(crate) fn link_signed_in(&self, approval: LinkApproval) -> Result<SignedIn, Error> {
+        Ok(link::signed_in(
+            approval,
+            &self.config.idp.issuer,
+            &self.config.idp.allowed_domains,
+        )?)
+    }
+
+    /// Reserves a place for one sign-in (device authorization or link)
+    /// from `source`.
     pub(crate) fn reserve(&self, source: IpAddr) -> Result<SignInPermit, LimitHit> {
         let mut map = lock(&self.per_source);
         let pending = map.get(&source).copied().unwrap_or(0);
@@ -164,6 +215,54 @@ impl SignIn {
             ttl: self.config.login_ttl,
         };
         Ok(self.bindings.bind(binding, SystemTime::now()).await?)
+    }
+}
+
+/// How an SSH client signs in this time.
+pub(crate) enum Way {
+    /// The device grant at this (discovered) IdP.
+    Device(Idp),
+    /// A sign-in link on the web listener at this `web.public_url`.
+    Link(String),
+}
+
+/// Why an SSH client cannot sign in at all: a configuration problem the
+/// user can only report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoWay {
+    /// `idp.ssh_sign_in: device`, and the IdP lists no device authorization
+    /// endpoint.
+    NoDeviceGrant,
+    /// `idp.ssh_sign_in: link` without a `web` section (check-config
+    /// refuses this; a configuration built otherwise may still have it).
+    NoWebAddress,
+    /// `idp.ssh_sign_in: auto`, and the IdP has no device grant and the
+    /// gateway no `web` section for a link.
+    NeitherWay,
+}
+
+impl NoWay {
+    /// The line the SSH user sees.
+    pub(crate) fn user_line(self) -> &'static str {
+        match self {
+            NoWay::NoDeviceGrant => crate::lines::SIGN_IN_NO_DEVICE_GRANT,
+            NoWay::NoWebAddress => crate::lines::SIGN_IN_NO_WEB_ADDRESS,
+            NoWay::NeitherWay => crate::lines::SIGN_IN_NEITHER_WAY,
+        }
+    }
+}
+
+impl std::fmt::Display for NoWay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NoWay::NoDeviceGrant => {
+                "idp.ssh_sign_in is device, and the identity provider lists no device authorization endpoint"
+            }
+            NoWay::NoWebAddress => "idp.ssh_sign_in is link, and there is no web section",
+            NoWay::NeitherWay => {
+                "the identity provider lists no device authorization endpoint, and there is no web section for a sign-in link"
+            }
+        })
     }
 }
 

@@ -76,7 +76,7 @@ mod verify;
 pub use code::{PendingCodeSignIn, callback_error};
 pub use discovery::LazyIdp;
 pub use error::Error;
-pub use verify::{claims_from_json, constant_time_eq};
+pub use verify::{claims_from_json, constant_time_eq, domain_allowed};
 
 use crate::http::{HttpClient, error_chain};
 

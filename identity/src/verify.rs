@@ -126,7 +126,7 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 
 /// Whether `email` may sign in under `allowed` (empty: anyone). Exact,
 /// case-insensitive domain match; no email never matches a non-empty list.
-pub(crate) fn domain_allowed(email: Option<&str>, allowed: &[String]) -> bool {
+pub fn domain_allowed(email: Option<&str>, allowed: &[String]) -> bool {
     if allowed.is_empty() {
         return true;
     }

@@ -25,6 +25,7 @@ mod links;
 mod recordings;
 pub mod search;
 pub mod sqlite;
+pub mod token;
 mod web;
 
 use std::time::SystemTime;

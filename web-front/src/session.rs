@@ -9,7 +9,6 @@
 use std::time::SystemTime;
 
 use axum::http::{HeaderMap, HeaderValue, header};
-use base64::Engine as _;
 use cookie::{Cookie, SameSite};
 use state::{Store, WebSession};
 
@@ -20,28 +19,7 @@ pub const SESSION_COOKIE: &str = "__Host-gatehouse";
 /// Every cookie of ours starts with this; the proxy never forwards them.
 pub const COOKIE_PREFIX: &str = "__Host-gatehouse";
 
-/// 32 random bytes, base64url: a token, a state, a CSRF value, a code.
-pub fn random_token() -> Option<String> {
-    let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).ok()?;
-    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// Hex SHA-256: what the store keeps instead of a token, a state or a code.
-pub fn hash(text: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest.as_ref() {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
-}
-
-/// How audit events name a browser session (or a link, a code): a prefix
-/// of its stored hash.
-pub fn short(id_hash: &str) -> String {
-    id_hash.get(..12).unwrap_or(id_hash).to_owned()
-}
+pub use state::token::{hash, new_token as random_token, short};
 
 /// The cookie named `name` in the request, if any.
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -145,17 +123,5 @@ mod tests {
             assert!(v.contains(part), "{part} in {v}");
         }
         assert!(!v.contains("Domain"), "{v}");
-    }
-
-    #[test]
-    fn tokens_are_random_and_hashes_hex() {
-        let (a, b) = (random_token().unwrap(), random_token().unwrap());
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 43);
-        assert_eq!(
-            hash("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert_eq!(short(&hash("abc")), "ba7816bf8f01");
     }
 }

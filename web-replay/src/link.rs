@@ -19,15 +19,13 @@ use axum::extract::{Form, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use state::token::well_formed;
 use state::{LinkApproval, LinkApproved, LinkRow, LinkState, WebSession};
 use web_front::{Peer, client_addr};
 
 use crate::App;
 use crate::auth::{current, hash, short, unavailable};
 use crate::pages::{esc, message, page, url_encode};
-
-/// Tokens are 32 random bytes in base64url: 43 characters.
-const TOKEN_LEN: usize = 43;
 
 /// Why a link cannot be approved, as audited.
 fn refusal(row: Option<&LinkRow>, now: SystemTime) -> Option<&'static str> {
@@ -81,13 +79,6 @@ async fn signed_in(app: &App, headers: &HeaderMap, token: &str) -> Result<WebSes
             Err(Redirect::to(&login).into_response())
         }
     }
-}
-
-fn well_formed(token: &str) -> bool {
-    token.len() == TOKEN_LEN
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `GET /ssh/link/{token}`: what is being signed in, and the button.

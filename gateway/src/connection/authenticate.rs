@@ -1,5 +1,7 @@
 //! Authenticate: registered service keys, login bindings, and the
-//! device-code sign-in rounds in keyboard-interactive (issue 3).
+//! sign-in rounds in keyboard-interactive: a device code (issue 3) or,
+//! for identity providers without the device grant, a sign-in link on the
+//! web listener (issue 14).
 //!
 //! Refusals before authentication (unregistered key, unknown route, denied
 //! by policy) are shown to the user as one plain line. SSH has no message
@@ -9,9 +11,10 @@
 //! has proven an identity, so an anonymous client cannot enumerate routes.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use audit::Event;
 use policy::lang::Identity;
@@ -27,18 +30,21 @@ use tracing::Instrument;
 
 use super::Connection;
 use super::authorize::{self, Asker, Authorized, Method, split_user};
-use crate::sign_in::{self, SignIn};
+use crate::sign_in::{self, LINK_LIFETIME, LinkCloser, NewLink, SignIn, SignInPermit, Way};
 use crate::{Error, lines};
-use identity::SignedIn;
+use identity::{DeviceAuthorization, Idp, SignedIn};
 
 /// How long one keyboard-interactive round waits for a pending sign-in
 /// before sending the client an empty round to answer. Each round trip
 /// lets russh read the socket again, so a client that went away is noticed,
-/// and the IdP polling stopped, within this long.
+/// and the IdP polling stopped, within this long. The wait is on the
+/// sign-in task itself, so a sign-in that finishes ends it at once: the
+/// client goes on as soon as the task has its answer, not at the next tick.
 const SIGN_IN_TICK: Duration = Duration::from_secs(1);
 
-/// Beyond the device code's expiry, how long a pending sign-in keeps the
-/// connection from the authentication timeout: enough for the final poll.
+/// Beyond the device code's (or link's) expiry, how long a pending sign-in
+/// keeps the connection from the authentication timeout: enough for the
+/// final poll.
 const SIGN_IN_GRACE: Duration = Duration::from_secs(15);
 
 /// The title of the sign-in prompt.
@@ -69,21 +75,24 @@ pub(crate) struct Authenticating {
     /// The candidate key after the client proved it, with the user name
     /// it was proven under: the binding is made for this key only.
     proven_key: Option<(String, String)>,
-    /// Where the device-code sign-in stands.
+    /// Where the sign-in (device code or link) stands.
     sign_in: SignInStage,
     /// Set once the policy allowed the connection; becomes the live
     /// session when russh reports success.
     pub(super) authorized: Option<Authorized>,
 }
 
-/// Where a connection's device-code sign-in stands. A connection starts at
-/// most one device authorization (issue 3's abuse limits).
+/// Where a connection's sign-in stands. A connection starts at most one
+/// device authorization or sign-in link (issue 3's abuse limits).
 enum SignInStage {
     NotStarted,
-    /// Polling the IdP in a spawned task; `instructions` are shown again if
-    /// the client restarts keyboard-interactive.
+    /// Polling the IdP (device code) or the state database (link) in a
+    /// spawned task; `instructions` are shown again if the client restarts
+    /// keyboard-interactive.
     Pending {
         instructions: String,
+        /// How the user signs in, for `auth.accepted`.
+        method: Method,
         task: JoinHandle<Result<SignedIn, Error>>,
     },
     /// Finished, one way or the other.
@@ -386,9 +395,9 @@ impl Connection {
         }
     }
 
-    /// One keyboard-interactive round of the device-code sign-in: start
-    /// it, keep the client waiting in rounds of [`SIGN_IN_TICK`], or
-    /// finish it.
+    /// One keyboard-interactive round of the sign-in: start it (a device
+    /// code or a link), keep the client waiting in rounds of
+    /// [`SIGN_IN_TICK`], or finish it.
     async fn sign_in_round(&mut self, sign_in: &Arc<SignIn>, user: &str, answered: bool) -> Auth {
         let Some(pre) = self.pre.as_mut() else {
             return final_rejection();
@@ -398,7 +407,7 @@ impl Connection {
                 if split_user(user).is_none() {
                     return self.show(lines::no_route(user));
                 }
-                match self.start_sign_in(sign_in).await {
+                match self.start_sign_in(sign_in, user).await {
                     Ok(instructions) => prompt(SIGN_IN_TITLE, instructions),
                     Err(line) => {
                         if let Some(pre) = self.pre.as_mut() {
@@ -408,11 +417,17 @@ impl Connection {
                     }
                 }
             }
-            SignInStage::Pending { instructions, task } => {
+            SignInStage::Pending {
+                instructions,
+                method,
+                task,
+            } => {
                 if !answered {
                     // The client started keyboard-interactive again.
                     return prompt(SIGN_IN_TITLE, instructions.clone());
                 }
+                let method = *method;
+                // Ends the moment the task finishes.
                 let joined = match tokio::time::timeout(SIGN_IN_TICK, task).await {
                     Err(_) => return prompt("", String::new()),
                     Ok(joined) => joined,
@@ -423,7 +438,7 @@ impl Connection {
                         "sign-in task failed: {e}"
                     ))))
                 });
-                match self.complete_sign_in(sign_in, user, result).await {
+                match self.complete_sign_in(sign_in, user, result, method).await {
                     Ok(()) => Auth::Accept,
                     Err(line) => self.show(line),
                 }
@@ -441,9 +456,10 @@ impl Connection {
             .unwrap_or_default()
     }
 
-    /// Starts a device authorization and its poller. Returns the
-    /// instructions to show, or the line that says why it cannot start.
-    async fn start_sign_in(&mut self, sign_in: &Arc<SignIn>) -> Result<String, String> {
+    /// Starts a sign-in for `user`, a device authorization or a sign-in
+    /// link (see [`SignIn::way`]), and its poller. Returns the instructions
+    /// to show, or the line that says why it cannot start.
+    async fn start_sign_in(&mut self, sign_in: &Arc<SignIn>, user: &str) -> Result<String, String> {
         let key = self.proven_fingerprint();
         let permit = match sign_in.reserve(self.peer.ip()) {
             Ok(permit) => permit,
@@ -458,10 +474,20 @@ impl Connection {
                 return Err(hit.user_line().to_owned());
             }
         };
+        let web_url = self
+            .shared
+            .config()
+            .web
+            .as_ref()
+            .map(|w| w.public_url.clone());
         let started = async {
-            let idp = sign_in.idp().await?;
-            let auth = idp.start_device_authorization().await?;
-            Ok::<_, Error>((idp, auth))
+            match sign_in.way(web_url.as_deref()).await? {
+                Way::Device(idp) => {
+                    let auth = idp.start_device_authorization().await?;
+                    Ok::<_, Error>(Started::Device(idp, auth))
+                }
+                Way::Link(public_url) => Ok(Started::Link(public_url)),
+            }
         };
         // Each request is bounded by `http_timeout`; so is the whole start,
         // so an IdP that never answers costs the user one timeout, not one
@@ -480,26 +506,47 @@ impl Connection {
                     }))
                 })
         };
-        let (idp, auth) = match started.await {
-            Ok(pair) => pair,
+        let started = match started.await {
+            Ok(started) => started,
             Err(e) => {
                 self.audit_sign_in_failed(sign_in, &key, &e);
                 return Err(e.user_line());
             }
         };
+        let (method, (instructions, task)) = match started {
+            Started::Device(idp, auth) => (
+                Method::DeviceCode,
+                self.start_device(sign_in, permit, key, idp, auth),
+            ),
+            Started::Link(public_url) => (
+                Method::SignInLink,
+                self.start_link(sign_in, permit, key, user, &public_url)
+                    .await?,
+            ),
+        };
+        if let Some(pre) = self.pre.as_mut() {
+            pre.sign_in = SignInStage::Pending {
+                instructions: instructions.clone(),
+                method,
+                task,
+            };
+        }
+        Ok(instructions)
+    }
+
+    /// Shows the device code and polls the IdP in a task.
+    fn start_device(
+        &self,
+        sign_in: &SignIn,
+        permit: SignInPermit,
+        key: String,
+        idp: Idp,
+        auth: DeviceAuthorization,
+    ) -> (String, JoinHandle<Result<SignedIn, Error>>) {
         let left = auth
             .expires_at
             .saturating_duration_since(std::time::Instant::now());
-        let until = tokio::time::Instant::from_std(auth.expires_at) + SIGN_IN_GRACE;
-        if let Some(pre) = self.pre.as_ref() {
-            pre.auth_deadline.send_if_modified(|deadline| {
-                let later = until > *deadline;
-                if later {
-                    *deadline = until;
-                }
-                later
-            });
-        }
+        self.stretch_auth_deadline(tokio::time::Instant::from_std(auth.expires_at) + SIGN_IN_GRACE);
         Event::SigninStarted {
             session_id: self.id.clone(),
             peer: self.peer.to_string(),
@@ -514,17 +561,108 @@ impl Connection {
             &auth.user_code,
             left,
         );
-        // Stops polling as soon as the connection ends. Nobody is left to
-        // hear about that then, so the task says it itself.
         let cancel = self.closed.child_token();
+        let task = self.spawn_poller(sign_in, permit, key, async move {
+            idp.wait_for_sign_in(&auth, &cancel)
+                .await
+                .map_err(Error::from)
+        });
+        (instructions, task)
+    }
+
+    /// Makes a sign-in link for `user` at `public_url`, stores it, and
+    /// waits in a task for the web app to approve it; the link is closed
+    /// when that task ends without the approval, however it ends.
+    async fn start_link(
+        &mut self,
+        sign_in: &Arc<SignIn>,
+        permit: SignInPermit,
+        key: String,
+        user: &str,
+        public_url: &str,
+    ) -> Result<(String, JoinHandle<Result<SignedIn, Error>>), String> {
+        let link = match NewLink::generate() {
+            Ok(link) => link,
+            Err(e) => {
+                self.audit_sign_in_failed(sign_in, &key, &e);
+                return Err(e.user_line());
+            }
+        };
+        let created_at = SystemTime::now();
+        let expires_at = created_at + LINK_LIFETIME;
+        let store = Arc::clone(self.shared.store());
+        let stored = store
+            .ssh_link_create(state::SshLink {
+                id_hash: link.id_hash.clone(),
+                phrase: link.phrase.clone(),
+                fingerprint: key.clone(),
+                client_addr: self.peer.ip().to_string(),
+                user_name: user.to_owned(),
+                gateway_id: self.shared.config().gateway_id.clone(),
+                session_id: self.id.to_string(),
+                created_at,
+                expires_at,
+            })
+            .await;
+        if let Err(e) = stored {
+            let e = Error::from(e);
+            self.state_failed("ssh_link_create", &e);
+            self.audit_sign_in_failed(sign_in, &key, &e);
+            return Err(lines::STATE_UNAVAILABLE.to_owned());
+        }
+        // From here on the link is stored: the closer goes with the task.
+        let mut closer = LinkCloser::new(store, link.id_hash.clone());
+        self.stretch_auth_deadline(tokio::time::Instant::now() + LINK_LIFETIME + SIGN_IN_GRACE);
+        Event::SigninLinkIssued {
+            session_id: self.id.clone(),
+            peer: self.peer.to_string(),
+            key_fingerprint: key.clone(),
+            link: sign_in::link_name(&link.id_hash),
+            expires_in_s: LINK_LIFETIME.as_secs(),
+        }
+        .emit();
+        let instructions = link_instructions(&link.url(public_url), &link.phrase, LINK_LIFETIME);
+        let cancel = self.closed.child_token();
+        let approver = Arc::clone(sign_in);
+        let task = self.spawn_poller(sign_in, permit, key, async move {
+            let approval = sign_in::wait_for_approval(&mut closer, expires_at, &cancel).await;
+            drop(closer);
+            approver.link_signed_in(approval?)
+        });
+        Ok((instructions, task))
+    }
+
+    /// Moves the unauthenticated connection's deadline to `until` if that
+    /// is later: a pending sign-in keeps the connection as long as its
+    /// code or link lives.
+    fn stretch_auth_deadline(&self, until: tokio::time::Instant) {
+        if let Some(pre) = self.pre.as_ref() {
+            pre.auth_deadline.send_if_modified(|deadline| {
+                let later = until > *deadline;
+                if later {
+                    *deadline = until;
+                }
+                later
+            });
+        }
+    }
+
+    /// Runs a sign-in's wait in a task that holds the sign-in's place in
+    /// the limits until it ends. The wait stops as soon as the connection
+    /// ends; nobody is left to hear about that then, so the task says it
+    /// itself.
+    fn spawn_poller(
+        &self,
+        sign_in: &SignIn,
+        permit: SignInPermit,
+        key: String,
+        wait: impl Future<Output = Result<SignedIn, Error>> + Send + 'static,
+    ) -> JoinHandle<Result<SignedIn, Error>> {
         let (id, peer, issuer) = (self.id.clone(), self.peer, sign_in.issuer().to_owned());
-        let task = tokio::spawn(
+        tokio::spawn(
             async move {
                 let _permit = permit;
-                let result = idp
-                    .wait_for_sign_in(&auth, &cancel)
-                    .await
-                    .map_err(Error::from);
+                let result = wait.await;
                 if let Err(e @ Error::Identity(identity::Error::SignInCancelled)) = &result {
                     Event::SigninFailed {
                         session_id: id,
@@ -538,14 +676,7 @@ impl Connection {
                 result
             }
             .instrument(self.span.clone()),
-        );
-        if let Some(pre) = self.pre.as_mut() {
-            pre.sign_in = SignInStage::Pending {
-                instructions: instructions.clone(),
-                task,
-            };
-        }
-        Ok(instructions)
+        )
     }
 
     /// Binds a finished sign-in to the proven key and authorizes it.
@@ -554,6 +685,7 @@ impl Connection {
         sign_in: &SignIn,
         user: &str,
         result: Result<SignedIn, Error>,
+        method: Method,
     ) -> Result<(), String> {
         let key = match self.pre.as_ref().and_then(|p| p.proven_key.as_ref()) {
             Some((fp, proven_for)) if proven_for == user => Some(fp.clone()),
@@ -599,7 +731,7 @@ impl Connection {
             }
         }
         let identity = Arc::new(sign_in::identity_of(&signed_in, binding.as_ref()));
-        self.admit(user, identity, &fingerprint, Method::DeviceCode)
+        self.admit(user, identity, &fingerprint, method)
     }
 
     fn audit_sign_in_failed(&self, sign_in: &SignIn, key: &str, error: &Error) {
@@ -639,6 +771,23 @@ fn prompt(name: &'static str, instructions: String) -> Auth {
         instructions: Cow::Owned(lines::for_prompt(&instructions)),
         prompts: Cow::Borrowed(&[]),
     }
+}
+
+/// A sign-in that started: how the user signs in this time.
+enum Started {
+    /// A device code from this IdP.
+    Device(Idp, DeviceAuthorization),
+    /// A sign-in link on the web listener at this `web.public_url`.
+    Link(String),
+}
+
+/// What the user reads while signing in with a link (issue 14): the URL,
+/// the phrase the page shows too, and the expiry.
+pub(crate) fn link_instructions(url: &str, phrase: &str, left: Duration) -> String {
+    format!(
+        "  Open {url}\n  and check that the page shows: {phrase}\n  This link expires in {}.\n",
+        sign_in::expires_in_words(left)
+    )
 }
 
 /// What the user reads while signing in (design §1): the link with the

@@ -34,6 +34,8 @@ pub(crate) enum Method {
     Binding,
     /// A device-code sign-in in this connection.
     DeviceCode,
+    /// A sign-in link approved in the web app during this connection.
+    SignInLink,
 }
 
 impl Method {
@@ -42,6 +44,7 @@ impl Method {
             Method::PublicKey => "publickey",
             Method::Binding => "binding",
             Method::DeviceCode => "device_code",
+            Method::SignInLink => "sign_in_link",
         }
     }
 }

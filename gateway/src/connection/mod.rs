@@ -1,8 +1,9 @@
 //! One client connection, as the russh `Handler` sees it, in the phases of
 //! a session:
 //!
-//! - `authenticate.rs`: registered keys, login bindings, the device-code
-//!   sign-in rounds ([`Authenticating`] holds what only this phase needs);
+//! - `authenticate.rs`: registered keys, login bindings, the sign-in
+//!   rounds with a device code or a sign-in link ([`Authenticating`] holds
+//!   what only this phase needs);
 //! - `authorize.rs`: login, route and policy → [`Authorized`];
 //! - `channels.rs`: session channels and their requests on the live
 //!   session ([`Live`]); each channel dials the target through
@@ -22,7 +23,7 @@ mod channels;
 mod forwarding;
 mod record;
 
-pub(crate) use authenticate::sign_in_instructions;
+pub(crate) use authenticate::{link_instructions, sign_in_instructions};
 pub(crate) use authorize::split_user;
 
 use std::collections::HashMap;
