@@ -1,11 +1,11 @@
 //! The SSH sign-in link (issue 14): for identity providers without the
 //! device grant, the keyboard-interactive prompt shows a single-use URL on
 //! the web listener and a three-word phrase. Real `ssh`, real `sshd` and
-//! the real dev IdP started with `--no-device-flow`. The web page that
-//! approves a link is not part of these tests: they approve it in the
-//! state database exactly as the web app does (`ssh_link_approve`), with
-//! the hash of the token read from the prompt, so the gateway is shown to
-//! need nothing of the web listener but its address.
+//! the real dev IdP started with `--no-device-flow`. Most tests approve
+//! the link in the state database exactly as the web app does
+//! (`ssh_link_approve`), with the hash of the token read from the prompt,
+//! so the gateway is shown to need nothing of the web listener but its
+//! address; the last one goes through the real page in Chromium.
 
 mod common;
 
@@ -370,4 +370,84 @@ fn block<T>(call: impl std::future::Future<Output = T>) -> T {
         .build()
         .unwrap()
         .block_on(call)
+}
+
+/// The whole flow a user goes through: `ssh` shows the link, the browser
+/// signs in at the IdP (authorization code) and lands on the link's page
+/// on the gateway's own web listener, which shows the phrase, the key and
+/// the client; a GET approves nothing; the Approve button does, and the
+/// command runs. A replayed link gets a page that says it was used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_link_page_in_a_real_browser_approves_and_refuses_a_replay() {
+    let idp = DevIdp::start(
+        0,
+        &[
+            "--no-device-flow",
+            "--redirect-uri",
+            "http://127.0.0.1/auth/callback",
+        ],
+    );
+    let w = World::new();
+    let port = sshd_test::free_port();
+    let public_url = format!("http://127.0.0.1:{port}");
+    let config = w.write_config(
+        &[sre_route(&w)],
+        &format!(
+            "web:\n  listen: 127.0.0.1:{port}\n  public_url: {public_url}\n  plain_http: true\n{}",
+            idp_section(&idp.issuer, "")
+        ),
+    );
+    let gw = Gateway::start(&config);
+    let laptop = keygen(w.dir.path(), "laptop");
+    let child = ChildGuard::spawn(w.ssh_command(
+        &laptop,
+        &gw,
+        &format!("{LOGIN}@prod"),
+        &["echo", "approved-in-a-browser"],
+    ))
+    .expect("spawn ssh");
+    let (token, phrase) = read_link(&child, &public_url);
+    let link = format!("{public_url}/ssh/link/{token}");
+
+    let browser = common::browser::Browser::start().await;
+    browser.client.goto(&link).await.unwrap();
+    browser.fill("input[name=login]", "alice@example.com").await;
+    browser.fill("input[name=password]", "alice-pw").await;
+    browser.click("button[type=submit]").await;
+    browser.click("form[action$=confirm] button").await;
+    // Back at the link's page: what the user checks before approving.
+    assert_eq!(browser.text("#phrase").await, phrase);
+    assert_eq!(browser.text("#key").await, fingerprint(&laptop));
+    assert_eq!(browser.text("#client").await, "127.0.0.1");
+    assert_eq!(browser.text("#route").await, format!("{LOGIN}@prod"));
+    // Showing the page approved nothing.
+    let store = Sqlite::open(&w.path("state")).unwrap();
+    let row = store.ssh_link(&id_hash(&token)).await.unwrap().unwrap();
+    assert_eq!(row.state, LinkState::Pending);
+    assert!(!child.stdout_text().contains("approved-in-a-browser"));
+
+    browser.click("#approve button").await;
+    let approved = Instant::now();
+    assert!(browser.text("#message").await.contains("Approved"));
+    while !child.stdout_text().contains("approved-in-a-browser") {
+        assert!(
+            approved.elapsed() < Duration::from_secs(30),
+            "no output after approving:\n{}",
+            child.stderr_text()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!("approve click to output: {:?}", approved.elapsed());
+    let (code, out, err) = finish(child);
+    assert_eq!((code, out.trim()), (0, "approved-in-a-browser"), "{err}");
+    gw.wait_for_log("event=\"signin.link_approved\"");
+
+    // The same link again: a page that says so, and an audit event.
+    browser.client.goto(&link).await.unwrap();
+    let said = browser.text("#message").await;
+    assert!(said.contains("already used"), "{said}");
+    let refused = gw.wait_for_log("event=\"signin.link_refused\"");
+    assert!(refused.contains("reason=\"used\""), "{refused}");
+    browser.close().await;
+    assert!(!gw.log().contains(&token), "the link's token in the log");
 }

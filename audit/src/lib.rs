@@ -213,7 +213,7 @@ events! {
     /// A client did not authenticate within `auth_timeout`.
     AuthTimeout = "auth.timeout", INFO { session_id: SessionId, peer: String }
     /// A client authenticated and the policy allowed the route; `method` is
-    /// `publickey`, `binding` or `device_code`.
+    /// `publickey`, `binding`, `device_code` or `sign_in_link`.
     AuthAccepted = "auth.accepted", INFO {
         session_id: SessionId, peer: String, identity: String, identity_kind: &'static str,
         method: &'static str, key_fingerprint: String, route: String, login: String,
