@@ -11,66 +11,26 @@
 //! force. Its problems are logged, with file:line:col, and the gateway goes
 //! on with the old one.
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use audit::Event;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::shared::Shared;
 use config::{self, Config};
 
-/// How often the file is read to see whether it changed.
-const FILE_POLL: Duration = Duration::from_secs(1);
-
 /// Reloads the configuration whenever SIGHUP arrives or its file changes,
-/// until `shutdown`.
+/// until `shutdown` (the file follower is `config::follow`).
 pub(crate) async fn follow(shared: Arc<Shared>, shutdown: CancellationToken) {
     let path = shared.config().source.clone();
-    let mut hangups = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; reloading on file changes only");
-            None
-        }
-    };
-    let mut seen = read(&path);
-    loop {
-        let hangup = async {
-            match hangups.as_mut() {
-                Some(s) => s.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        let trigger = tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = hangup => "sighup",
-            () = tokio::time::sleep(FILE_POLL) => {
-                let now = read(&path);
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                "file_changed"
-            }
-        };
-        if trigger == "sighup" {
-            seen = read(&path);
-        }
-        reload(&shared, &path, trigger);
-    }
+    config::follow(path, shutdown, move |loaded, trigger| {
+        reload(&shared, loaded, trigger);
+    })
+    .await;
 }
 
-/// The file's bytes, or nothing when it cannot be read (a reload then
-/// reports why).
-fn read(path: &Path) -> Option<Vec<u8>> {
-    std::fs::read(path).ok()
-}
-
-fn reload(shared: &Shared, path: &Path, trigger: &'static str) {
-    let new = match config::load(path) {
+fn reload(shared: &Shared, loaded: Result<Config, config::ConfigErrors>, trigger: &'static str) {
+    let new = match loaded {
         Ok(new) => new,
         Err(errors) => {
             Event::ConfigRejected {
