@@ -426,20 +426,21 @@ pub fn parse_and_compile_access(yaml: &str) -> Result<CompiledAccessPolicy, Vec<
 }
 
 impl Compiler {
-    /// One rule of `web.access`, whether it allows, and its time windows.
-    fn access_rule(
+    /// Whether a rule of `web.access` or of an HTTP route (`what`) allows,
+    /// and its name: exactly one of `allow: NAME` and `deny: NAME`, with a
+    /// name that is not empty.
+    pub(super) fn allow_or_deny<'r>(
         &mut self,
-        spanned: &Spanned<raw::AccessRule>,
-    ) -> Option<(AccessRule, bool, Vec<Window>)> {
-        let rule = &spanned.value;
-        let (allow, name) = match (&rule.allow, &rule.deny) {
+        at: &Location,
+        allow: &'r Option<Spanned<String>>,
+        deny: &'r Option<Spanned<String>>,
+        what: &str,
+    ) -> Option<(bool, &'r Spanned<String>)> {
+        let (allows, name) = match (allow, deny) {
             (Some(name), None) => (true, name),
             (None, Some(name)) => (false, name),
             (None, None) => {
-                self.err(
-                    &spanned.referenced,
-                    "an access rule needs `allow: NAME` or `deny: NAME`",
-                );
+                self.err(at, format!("{what} needs `allow: NAME` or `deny: NAME`"));
                 return None;
             }
             (Some(_), Some(deny)) => {
@@ -453,6 +454,21 @@ impl Compiler {
         if name.value.trim().is_empty() {
             self.err(&name.referenced, "a rule's name must not be empty");
         }
+        Some((allows, name))
+    }
+
+    /// One rule of `web.access`, whether it allows, and its time windows.
+    fn access_rule(
+        &mut self,
+        spanned: &Spanned<raw::AccessRule>,
+    ) -> Option<(AccessRule, bool, Vec<Window>)> {
+        let rule = &spanned.value;
+        let (allow, name) = self.allow_or_deny(
+            &spanned.referenced,
+            &rule.allow,
+            &rule.deny,
+            "an access rule",
+        )?;
         let capabilities = match &rule.capabilities {
             Some(node) => self.viewer_capabilities(node, allow),
             None if allow => {

@@ -329,27 +329,12 @@ impl Compiler {
         spanned: &Spanned<raw::HttpRule>,
     ) -> Option<(HttpRule, Location, bool, Vec<Window>)> {
         let rule = &spanned.value;
-        let (allow, name) = match (&rule.allow, &rule.deny) {
-            (Some(name), None) => (true, name),
-            (None, Some(name)) => (false, name),
-            (None, None) => {
-                self.err(
-                    &spanned.referenced,
-                    "a rule of an HTTP route needs `allow: NAME` or `deny: NAME`",
-                );
-                return None;
-            }
-            (Some(_), Some(deny)) => {
-                self.err(
-                    &deny.referenced,
-                    "a rule has exactly one of `allow` or `deny`; split it into two rules",
-                );
-                return None;
-            }
-        };
-        if name.value.trim().is_empty() {
-            self.err(&name.referenced, "a rule's name must not be empty");
-        }
+        let (allow, name) = self.allow_or_deny(
+            &spanned.referenced,
+            &rule.allow,
+            &rule.deny,
+            "a rule of an HTTP route",
+        )?;
         let mut windows = Vec::new();
         let when = match &rule.when {
             Some(when) => self.cond(when, &mut windows)?,
