@@ -43,8 +43,8 @@ pub use fileop::{FileOp, FileOpKind};
 pub use index::{ChannelRecord, SessionFilter, SessionRecord};
 pub use meta::{SessionInfo, SignedMeta, Status};
 pub use recording::{
-    ChannelKind, ChannelRecorder, ChannelSpec, Health, Recorder, RecorderConfig, SealReport,
-    Session,
+    ChannelKind, ChannelRecorder, ChannelSpec, Format, Health, Recorder, RecorderConfig,
+    SealReport, Session,
 };
 pub use scp::ScpTransfer;
 pub use sftp::SftpTracker;

@@ -147,6 +147,50 @@ impl ChannelKind {
     }
 }
 
+/// How a channel is recorded, chosen by what it carries (issue 15).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// A terminal (a shell, or a command with a pty): asciicast v3, the
+    /// screen the user saw.
+    #[default]
+    Cast,
+    /// Anything else (`rsync`, `git`, `tar c`, `cat file`): the exact
+    /// bytes of stdout, stderr and (with `record_input`) stdin, framed
+    /// ([`crate::stream`]).
+    Stream,
+}
+
+impl Format {
+    /// The spool file's and the sealed object's extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Cast => "cast",
+            Format::Stream => "stream",
+        }
+    }
+
+    /// The zstd level of this format's segments. Terminal text is small
+    /// and compresses well, so a slower level pays; bulk streams must keep
+    /// up with the wire, so the fastest (binary data barely compresses).
+    pub(crate) fn zstd_level(self) -> i32 {
+        match self {
+            Format::Cast => SEAL_ZSTD_LEVEL,
+            Format::Stream => 1,
+        }
+    }
+
+    /// The length of the longest prefix of `data`, which starts at a
+    /// record boundary, made of whole records (lines or frames): where a
+    /// segment may be cut.
+    pub(crate) fn whole(self, data: &[u8]) -> usize {
+        match self {
+            Format::Cast => data.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1),
+            Format::Stream => crate::stream::whole_frames(data),
+        }
+    }
+}
+
 /// Describes a channel when its recording starts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelSpec {
@@ -165,6 +209,17 @@ pub struct ChannelSpec {
     /// (the gateway mints one per channel); falls back to the session's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_serial: Option<u64>,
+}
+
+/// What a channel's spool directory keeps of it (`<channel>.channel.json`):
+/// its spec and format, for recovery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SpooledChannel {
+    #[serde(flatten)]
+    pub(crate) spec: ChannelSpec,
+    /// Spools written before formats existed are casts.
+    #[serde(default)]
+    pub(crate) format: Format,
 }
 
 /// The outcome of sealing one session, also returned by recovery.
@@ -326,6 +381,8 @@ impl Recorder {
 /// The state of one live (or recovered) channel, shared by writer, uploader and sealer.
 struct ChannelShared {
     spec: ChannelSpec,
+    /// Terminal text or exact bytes.
+    format: Format,
     /// The spool file, opened for appending.
     file: File,
     spool_path: PathBuf,
@@ -360,6 +417,28 @@ struct UploadState {
     /// recovery (a crash may have cut it short) or a failed append; the
     /// seal then compresses the spool instead.
     frames: Option<PathBuf>,
+    /// While `frames` is kept: the SHA-256 of every spool byte uploaded so
+    /// far and of every frame kept, and the frames' length, so the seal
+    /// reads neither the spool nor the frames again to hash them.
+    hashes: Option<RunningHashes>,
+}
+
+/// The hashes of a live channel's recording, advanced segment by segment.
+#[derive(Clone)]
+struct RunningHashes {
+    raw: ring::digest::Context,
+    stored: ring::digest::Context,
+    stored_len: u64,
+}
+
+impl RunningHashes {
+    fn new() -> Self {
+        RunningHashes {
+            raw: ring::digest::Context::new(&ring::digest::SHA256),
+            stored: ring::digest::Context::new(&ring::digest::SHA256),
+            stored_len: 0,
+        }
+    }
 }
 
 /// State of one live session, shared by its handles and its uploader task.

@@ -20,7 +20,9 @@ use crate::{Error, Result};
 use super::seal::seal_channels;
 use super::spool::{ChannelEnd, SpooledSession, read_json};
 use super::upload::read_segments;
-use super::{ChannelShared, ChannelSpec, Recorder, RecorderInner, SealReport, UploadState};
+use super::{
+    ChannelShared, Format, Recorder, RecorderInner, SealReport, SpooledChannel, UploadState,
+};
 
 impl Recorder {
     /// Seals every spool left behind by an earlier process, as `interrupted`
@@ -86,21 +88,28 @@ async fn recover_session(recorder: &Arc<RecorderInner>, dir: &Path) -> Result<Se
         .collect();
     specs.sort();
     for spec_path in specs {
-        let spec: ChannelSpec = read_json(&spec_path)?;
-        let spool_path = dir.join(format!("{}.cast", spec.channel));
+        let SpooledChannel { spec, format } = read_json(&spec_path)?;
+        let spool_path = dir.join(format!("{}.{}", spec.channel, format.extension()));
         let segments_path = dir.join(format!("{}.segments", spec.channel));
         let file = OpenOptions::new()
             .read(true)
             .append(true)
             .open(&spool_path)
             .map_err(Error::spool(&spool_path))?;
-        // A crash mid-write can leave a partial last line; only whole lines count.
+        // A crash mid-write can leave a partial last line or frame; only
+        // whole ones count.
         let len = file.metadata().map_err(Error::spool(&spool_path))?.len();
-        let complete = complete_len(&file, &spool_path, len)?;
+        let segments = read_segments(&segments_path)?;
+        let complete = match format {
+            Format::Cast => complete_len(&file, &spool_path, len)?,
+            Format::Stream => {
+                let from = segments.last().map_or(0, |s| s.offset + s.bytes).min(len);
+                whole_frames_from(&file, &spool_path, from, len)?
+            }
+        };
         if complete < len {
             file.set_len(complete).map_err(Error::spool(&spool_path))?;
         }
-        let segments = read_segments(&segments_path)?;
         let mut chain = chain_seed(&spooled.info.session_id, &spec.channel);
         let mut acked = 0;
         if let Some(last) = segments.last() {
@@ -117,7 +126,10 @@ async fn recover_session(recorder: &Arc<RecorderInner>, dir: &Path) -> Result<Se
         let output_bytes = if end.output_bytes > 0 {
             end.output_bytes
         } else {
-            output_len(&spool_path, complete)
+            match format {
+                Format::Cast => output_len(&spool_path, complete),
+                Format::Stream => stream_output_len(&spool_path, complete),
+            }
         };
         channels.push(Arc::new(ChannelShared {
             segments_path,
@@ -135,8 +147,10 @@ async fn recover_session(recorder: &Arc<RecorderInner>, dir: &Path) -> Result<Se
                 next_seq: segments.last().map_or(0, |s| s.seq + 1),
                 chain,
                 frames: None,
+                hashes: None,
             }),
             spec,
+            format,
         }));
     }
     let (status, reason) = if ended && !unfinished {
@@ -200,6 +214,46 @@ fn complete_len(file: &File, path: &Path, len: u64) -> Result<u64> {
         pos = start;
     }
     Ok(0)
+}
+
+/// The end of the last whole frame of a stream spool, reading from
+/// `from` (a frame boundary: the end of what was uploaded) to `len`.
+fn whole_frames_from(file: &File, path: &Path, from: u64, len: u64) -> Result<u64> {
+    let mut at = from;
+    let mut header = [0u8; crate::stream::FRAME_HEADER];
+    while at + header.len() as u64 <= len {
+        file.read_exact_at(&mut header, at)
+            .map_err(Error::spool(path))?;
+        let payload = u64::from(u32::from_le_bytes(
+            header
+                .get(9..13)
+                .and_then(|b| b.try_into().ok())
+                .unwrap_or([0; 4]),
+        ));
+        let end = at + header.len() as u64 + payload;
+        if end > len {
+            break;
+        }
+        at = end;
+    }
+    Ok(at)
+}
+
+/// Output bytes (stdout and stderr) of a recovered stream spool whose
+/// channel never wrote its end file.
+fn stream_output_len(path: &Path, len: u64) -> u64 {
+    let Ok(file) = File::open(path) else { return 0 };
+    let mut frames = crate::stream::Frames::new(std::io::BufReader::new(file.take(len)));
+    let mut total = 0u64;
+    while let Ok(Some(f)) = frames.next_frame() {
+        if matches!(
+            f.kind,
+            crate::stream::Kind::Stdout | crate::stream::Kind::Stderr
+        ) {
+            total += f.data.len() as u64;
+        }
+    }
+    total
 }
 
 /// Output bytes of a recovered spool whose channel never wrote its end file,

@@ -23,7 +23,7 @@ use crate::{Error, Result};
 
 use super::spool::{dir_size, write_json_synced};
 use super::upload::{read_segments, upload_pending};
-use super::{ChannelShared, RecorderInner, SEAL_ZSTD_LEVEL, SealReport, Session};
+use super::{ChannelShared, RecorderInner, SealReport, Session};
 
 impl Session {
     /// Ends the recording: uploads the last segments, the sealed `.cast.zst`
@@ -193,7 +193,7 @@ async fn seal_once(
     for ch in channels {
         upload_pending(recorder, &info.session_id, prefix, ch).await?;
         let segments = read_segments(&ch.segments_path)?;
-        let sealed_key = format!("{prefix}/{}.cast.zst", ch.spec.channel);
+        let sealed_key = format!("{prefix}/{}.{}.zst", ch.spec.channel, ch.format.extension());
         let (cast_bytes, cast_sha256, sealed_bytes, sealed_sha256) =
             upload_sealed(recorder, ch, &sealed_key).await?;
         if let Ok(modified) = std::fs::metadata(&ch.spool_path).and_then(|m| m.modified())
@@ -268,25 +268,36 @@ async fn upload_sealed(
     let spool = ch.spool_path.clone();
     let committed = ch.committed.load(Ordering::SeqCst);
     // Every byte is uploaded by now, so the frames kept while uploading
-    // are the whole recording; otherwise compress the spool once.
-    let frames = ch.upload.lock().await.frames.clone();
-    let (tmp, keep_tmp) = match frames {
-        Some(frames) => (frames, true),
-        None => (spool.with_extension("cast.zst"), false),
+    // are the whole recording, already hashed as they were kept;
+    // otherwise (recovery) compress the spool once, hashing both sides.
+    let (frames, hashes) = {
+        let state = ch.upload.lock().await;
+        (state.frames.clone(), state.hashes.clone())
     };
-    let tmp2 = tmp.clone();
-    let (raw_sha, stored_len, stored_sha) = tokio::task::spawn_blocking(move || {
-        if keep_tmp {
-            hash_frames(&spool, committed, &tmp2)
-        } else {
-            compress_file(&spool, committed, &tmp2)
+    let (tmp, keep_tmp, sums) = match (frames, hashes) {
+        (Some(frames), Some(h)) => {
+            let sums = (
+                hex(h.raw.finish().as_ref()),
+                h.stored_len,
+                hex(h.stored.finish().as_ref()),
+            );
+            (frames, true, sums)
         }
-    })
-    .await
-    .map_err(|e| Error::Spool {
-        path: tmp.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })??;
+        _ => {
+            let tmp = spool.with_extension(format!("{}.zst", ch.format.extension()));
+            let tmp2 = tmp.clone();
+            let level = ch.format.zstd_level();
+            let sums =
+                tokio::task::spawn_blocking(move || compress_file(&spool, committed, &tmp2, level))
+                    .await
+                    .map_err(|e| Error::Spool {
+                        path: tmp.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    })??;
+            (tmp, false, sums)
+        }
+    };
+    let (raw_sha, stored_len, stored_sha) = sums;
     let path = recorder.catalog.storage.path(key);
     let mut writer = object_store::buffered::BufWriter::with_capacity(
         Arc::clone(recorder.catalog.storage.store()),
@@ -321,29 +332,8 @@ async fn upload_sealed(
     Ok((committed, raw_sha, stored_len, stored_sha))
 }
 
-/// Hashes the first `len` bytes of `src` (the raw cast) and all of
-/// `frames` (the sealed object made of the segments' frames).
-fn hash_frames(src: &Path, len: u64, frames: &Path) -> Result<(String, u64, String)> {
-    let mut raw = HashingReader {
-        inner: File::open(src).map_err(Error::spool(src))?.take(len),
-        ctx: ring::digest::Context::new(&ring::digest::SHA256),
-    };
-    std::io::copy(&mut raw, &mut std::io::sink()).map_err(Error::spool(src))?;
-    let mut stored = HashingReader {
-        inner: File::open(frames).map_err(Error::spool(frames))?,
-        ctx: ring::digest::Context::new(&ring::digest::SHA256),
-    };
-    let stored_len =
-        std::io::copy(&mut stored, &mut std::io::sink()).map_err(Error::spool(frames))?;
-    Ok((
-        hex(raw.ctx.finish().as_ref()),
-        stored_len,
-        hex(stored.ctx.finish().as_ref()),
-    ))
-}
-
 /// zstd-compresses the first `len` bytes of `src` into `dst`, hashing both sides.
-fn compress_file(src: &Path, len: u64, dst: &Path) -> Result<(String, u64, String)> {
+fn compress_file(src: &Path, len: u64, dst: &Path, level: i32) -> Result<(String, u64, String)> {
     let input = File::open(src).map_err(Error::spool(src))?;
     let output = File::create(dst).map_err(Error::spool(dst))?;
     let mut reader = HashingReader {
@@ -355,8 +345,7 @@ fn compress_file(src: &Path, len: u64, dst: &Path) -> Result<(String, u64, Strin
         ctx: ring::digest::Context::new(&ring::digest::SHA256),
         len: 0,
     };
-    zstd::stream::copy_encode(&mut reader, &mut writer, SEAL_ZSTD_LEVEL)
-        .map_err(Error::spool(dst))?;
+    zstd::stream::copy_encode(&mut reader, &mut writer, level).map_err(Error::spool(dst))?;
     writer.inner.sync_data().map_err(Error::spool(dst))?;
     Ok((
         hex(reader.ctx.finish().as_ref()),

@@ -24,7 +24,7 @@ use crate::meta::{SegmentMeta, chain_next, sha256};
 use crate::sign::hex;
 use crate::{Error, Result};
 
-use super::{ChannelShared, RecorderInner, SEAL_ZSTD_LEVEL, SessionShared};
+use super::{ChannelShared, RecorderInner, SessionShared};
 
 /// The per-session background task: fsync every `fsync_interval`, upload every
 /// `segment_interval` (or when woken), back off while storage fails.
@@ -138,34 +138,60 @@ pub(super) async fn upload_pending(
         let want = (end - acked).min(recorder.config.segment_bytes.max(1));
         let mut data = read_range(&ch.file, &ch.spool_path, acked, want)?;
         if acked + want < end {
-            // Cut at a line boundary so every segment holds whole events.
-            match data.iter().rposition(|&b| b == b'\n') {
-                Some(pos) => data.truncate(pos + 1),
-                None => data = read_range(&ch.file, &ch.spool_path, acked, end - acked)?,
+            // Cut at a record boundary so every segment holds whole events
+            // (lines) or frames; `end` is one.
+            match ch.format.whole(&data) {
+                0 => {
+                    let len = whole_len(ch, acked, end)?;
+                    data = read_range(&ch.file, &ch.spool_path, acked, len)?;
+                }
+                n => data.truncate(n),
             }
         }
         let digest = sha256(&data);
+        // Advanced on a copy, kept only once the segment is stored: a
+        // failed upload is tried again with the same bytes.
+        let raw = state.hashes.as_ref().map(|h| {
+            let mut raw = h.raw.clone();
+            raw.update(&data);
+            raw
+        });
         let chain = chain_next(&state.chain, &digest);
         let seq = state.next_seq;
         // Segments are stored compressed, each one zstd frame of its lines;
         // the hash and the chain are over the uncompressed lines.
         let key = format!("{prefix}/{}/{seq:08}.part.zst", ch.spec.channel);
         let len = data.len() as u64;
-        let frame =
-            tokio::task::spawn_blocking(move || zstd::bulk::compress(&data, SEAL_ZSTD_LEVEL))
-                .await
-                .map_err(|e| Error::Spool {
-                    path: ch.spool_path.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?
-                .map_err(Error::spool(&ch.spool_path))?;
+        let level = ch.format.zstd_level();
+        let frame = tokio::task::spawn_blocking(move || zstd::bulk::compress(&data, level))
+            .await
+            .map_err(|e| Error::Spool {
+                path: ch.spool_path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+            .map_err(Error::spool(&ch.spool_path))?;
         let frame = Bytes::from(frame);
         recorder.catalog.storage.put(&key, frame.clone()).await?;
-        if let Some(frames) = &state.frames
-            && let Err(e) = append_frame(frames, &frame)
-        {
-            tracing::warn!(session_id, error = %e, "keeping the sealed frames failed; the seal will compress the spool");
-            state.frames = None;
+        if let Some(frames) = &state.frames {
+            match append_frame(frames, &frame) {
+                Ok(()) => {
+                    // The kept frames are spool bytes too: the cap counts
+                    // every file of the spool.
+                    recorder
+                        .spool_total
+                        .fetch_add(frame.len() as u64, Ordering::SeqCst);
+                    if let (Some(h), Some(raw)) = (state.hashes.as_mut(), raw) {
+                        h.raw = raw;
+                        h.stored.update(&frame);
+                        h.stored_len += frame.len() as u64;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(session_id, error = %e, "keeping the sealed frames failed; the seal will compress the spool");
+                    state.frames = None;
+                    state.hashes = None;
+                }
+            }
         }
         let segment = SegmentMeta {
             seq,
@@ -186,6 +212,27 @@ pub(super) async fn upload_pending(
             .await
         {
             tracing::warn!(session_id, error = %e, "index update after segment upload failed");
+        }
+    }
+}
+
+/// The length from `from` of the first whole record of a channel's spool
+/// (one line or frame larger than a segment), up to `end`.
+fn whole_len(ch: &ChannelShared, from: u64, end: u64) -> Result<u64> {
+    match ch.format {
+        super::Format::Cast => Ok(end - from),
+        super::Format::Stream => {
+            let mut header = [0u8; crate::stream::FRAME_HEADER];
+            ch.file
+                .read_exact_at(&mut header, from)
+                .map_err(Error::spool(&ch.spool_path))?;
+            let payload = u64::from(u32::from_le_bytes(
+                header
+                    .get(9..13)
+                    .and_then(|b| b.try_into().ok())
+                    .unwrap_or([0; 4]),
+            ));
+            Ok((header.len() as u64 + payload).min(end - from))
         }
     }
 }

@@ -16,10 +16,14 @@ use std::time::Instant;
 
 use crate::asciicast::{self, FILE_OP_MARKER_PREFIX, GatehouseHeader, Header, Utf8Decoder};
 use crate::meta::{SessionInfo, chain_seed};
+use crate::stream;
 use crate::{Error, FileOp, Result};
 
 use super::spool::{ChannelEnd, write_json_synced};
-use super::{ChannelShared, ChannelSpec, Session, SessionShared, UploadState, sanitize};
+use super::{
+    ChannelShared, ChannelSpec, Format, RunningHashes, Session, SessionShared, SpooledChannel,
+    UploadState, sanitize,
+};
 
 /// Largest slice of output encoded as one event; bigger writes are split so
 /// the line buffer stays small. Escaping can make a byte six (`\u00XX`), so
@@ -28,12 +32,27 @@ use super::{ChannelShared, ChannelSpec, Session, SessionShared, UploadState, san
 const MAX_EVENT_BYTES: usize = 8 * 1024;
 
 impl Session {
-    /// Starts recording a channel: writes the asciicast header to a new spool file.
+    /// Starts recording a terminal channel (a shell, or a command with a
+    /// pty) as asciicast: writes the header to a new spool file.
     pub async fn open_channel(&self, spec: ChannelSpec) -> Result<ChannelRecorder> {
+        self.open(spec, Format::Cast).await
+    }
+
+    /// Starts recording a channel without a terminal (`rsync`, `git`,
+    /// `tar c`, `cat file`) as a byte stream ([`crate::stream`]): its
+    /// exact bytes, with no escaping or decoding on the data path.
+    pub async fn open_stream(&self, spec: ChannelSpec) -> Result<ChannelRecorder> {
+        self.open(spec, Format::Stream).await
+    }
+
+    async fn open(&self, spec: ChannelSpec, format: Format) -> Result<ChannelRecorder> {
         let mut spec = spec;
         spec.channel = sanitize(&spec.channel);
         let inner = &self.shared.recorder;
-        let spool_path = self.shared.dir.join(format!("{}.cast", spec.channel));
+        let spool_path = self
+            .shared
+            .dir
+            .join(format!("{}.{}", spec.channel, format.extension()));
         let file = OpenOptions::new()
             .create_new(true)
             .read(true)
@@ -62,7 +81,10 @@ impl Session {
                 .shared
                 .dir
                 .join(format!("{}.channel.json", spec.channel)),
-            &spec,
+            &SpooledChannel {
+                spec: spec.clone(),
+                format,
+            },
         )?;
         let shared = Arc::new(ChannelShared {
             segments_path: self.shared.dir.join(format!("{}.segments", spec.channel)),
@@ -80,8 +102,10 @@ impl Session {
                 next_seq: 0,
                 chain: chain_seed(&info.session_id, &spec.channel),
                 frames: Some(self.shared.dir.join(format!("{}.frames.zst", spec.channel))),
+                hashes: Some(RunningHashes::new()),
             }),
             spec,
+            format,
         });
         inner
             .catalog
@@ -106,9 +130,17 @@ impl Session {
             start: Instant::now(),
             last_us: 0,
         };
-        let mut line = Vec::new();
-        asciicast::encode_header(&header, &mut line);
-        recorder.append(&line)?;
+        match format {
+            Format::Cast => {
+                let mut line = Vec::new();
+                asciicast::encode_header(&header, &mut line);
+                recorder.append(&line)?;
+            }
+            Format::Stream => {
+                let payload = stream::header_payload(&header);
+                recorder.frame(stream::Kind::Header, &payload)?;
+            }
+        }
         self.shared
             .channels
             .lock()
@@ -149,10 +181,30 @@ impl ChannelRecorder {
         self.channel
             .output_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        for chunk in data.chunks(MAX_EVENT_BYTES) {
-            self.text_event(Stream::Output, chunk)?;
+        match self.channel.format {
+            Format::Cast => {
+                for chunk in data.chunks(MAX_EVENT_BYTES) {
+                    self.text_event(Stream::Output, chunk)?;
+                }
+                Ok(())
+            }
+            Format::Stream => self.frames(stream::Kind::Stdout, data),
         }
-        Ok(())
+    }
+
+    /// Records what the target wrote to stderr (SSH extended data): its own
+    /// stream in a byte-stream recording; on a terminal, it is output like
+    /// any other (the user saw it on the same screen).
+    pub fn stderr(&mut self, data: &[u8]) -> Result<()> {
+        match self.channel.format {
+            Format::Cast => self.output(data),
+            Format::Stream => {
+                self.channel
+                    .output_bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.frames(stream::Kind::Stderr, data)
+            }
+        }
     }
 
     /// Records input; does nothing unless the channel was opened with `record_input`.
@@ -160,26 +212,38 @@ impl ChannelRecorder {
         if !self.channel.spec.record_input {
             return Ok(());
         }
-        for chunk in data.chunks(MAX_EVENT_BYTES) {
-            self.text_event(Stream::Input, chunk)?;
+        match self.channel.format {
+            Format::Cast => {
+                for chunk in data.chunks(MAX_EVENT_BYTES) {
+                    self.text_event(Stream::Input, chunk)?;
+                }
+                Ok(())
+            }
+            Format::Stream => self.frames(stream::Kind::Stdin, data),
         }
-        Ok(())
     }
 
-    /// Records a terminal resize.
+    /// Records a terminal resize (nothing in a byte-stream recording).
     pub fn resize(&mut self, cols: u16, rows: u16) -> Result<()> {
-        self.event("r", &format!("{cols}x{rows}"))
+        match self.channel.format {
+            Format::Cast => self.event("r", &format!("{cols}x{rows}")),
+            Format::Stream => Ok(()),
+        }
     }
 
     /// Records a marker, e.g. a policy event.
     pub fn marker(&mut self, label: &str) -> Result<()> {
-        self.event("m", label)
+        match self.channel.format {
+            Format::Cast => self.event("m", label),
+            Format::Stream => self.frame(stream::Kind::Marker, label.as_bytes()),
+        }
     }
 
-    /// Records a file operation (SFTP or SCP) as a marker; see [`crate::asciicast`].
+    /// Records a file operation (SFTP, SCP, rsync, git) as a marker; see
+    /// [`crate::asciicast`].
     pub fn file_op(&mut self, op: &FileOp) -> Result<()> {
         let json = serde_json::to_string(op).unwrap_or_default();
-        self.event("m", &format!("{FILE_OP_MARKER_PREFIX}{json}"))
+        self.marker(&format!("{FILE_OP_MARKER_PREFIX}{json}"))
     }
 
     /// Records the remote command's exit status.
@@ -189,8 +253,34 @@ impl ChannelRecorder {
             .exit_status
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(status);
-        self.flush_decoders()?;
-        self.event("x", &status.to_string())
+        match self.channel.format {
+            Format::Cast => {
+                self.flush_decoders()?;
+                self.event("x", &status.to_string())
+            }
+            Format::Stream => self.frame(stream::Kind::Exit, &status.to_le_bytes()),
+        }
+    }
+
+    /// Records `data` of one stream as frames of at most
+    /// [`stream::MAX_PAYLOAD`].
+    fn frames(&mut self, kind: stream::Kind, data: &[u8]) -> Result<()> {
+        for chunk in data.chunks(stream::MAX_PAYLOAD) {
+            self.frame(kind, chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Appends one frame: its header and payload in one `writev(2)`, so
+    /// the bytes are copied once, into the page cache.
+    fn frame(&mut self, kind: stream::Kind, payload: &[u8]) -> Result<()> {
+        let (now_us, _) = self.clock();
+        let header = stream::frame_header(kind, now_us, payload.len());
+        let result = self.append_parts(&header, payload);
+        if result.is_ok() {
+            self.last_us = now_us;
+        }
+        result
     }
 
     /// Ends the channel's recording (also done by dropping it): pending
@@ -226,6 +316,9 @@ impl ChannelRecorder {
     }
 
     fn flush_decoders(&mut self) -> Result<()> {
+        if self.channel.format == Format::Stream {
+            return Ok(());
+        }
         let mut text = String::new();
         self.output_decoder.finish(&mut text);
         if !text.is_empty() {
@@ -291,6 +384,12 @@ impl ChannelRecorder {
 
     /// Appends complete lines to the spool with one write.
     fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.append_parts(bytes, &[])
+    }
+
+    /// Appends `head` then `tail` (one whole record) to the spool with one
+    /// vectored write, retried until all is written.
+    fn append_parts(&mut self, head: &[u8], tail: &[u8]) -> Result<()> {
         let ch = &self.channel;
         let session_id = &self.session.info.session_id;
         if let Some(reason) = ch.failure.lock().unwrap_or_else(|p| p.into_inner()).clone() {
@@ -309,7 +408,7 @@ impl ChannelRecorder {
         }
         let recorder = &self.session.recorder;
         let limit = recorder.config.spool_max_bytes;
-        let len = bytes.len() as u64;
+        let len = (head.len() + tail.len()) as u64;
         let total = recorder.spool_total.fetch_add(len, Ordering::SeqCst) + len;
         if total > limit {
             recorder.spool_total.fetch_sub(len, Ordering::SeqCst);
@@ -327,7 +426,7 @@ impl ChannelRecorder {
                 limit,
             });
         }
-        if let Err(source) = (&ch.file).write_all(bytes) {
+        if let Err(source) = write_all_vectored(&ch.file, head, tail) {
             recorder.spool_total.fetch_sub(len, Ordering::SeqCst);
             let reason = format!("spool write failed: {source}");
             *ch.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.clone());
@@ -352,6 +451,25 @@ impl ChannelRecorder {
         }
         Ok(())
     }
+}
+
+/// Writes `head` then `tail` with as few `writev(2)` calls as the kernel
+/// allows (one, nearly always).
+fn write_all_vectored(mut file: &std::fs::File, head: &[u8], tail: &[u8]) -> std::io::Result<()> {
+    let (mut head, mut tail) = (head, tail);
+    while !head.is_empty() || !tail.is_empty() {
+        let parts = [std::io::IoSlice::new(head), std::io::IoSlice::new(tail)];
+        let n = match file.write_vectored(&parts) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let from_head = n.min(head.len());
+        head = head.get(from_head..).unwrap_or_default();
+        tail = tail.get(n - from_head..).unwrap_or_default();
+    }
+    Ok(())
 }
 
 /// Which byte stream of a channel an event records.
