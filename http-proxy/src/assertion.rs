@@ -292,6 +292,11 @@ impl Signer {
         Arc::clone(&slot.current)
     }
 
+    /// The id of the key that signs now.
+    pub fn current_kid(&self) -> Option<String> {
+        self.keys().keys.first().map(|k| k.kid.clone())
+    }
+
     /// The JWKS document.
     pub fn jwks(&self) -> Arc<str> {
         Arc::clone(&self.keys().jwks)

@@ -98,6 +98,20 @@ impl Live {
     }
 }
 
+/// What the proxy keeps of a browser session between its requests: its
+/// identity as the policy sees it (the claims parsed once) and the
+/// assertions signed for it, by route. A session's identity never changes
+/// after sign-in, and the session itself is still read from the state
+/// database on every request, so nothing here outlives a sign-out.
+struct Vouched {
+    identity: Arc<policy::lang::Identity>,
+    /// Route name → (assertion, its `exp`, the key that signed it).
+    assertions: HashMap<String, (Arc<str>, u64, String)>,
+}
+
+/// Sessions remembered at most; past it the memory starts over.
+const VOUCHED_MAX: usize = 10_000;
+
 /// The proxy: the routes in force, the state database, the signer.
 pub struct Proxy {
     live: RwLock<Arc<Live>>,
@@ -107,6 +121,7 @@ pub struct Proxy {
     pub(crate) public_url: String,
     trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) upgrades: Arc<upgrade::Registry>,
+    vouched: std::sync::Mutex<HashMap<String, Vouched>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -137,9 +152,74 @@ impl Proxy {
             public_url: public_url.to_owned(),
             trusted_proxies,
             upgrades: Arc::default(),
+            vouched: std::sync::Mutex::default(),
         });
         tokio::spawn(upgrade::watch(Arc::downgrade(&proxy), stop.clone()));
         Ok(proxy)
+    }
+
+    /// The identity of a browser session, parsed once per session.
+    fn identity(&self, session: &state::WebSession) -> Arc<policy::lang::Identity> {
+        let mut vouched = self.vouched.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(v) = vouched.get(&session.id_hash) {
+            return Arc::clone(&v.identity);
+        }
+        if vouched.len() >= VOUCHED_MAX {
+            vouched.clear();
+        }
+        let identity = Arc::new(identity_of(session));
+        vouched.insert(
+            session.id_hash.clone(),
+            Vouched {
+                identity: Arc::clone(&identity),
+                assertions: HashMap::new(),
+            },
+        );
+        identity
+    }
+
+    /// An assertion for `session` at `route`: one signed earlier while it
+    /// has at least half its lifetime left, else a new one. Signing is the
+    /// most expensive step of a request.
+    fn assertion(
+        &self,
+        session: &state::WebSession,
+        route: &str,
+        ttl_s: u64,
+    ) -> Result<Arc<str>, Error> {
+        let now = assertion::unix_now();
+        // A rotated key signs from the next request on.
+        let kid = self.signer.current_kid().unwrap_or_default();
+        {
+            let vouched = self.vouched.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((token, exp, signed_by)) = vouched
+                .get(&session.id_hash)
+                .and_then(|v| v.assertions.get(route))
+                && exp.saturating_sub(now) * 2 >= ttl_s
+                && *signed_by == kid
+            {
+                return Ok(Arc::clone(token));
+            }
+        }
+        let exp = now.saturating_add(ttl_s);
+        let token: Arc<str> = self
+            .signer
+            .sign(&assertion::Claims {
+                iss: &self.public_url,
+                aud: route,
+                sub: &session.sub,
+                email: session.email.as_deref(),
+                groups: &session.groups,
+                iat: now,
+                exp,
+            })?
+            .into();
+        let mut vouched = self.vouched.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(v) = vouched.get_mut(&session.id_hash) {
+            v.assertions
+                .insert(route.to_owned(), (Arc::clone(&token), exp, kid));
+        }
+        Ok(token)
     }
 
     pub(crate) fn live(&self) -> Arc<Live> {
@@ -235,7 +315,7 @@ impl Proxy {
                     );
                 }
             };
-        let identity = identity_of(&session);
+        let identity = self.identity(&session);
         let label = identity.label().to_owned();
         let web_session = short(&session.id_hash);
         let named: Vec<(&str, &str)> = route
@@ -290,15 +370,22 @@ impl Proxy {
             }
             .emit();
         }
+        // What a reload re-checks an open WebSocket against; the headers
+        // are copied only for a protocol switch.
+        let upgrading = headers::is_upgrade(request.headers());
         let facts = upgrade::Facts {
             identity,
             source: client,
             method,
             path,
-            headers: named
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            headers: if upgrading {
+                named
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
         };
         self.forward(
             &live,
@@ -333,26 +420,18 @@ impl Proxy {
         let Some(clients) = live.clients.get(&route.name) else {
             return message(StatusCode::NOT_FOUND, "Not found", "No such application.");
         };
-        let now = assertion::unix_now();
-        let assertion = match self.signer.sign(&assertion::Claims {
-            iss: &self.public_url,
-            aud: &route.name,
-            sub: &session.sub,
-            email: session.email.as_deref(),
-            groups: &session.groups,
-            iat: now,
-            exp: now.saturating_add(live.http.assertion_ttl.as_secs()),
-        }) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "proxy: cannot sign the identity assertion");
-                return message(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Error",
-                    "The gateway cannot vouch for you right now.",
-                );
-            }
-        };
+        let assertion =
+            match self.assertion(session, &route.name, live.http.assertion_ttl.as_secs()) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(error = %e, "proxy: cannot sign the identity assertion");
+                    return message(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Error",
+                        "The gateway cannot vouch for you right now.",
+                    );
+                }
+            };
         let host = request
             .headers()
             .get(header::HOST)

@@ -29,7 +29,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// What a reload re-checks an open connection against.
 pub(crate) struct Facts {
-    pub(crate) identity: Identity,
+    pub(crate) identity: Arc<Identity>,
     pub(crate) source: IpAddr,
     pub(crate) method: String,
     pub(crate) path: String,

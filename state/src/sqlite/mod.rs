@@ -30,6 +30,7 @@ use rusqlite::Connection;
 
 pub use keyfile::KEY_FILE;
 
+use crate::web::TOUCH_EVERY;
 use crate::{
     Binding, ChannelStart, Error, KillOutcome, KillQueued, KillRequest, LiveSession, NewBinding,
     RecordingChannel, RecordingFilter, RecordingRow, RecordingStart, RecordingStatus,
@@ -165,6 +166,25 @@ impl Sqlite {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.shared.db_path
+    }
+
+    /// Runs a short read `f` at once on this thread when the connection is
+    /// free, else on the blocking pool like [`Sqlite::run`]. For point
+    /// reads by key on a hot path (a browser session per proxied request):
+    /// a WAL read never waits for a writer, and taking the blocking pool's
+    /// thread hand-off for a lookup of a few microseconds costs more than
+    /// the lookup.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Shared, &mut Inner) -> Result<T> + Send + 'static,
+    {
+        let f = match self.shared.inner.try_lock() {
+            Ok(mut inner) if !inner.degraded => return f(&self.shared, &mut inner),
+            // Busy, or waiting out another process's lock: off this thread.
+            _ => f,
+        };
+        self.run(f).await
     }
 
     /// Runs `f` with the connection on the blocking pool.
@@ -411,7 +431,24 @@ impl Store for Sqlite {
 
     async fn web_session(&self, id_hash: &str, now: SystemTime) -> Result<Option<WebSession>> {
         let id = id_hash.to_owned();
-        self.run(move |s, i| s.web_session(i, &id, now)).await
+        let found = self
+            .read(move |s, i| s.web_session_read(i, &id, now))
+            .await?;
+        let Some(mut session) = found else {
+            return Ok(None);
+        };
+        // Counting the request is a write, at most once a minute: on the
+        // blocking pool, since a write may wait for another process.
+        let stale = now
+            .duration_since(session.last_seen_at)
+            .is_ok_and(|d| d >= TOUCH_EVERY);
+        if stale {
+            let id = id_hash.to_owned();
+            self.run(move |s, i| s.web_session_touch(i, &id, now))
+                .await?;
+            session.last_seen_at = now;
+        }
+        Ok(Some(session))
     }
 
     async fn web_session_end(&self, id_hash: &str) -> Result<bool> {
@@ -425,7 +462,7 @@ impl Store for Sqlite {
         now: SystemTime,
     ) -> Result<Vec<String>> {
         let ids = id_hashes.to_vec();
-        self.run(move |s, i| s.web_sessions_live(i, &ids, now))
+        self.read(move |s, i| s.web_sessions_live(i, &ids, now))
             .await
     }
 

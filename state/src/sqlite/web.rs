@@ -5,7 +5,6 @@ use std::time::{Duration, SystemTime};
 use rusqlite::{OptionalExtension, params};
 
 use super::{Inner, Shared, from_millis, int, to_millis, uint};
-use crate::web::TOUCH_EVERY;
 use crate::{HandoffSession, Result, WebHandoff, WebLogin, WebSession};
 
 const SESSION_COLUMNS: &str = "id_hash, sub, email, groups_json, claims_json, issuer, csrf, \
@@ -84,45 +83,46 @@ impl Shared {
             .map_err(|e| self.fail("cannot store the web session", e))
     }
 
-    pub(super) fn web_session(
+    /// The live session under `id_hash` at `now`, read only.
+    pub(super) fn web_session_read(
         &self,
         inner: &mut Inner,
         id_hash: &str,
         now: SystemTime,
     ) -> Result<Option<WebSession>> {
         const WHAT: &str = "cannot read the web session";
-        let found = inner
+        let mut stmt = inner
             .conn
-            .query_row(
-                &format!("SELECT {SESSION_COLUMNS} FROM web_sessions WHERE id_hash = ?1"),
-                params![id_hash],
-                read_session,
-            )
+            .prepare_cached(&format!(
+                "SELECT {SESSION_COLUMNS} FROM web_sessions WHERE id_hash = ?1"
+            ))
+            .map_err(|e| self.fail(WHAT, e))?;
+        let found = stmt
+            .query_row(params![id_hash], read_session)
             .optional()
             .map_err(|e| self.fail(WHAT, e))?
             .transpose()
             .map_err(|e| self.fail(WHAT, e))?;
-        let Some(mut session) = found else {
-            return Ok(None);
-        };
-        if !session.is_live(now) {
-            return Ok(None);
-        }
-        let stale = now
-            .duration_since(session.last_seen_at)
-            .is_ok_and(|d| d >= TOUCH_EVERY);
-        if stale {
-            let at = to_millis(now).map_err(|e| self.fail(WHAT, e))?;
-            inner
-                .conn
-                .execute(
-                    "UPDATE web_sessions SET last_seen_at = ?2 WHERE id_hash = ?1",
-                    params![id_hash, at],
-                )
-                .map_err(|e| self.fail(WHAT, e))?;
-            session.last_seen_at = now;
-        }
-        Ok(Some(session))
+        Ok(found.filter(|s| s.is_live(now)))
+    }
+
+    /// Counts a request on the session: its idle time starts again.
+    pub(super) fn web_session_touch(
+        &self,
+        inner: &mut Inner,
+        id_hash: &str,
+        now: SystemTime,
+    ) -> Result<()> {
+        const WHAT: &str = "cannot count a request on the web session";
+        let at = to_millis(now).map_err(|e| self.fail(WHAT, e))?;
+        inner
+            .conn
+            .execute(
+                "UPDATE web_sessions SET last_seen_at = ?2 WHERE id_hash = ?1",
+                params![id_hash, at],
+            )
+            .map(|_| ())
+            .map_err(|e| self.fail(WHAT, e))
     }
 
     pub(super) fn web_session_end(&self, inner: &mut Inner, id_hash: &str) -> Result<bool> {
