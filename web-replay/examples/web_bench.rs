@@ -3,7 +3,7 @@
 //! memory.
 //!
 //!     cargo build --release -p gatehouse
-//!     cargo run --release -p web-replay --example web_bench -- DIR [SESSIONS] [WATCHERS]
+//!     cargo run --release -p web-replay --example web_bench -- DIR [SESSIONS] [WATCHERS] [SEARCH_DIR]
 //!
 //! Defaults: 100,000 indexed sessions, 100 watchers. The `gatehouse`
 //! binary is taken from `$GATEHOUSE`, else from next to this example's
@@ -37,11 +37,15 @@
 //!    VmHWM idle, with 1 and with WATCHERS watchers;
 //! 5. the same against a third web process whose spool directory is empty
 //!    (a host that does not hold the session), which follows the uploaded
-//!    segments instead.
+//!    segments instead;
+//! 6. with SEARCH_DIR (the DIR `search_bench` filled: its 10,000
+//!    recordings and 1 GiB of text), serves that index with one more web
+//!    process and times `GET /search?q=` for `search_bench`'s queries and
+//!    `GET /sessions?text=` as an auditor.
 //!
 //! Prints a Markdown report on stdout; progress goes to stderr. Takes about
-//! 10 minutes on 2 cores with the defaults, most of it building the index
-//! (reused on the next run).
+//! 17 minutes on 2 cores with the defaults, 13 of them building the index
+//! (fsync-bound; reused on the next run, which takes about 3 minutes).
 
 #![allow(
     clippy::unwrap_used,
@@ -1232,6 +1236,140 @@ async fn live_bench(bin: &Path, dir: &Path, user_ca: &Path, watchers: usize) -> 
     cases
 }
 
+/// IPs the search corpus of `search_bench` plants; searched for.
+const PLANTED_IPS: &[&str] = &["10.20.30.40", "192.168.77.12", "172.16.5.250"];
+
+/// The searches of `search_bench`, by kind (the same list).
+fn queries() -> Vec<(&'static str, String)> {
+    let mut q = Vec::new();
+    for k in 0..20 {
+        q.push(("rare word", format!("xylophone-{k}")));
+    }
+    for w in ["error", "warning", "nginx", "Running", "backup", "session"] {
+        q.push(("common word", w.to_owned()));
+    }
+    for p in [
+        "nginx/sites-enabled",
+        "/var/lib/postgresql",
+        "releases",
+        "/home/deploy/.ssh",
+        "static/assets",
+    ] {
+        q.push(("path substring", p.to_owned()));
+    }
+    for ip in PLANTED_IPS {
+        q.push(("address", (*ip).to_owned()));
+    }
+    q.push(("address", "10.20.30".to_owned()));
+    for r in ["rm -rf", "sudo rm -rf", "rm -rf /tmp"] {
+        q.push(("rm -rf", r.to_owned()));
+    }
+    for s in ["ls", "df", "gi"] {
+        q.push(("two letters", s.to_owned()));
+    }
+    for s in ["error invoice nightly", "total 99999", "GET /nowhere"] {
+        q.push(("absent phrase", s.to_owned()));
+    }
+    q
+}
+
+/// Figures of the search step.
+struct SearchFigures {
+    by_kind: BTreeMap<&'static str, (Vec<Duration>, usize)>,
+    all: Vec<Duration>,
+    filters: Vec<(String, usize, Duration, Vec<Duration>)>,
+    memory: (u64, u64),
+}
+
+/// Step 6 (optional): the pages of `search_bench`'s corpus through the
+/// web app: `GET /search?q=` for its queries and `GET /sessions?text=`.
+async fn search_pages(bin: &Path, search_dir: &Path, user_ca: &Path) -> SearchFigures {
+    let state_dir = search_dir.join("search");
+    assert!(
+        Sqlite::exists(&state_dir),
+        "no search_bench index in {}",
+        state_dir.display()
+    );
+    let store: Arc<dyn Store> = Arc::new(Sqlite::open(&state_dir).unwrap());
+    // Searches are limited to 20 at once per browser session: a fresh
+    // one every 20 requests keeps the limiter out of the figures.
+    let mut tokens = Vec::new();
+    for _ in 0..40 {
+        tokens.push(sign_in(store.as_ref(), "audra.auditor@example.com", &["auditors"]).await);
+    }
+    drop(store);
+    let config = search_dir.join("web-search.yaml");
+    write_config(&config, user_ca, &state_dir, &search_dir.join("web-spool"));
+    let web = Web::start(bin, &config);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let addr = web.addr;
+    let mut http = Http::connect(addr).await;
+    let qs = queries();
+    let mut order: Vec<usize> = (0..qs.len())
+        .chain((0..qs.len()).flat_map(|i| std::iter::repeat_n(i, 10)))
+        .collect();
+    let warmup = qs.len();
+    let mut rng = Lcg(3);
+    for i in (warmup + 1..order.len()).rev() {
+        let j = warmup + rng.below((i - warmup) as u64 + 1) as usize;
+        order.swap(i, j);
+    }
+    eprintln!(
+        "search: {} /search requests ({} warm-up)",
+        order.len(),
+        warmup
+    );
+    let mut by_kind: BTreeMap<&'static str, (Vec<Duration>, usize)> = BTreeMap::new();
+    let mut all = Vec::new();
+    for (n, &i) in order.iter().enumerate() {
+        let (kind, text) = &qs[i];
+        let path = format!("/search?q={}", url_encode(text));
+        let t = Instant::now();
+        let (status, html) = http.get(addr, &path, &tokens[n / 20]).await;
+        let took = t.elapsed();
+        assert_eq!(status, 200, "{path}: {html}");
+        if n >= warmup {
+            let hits = html.matches("<li data-session=").count();
+            let e = by_kind.entry(kind).or_default();
+            e.0.push(took);
+            e.1 = e.1.max(hits);
+            all.push(took);
+        }
+    }
+    let mut filters = Vec::new();
+    for text in ["xylophone-3", "10.20.30.40", "rm -rf", "error"] {
+        let path = format!("/sessions?text={}", url_encode(text));
+        let mut times = Vec::new();
+        let mut rows = 0;
+        for _ in 0..6 {
+            let t = Instant::now();
+            let (status, html) = http.get(addr, &path, &tokens[0]).await;
+            let took = t.elapsed();
+            assert_eq!(status, 200, "{path}: {html}");
+            rows = check_page(&html).rows;
+            times.push(took);
+        }
+        // The first request reads the text's whole match list from disk
+        // (a search's first page reads only its newest end).
+        let first = times.remove(0);
+        times.sort();
+        eprintln!("search: {path}: {rows} rows, p50 {}", ms(pct(&times, 0.5)));
+        filters.push((text.to_owned(), rows, first, times));
+    }
+    for (times, _) in by_kind.values_mut() {
+        times.sort();
+    }
+    all.sort();
+    let memory = web.memory();
+    web.stop();
+    SearchFigures {
+        by_kind,
+        all,
+        filters,
+        memory,
+    }
+}
+
 fn uuid_like() -> String {
     let mut bytes = [0u8; 10];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).unwrap();
@@ -1251,7 +1389,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let dir = PathBuf::from(
         args.get(1)
-            .expect("usage: web_bench DIR [SESSIONS] [WATCHERS]"),
+            .expect("usage: web_bench DIR [SESSIONS] [WATCHERS] [SEARCH_DIR]"),
     );
     let sessions: u64 = args
         .get(2)
@@ -1283,10 +1421,13 @@ fn main() {
     let rt = runtime();
     let list = rt.block_on(list_bench(&bin, &dir, &user_ca, sessions));
     let live = rt.block_on(live_bench(&bin, &dir, &user_ca, watchers));
-    report(&list, &live);
+    let search = args
+        .get(4)
+        .map(|d| rt.block_on(search_pages(&bin, Path::new(d), &user_ca)));
+    report(&list, &live, search.as_ref());
 }
 
-fn report(list: &ListFigures, live: &[LiveCase]) {
+fn report(list: &ListFigures, live: &[LiveCase], search: Option<&SearchFigures>) {
     let met = |ok: bool| if ok { "met" } else { "**not met**" };
     println!("### Session list: {} indexed sessions\n", list.sessions);
     match list.built {
@@ -1387,4 +1528,46 @@ fn report(list: &ListFigures, live: &[LiveCase]) {
             );
         }
     }
+    let Some(search) = search else {
+        return;
+    };
+    println!("\n### Search pages: `search_bench`'s corpus through the web app\n");
+    println!(
+        "`GET /search?q=` as an auditor (search and play on every session), {} pages after one \
+         warm-up pass, queries shuffled, a fresh browser session every 20 requests (the \
+         per-session limit is 20 at once); time to the page's last byte.\n",
+        search.all.len()
+    );
+    println!("| kind | p50 | p99 | most hits shown |");
+    println!("|---|---:|---:|---:|");
+    for (kind, (times, hits)) in &search.by_kind {
+        println!(
+            "| {kind} | {} | {} | {hits} |",
+            ms(pct(times, 0.5)),
+            ms(pct(times, 0.99))
+        );
+    }
+    let (p50, p99) = (pct(&search.all, 0.5), pct(&search.all, 0.99));
+    println!(
+        "| **all** | **{}** ({} p50 ≤ 100 ms) | **{}** ({} p99 ≤ 300 ms) | |",
+        ms(p50),
+        met(p50 <= Duration::from_millis(100)),
+        ms(p99),
+        met(p99 <= Duration::from_millis(300))
+    );
+    println!("\n| `GET /sessions?text=` | rows | first request | p50 of the next 5 | max |");
+    println!("|---|---:|---:|---:|---:|");
+    for (text, rows, first, times) in &search.filters {
+        println!(
+            "| `{text}` | {rows} | {} | {} | {} |",
+            ms(*first),
+            ms(pct(times, 0.5)),
+            ms(times.last().copied().unwrap_or_default())
+        );
+    }
+    println!(
+        "\nThe web process after the searches: VmRSS {}, VmHWM {}.",
+        mib(search.memory.0),
+        mib(search.memory.1)
+    );
 }
