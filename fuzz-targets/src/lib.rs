@@ -148,7 +148,7 @@ pub fn sftp(data: &[u8]) {
 pub fn scp(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let (command, traffic) = text.split_once('\n').unwrap_or((&text, ""));
-    let Some(mut transfer) = recorder::ScpTransfer::from_command(command) else {
+    let Some(mut transfer) = recorder::Transfer::from_command(command) else {
         return;
     };
     for b in traffic.bytes() {

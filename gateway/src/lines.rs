@@ -213,6 +213,19 @@ pub(crate) const SIGN_INS_PER_SOURCE: &str = "gatehouse: too many sign-ins in pr
 pub(crate) const SIGN_INS_GLOBAL: &str =
     "gatehouse: too many sign-ins in progress; try again in a minute";
 
+/// A line as written on a channel: on a terminal (the client asked for a
+/// pty, so its terminal is raw) with `\r\n`, and with `after_output` a
+/// `\r\n` first so it starts on a line of its own; on a channel without a
+/// terminal (piped or logged output) with a plain `\n`, and nothing
+/// before it (issue 15: no blank line, no stray `^M`).
+pub(crate) fn on_channel(line: &str, terminal: bool, after_output: bool) -> String {
+    match (terminal, after_output) {
+        (true, true) => format!("\r\n{line}\r\n"),
+        (true, false) => format!("{line}\r\n"),
+        (false, _) => format!("{line}\n"),
+    }
+}
+
 /// A line as it can travel in keyboard-interactive text or a disconnect
 /// message: plain printable ASCII (plus newlines), readable in any client
 /// locale. Non-ASCII characters are transliterated (`–` becomes `-`, `ü`

@@ -232,13 +232,19 @@ struct ToClient<'a> {
 }
 
 impl ToClient<'_> {
-    /// Records output before it may reach the client. A strict route whose
-    /// recording failed gets the line instead, and the channel ends.
-    async fn recorded(&self, data: &[u8]) -> bool {
-        match self.tap.output(data) {
+    /// Records output (stdout, or stderr when `stderr`) before it may reach
+    /// the client. A strict route whose recording failed gets the line
+    /// instead, and the channel ends.
+    async fn recorded(&self, data: &[u8], stderr: bool) -> bool {
+        let recorded = if stderr {
+            self.tap.stderr(data)
+        } else {
+            self.tap.output(data)
+        };
+        match recorded {
             Ok(()) => true,
             Err(line) => {
-                tell_and_end(self.client, format!("\r\n{line}\r\n")).await;
+                tell_and_end(self.client, self.tap.line(line, true)).await;
                 false
             }
         }
@@ -252,13 +258,13 @@ impl Deliver for ToClient<'_> {
                 self.tally
                     .to_client
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                self.recorded(&data).await && self.client.data_bytes(data).await.is_ok()
+                self.recorded(&data, false).await && self.client.data_bytes(data).await.is_ok()
             }
             Item::ExtendedData(ext, data, _charge) => {
                 self.tally
                     .to_client
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
-                self.recorded(&data).await
+                self.recorded(&data, ext == 1).await
                     && self.client.extended_data_bytes(ext, data).await.is_ok()
             }
             Item::Eof => self.client.eof().await.is_ok(),
@@ -324,7 +330,7 @@ async fn run(
         }
         .emit();
         let line = lines::recording_storage_unavailable(&ctx.route.name);
-        refuse_channel(&client_tx, &line).await;
+        refuse_channel(&client_tx, &tap.line(&line, false)).await;
         return;
     }
 
@@ -340,7 +346,7 @@ async fn run(
         Err(e) => {
             let _ = ready.send(None);
             e.audit_target(&ctx.session_id, &ctx.route.name, &ctx.login);
-            refuse_channel(&client_tx, &e.user_line()).await;
+            refuse_channel(&client_tx, &tap.line(&e.user_line(), false)).await;
             return;
         }
     };
@@ -415,7 +421,7 @@ async fn run(
                     limit_bytes: audit::count(DIRECTION_HARD_CAP),
                 }
                 .emit();
-                let line = format!("{}\r\n", lines::channel_overrun(DIRECTION_HARD_CAP >> 20));
+                let line = tap.line(&lines::channel_overrun(DIRECTION_HARD_CAP >> 20), false);
                 let _ = client.extended_data(id, 1, line.into_bytes()).await;
                 "overrun"
             } else if let Ok(PumpEnd::ReceiverGone) = end {
@@ -428,7 +434,7 @@ async fn run(
         // The gateway ends the session (a strict route lost its recording).
         line = ended(&mut ender) => {
             tap.marker(&format!("gatehouse.ended {line}"));
-            tell_and_end(&client_tx, format!("\r\n{line}\r\n")).await;
+            tell_and_end(&client_tx, tap.line(&line, true)).await;
             "gateway"
         }
     };
@@ -514,8 +520,8 @@ async fn dial(
 
 /// Tells the client why its channel cannot be served: one line on stderr,
 /// exit status 255 like OpenSSH's own connection failures, then close.
-async fn refuse_channel(client: &ChannelWriteHalf<server::Msg>, line: &str) {
-    tell_and_end(client, format!("{line}\r\n")).await;
+async fn refuse_channel(client: &ChannelWriteHalf<server::Msg>, text: &str) {
+    tell_and_end(client, text.to_owned()).await;
     let _ = client.close().await;
 }
 

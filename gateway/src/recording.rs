@@ -10,9 +10,15 @@
 //!   calls [`Tap::output`] before it writes to the client, so with `strict`
 //!   nothing reaches a user unrecorded: when the recording cannot take the
 //!   bytes, the channel ends with [`RECORDING_LOST`] instead.
+//! - **What is recorded depends on what the channel carries** (issue 15):
+//!   a terminal (a pty) as asciicast, the screen the user saw; any other
+//!   exec, shell or subsystem as a byte stream, its exact bytes
+//!   (`ChannelRecorder` is opened with `open_stream`); `rsync --server` and
+//!   `git-upload-pack`/`-receive-pack` get a file operation event on top
+//!   (`recorder::Transfer`).
 //! - **SFTP and SCP are file operations**, not contents: the `sftp`
 //!   subsystem's packets go through `recorder::SftpTracker`, an `scp -t/-f`
-//!   exec is counted by `recorder::ScpTransfer`.
+//!   exec is counted by `recorder::Transfer`.
 //! - **Input** is passed on, and the recorder drops it unless the route
 //!   sets `record_input`.
 
@@ -20,7 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use audit::{Event, SessionId};
-use recorder::{ChannelKind, ChannelRecorder, FileOp, Recorder, ScpTransfer, SftpTracker};
+use recorder::transfer::Protocol;
+use recorder::{ChannelKind, ChannelRecorder, FileOp, Recorder, SftpTracker, Transfer};
 use tokio_util::sync::CancellationToken;
 
 use crate::lines::RECORDING_LOST;
@@ -49,12 +56,33 @@ pub(crate) async fn probe(recorder: &Recorder) -> Result<(), String> {
 
 /// How a channel's bytes are turned into recording events.
 enum Content {
-    /// Terminal output (and input): `o` and `i` events.
-    Terminal,
+    /// The bytes themselves: terminal text or a byte stream, as the
+    /// channel's recording was opened.
+    Bytes,
     /// SFTP packets: file operations only.
     Sftp(Box<SftpTracker>, Vec<FileOp>),
-    /// A legacy `scp -t/-f` exec: one file operation with byte counts.
-    Scp(ScpTransfer),
+    /// A legacy `scp -t/-f` exec: one file operation with byte counts, no
+    /// contents.
+    Scp(Transfer),
+    /// `rsync` or `git` over SSH: the bytes, and one file operation with
+    /// the paths and byte counts at the end.
+    Transfer(Transfer),
+}
+
+/// Whether a channel is recorded as a byte stream rather than a terminal:
+/// it has no pty, and is neither SFTP nor SCP (which record file
+/// operations only).
+pub(crate) fn is_stream(has_pty: bool, kind: ChannelKind, command: Option<&str>) -> bool {
+    if has_pty {
+        return false;
+    }
+    match (kind, command) {
+        (ChannelKind::Subsystem, Some("sftp")) => false,
+        (ChannelKind::Exec, Some(cmd)) => {
+            Transfer::from_command(cmd).is_none_or(|t| t.protocol != Protocol::Scp)
+        }
+        _ => true,
+    }
 }
 
 enum State {
@@ -73,6 +101,9 @@ pub struct Tap {
     state: Mutex<State>,
     mode: RecordMode,
     session_id: SessionId,
+    /// The client asked for a pty: lines the gateway writes on the channel
+    /// end in `\r\n` (see `lines::on_channel`).
+    terminal: std::sync::atomic::AtomicBool,
 }
 
 impl Tap {
@@ -82,7 +113,24 @@ impl Tap {
             state: Mutex::new(State::Idle),
             mode,
             session_id: session_id.clone(),
+            terminal: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The client asked for a pty on this channel.
+    pub fn set_terminal(&self) {
+        self.terminal
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `line` as the gateway writes it on this channel (`after_output`: it
+    /// may follow the target's output on the same line).
+    pub fn line(&self, line: &str, after_output: bool) -> String {
+        crate::lines::on_channel(
+            line,
+            self.terminal.load(std::sync::atomic::Ordering::Relaxed),
+            after_output,
+        )
     }
 
     /// The route's record mode.
@@ -97,11 +145,12 @@ impl Tap {
             (ChannelKind::Subsystem, Some("sftp")) => {
                 Content::Sftp(Box::new(SftpTracker::new()), Vec::new())
             }
-            (ChannelKind::Exec, Some(cmd)) => match ScpTransfer::from_command(cmd) {
-                Some(scp) => Content::Scp(scp),
-                None => Content::Terminal,
+            (ChannelKind::Exec, Some(cmd)) => match Transfer::from_command(cmd) {
+                Some(t) if t.protocol == Protocol::Scp => Content::Scp(t),
+                Some(t) => Content::Transfer(t),
+                None => Content::Bytes,
             },
-            _ => Content::Terminal,
+            _ => Content::Bytes,
         };
         let mut recorder = Box::new(recorder);
         if let Err(e) = recorder.marker("gatehouse.session.start") {
@@ -114,7 +163,7 @@ impl Tap {
     /// a strict route must end the channel instead of forwarding.
     pub fn output(&self, data: &[u8]) -> Result<(), &'static str> {
         self.record(|rec, content| match content {
-            Content::Terminal => rec.output(data),
+            Content::Bytes => rec.output(data),
             Content::Sftp(tracker, ops) => {
                 tracker.server_data(data, ops);
                 write_ops(rec, ops)
@@ -123,6 +172,20 @@ impl Tap {
                 scp.server_data(data.len());
                 Ok(())
             }
+            Content::Transfer(t) => {
+                t.server_data(data.len());
+                rec.output(data)
+            }
+        })
+    }
+
+    /// Records what the target wrote to stderr (SSH extended data), before
+    /// it is forwarded, like [`Tap::output`].
+    pub fn stderr(&self, data: &[u8]) -> Result<(), &'static str> {
+        self.record(|rec, content| match content {
+            Content::Bytes | Content::Transfer(_) => rec.stderr(data),
+            // SFTP and SCP speak on stdout; stderr is their messages.
+            Content::Sftp(..) | Content::Scp(_) => Ok(()),
         })
     }
 
@@ -130,7 +193,7 @@ impl Tap {
     /// route records input).
     pub fn input(&self, data: &[u8]) -> Result<(), &'static str> {
         self.record(|rec, content| match content {
-            Content::Terminal => rec.input(data),
+            Content::Bytes => rec.input(data),
             Content::Sftp(tracker, ops) => {
                 tracker.client_data(data, ops);
                 write_ops(rec, ops)
@@ -138,6 +201,10 @@ impl Tap {
             Content::Scp(scp) => {
                 scp.client_data(data.len());
                 Ok(())
+            }
+            Content::Transfer(t) => {
+                t.client_data(data.len());
+                rec.input(data)
             }
         })
     }
@@ -156,8 +223,8 @@ impl Tap {
     /// Records the exit status (a signal is recorded as -1).
     pub fn exit(&self, status: Option<u32>) {
         let _ = self.record(|rec, content| {
-            if let Content::Scp(scp) = content {
-                rec.file_op(&scp.finish(status))?;
+            if let Content::Scp(t) | Content::Transfer(t) = content {
+                rec.file_op(&t.finish(status))?;
             }
             rec.exit(status.map(i64::from).unwrap_or(-1))
         });

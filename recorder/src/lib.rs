@@ -13,7 +13,7 @@
 //! 3. Per session: [`Recorder::start_session`] → [`Session::open_channel`] per
 //!    recorded channel → [`ChannelRecorder::output`] (before forwarding to the
 //!    client), [`ChannelRecorder::input`], [`ChannelRecorder::resize`],
-//!    [`ChannelRecorder::file_op`] (from [`SftpTracker`] / [`ScpTransfer`]),
+//!    [`ChannelRecorder::file_op`] (from [`SftpTracker`] / [`Transfer`]),
 //!    [`ChannelRecorder::exit`] → [`Session::seal`].
 //! 4. The CLI and replay tools use [`Catalog`]: list, show, verify, export, reindex.
 //!
@@ -28,13 +28,13 @@ mod fileop;
 pub mod index;
 pub mod meta;
 mod recording;
-mod scp;
 pub mod sftp;
 pub mod sign;
 pub mod storage;
 pub mod stream;
 pub mod tail;
 mod time;
+pub mod transfer;
 
 pub use bundle::{BUNDLE_META, verify_bundle};
 pub use catalog::{Catalog, ExportFormat, VerifyReport, decompress, sealed_reader};
@@ -46,8 +46,8 @@ pub use recording::{
     ChannelKind, ChannelRecorder, ChannelSpec, Format, Health, Recorder, RecorderConfig,
     SealReport, Session,
 };
-pub use scp::ScpTransfer;
 pub use sftp::SftpTracker;
 pub use sign::{Ed25519Signer, Signer};
 pub use storage::{S3Config, S3Credentials, Storage, StorageConfig};
 pub use tail::Tail;
+pub use transfer::Transfer;

@@ -94,8 +94,9 @@ impl App {
             live: live::Hub::default(),
             live_source: live::LiveSource {
                 spool_dir,
-                // The spool is read at this rate too: a quarter of the
-                // upload interval, between 100 ms and 1 s.
+                // Uploaded segments are looked for at a quarter of the
+                // upload interval, between 100 ms and 1 s; this machine's
+                // spool every 200 ms (live.rs).
                 every: (segment_interval / 4)
                     .clamp(Duration::from_millis(100), Duration::from_secs(1)),
             },

@@ -42,6 +42,8 @@ use web_front::Peer;
 const QUEUE: usize = 1024;
 /// A feed nobody watches stops after this long.
 const IDLE: Duration = Duration::from_secs(30);
+/// How often a feed reads this machine's spool.
+const SPOOL_EVERY: Duration = Duration::from_millis(200);
 /// How long to wait for a channel's first bytes.
 const FIRST_WAIT: Duration = Duration::from_secs(15);
 
@@ -234,7 +236,15 @@ async fn follow(
         } else {
             unwatched_since = None;
         }
-        tokio::time::sleep(every).await;
+        // This machine's spool is a file read away: looked at often, so a
+        // watcher here sees output well within a second. Segments elsewhere
+        // arrive once per upload, so polling faster would only cost.
+        let wait = if tail.source() == recorder::tail::Source::Spool {
+            SPOOL_EVERY.min(every)
+        } else {
+            every
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -202,7 +202,8 @@ impl Connection {
             .start_channel_recording(id, &request, up.cert_serial)
             .await
         {
-            session.extended_data(id, 1, format!("{line}\r\n").into_bytes())?;
+            let text = self.line_on(id, &line);
+            session.extended_data(id, 1, text.into_bytes())?;
             session.channel_failure(id)?;
             return Ok(());
         }
@@ -236,7 +237,7 @@ impl Connection {
         session: &mut Session,
     ) -> Result<(), Error> {
         self.audit_refused(request);
-        let line = format!("{}\r\n", lines::not_allowed(what, &self.route_name()));
+        let line = self.line_on(id, &lines::not_allowed(what, &self.route_name()));
         session.channel_success(id)?;
         session.extended_data(id, 1, line.into_bytes())?;
         session.exit_status_request(id, 1)?;
@@ -265,6 +266,14 @@ impl Connection {
         .emit();
     }
 
+    /// `line` as written on channel `id` (see `lines::on_channel`).
+    fn line_on(&self, id: ChannelId, line: &str) -> String {
+        match self.live.as_ref().and_then(|l| l.channels.get(&id)) {
+            Some(ch) => ch.tap.line(line, false),
+            None => lines::on_channel(line, false, false),
+        }
+    }
+
     /// `pty-req`, when the policy grants a pty.
     pub(super) async fn request_pty(
         &mut self,
@@ -283,6 +292,7 @@ impl Connection {
             .and_then(|l| l.channels.get_mut(&channel))
         {
             ch.pty = Some((term.to_owned(), size));
+            ch.tap.set_terminal();
         }
         let request = ChannelRequest::Pty {
             term: term.to_owned(),
@@ -384,7 +394,7 @@ impl Connection {
             self.audit_refused("agent-forwarding");
             // OpenSSH asks for agent forwarding without wanting a reply, so
             // it would never learn of the refusal; tell the user on stderr.
-            let line = format!("{}\r\n", lines::agent_not_allowed(&route));
+            let line = self.line_on(channel, &lines::agent_not_allowed(&route));
             session.extended_data(channel, 1, line.into_bytes())?;
             return Ok(false);
         }

@@ -116,10 +116,16 @@ impl Connection {
             record_input,
             cert_serial: Some(cert_serial),
         };
+        let stream = recording::is_stream(ch.pty.is_some(), kind, command.as_deref());
         let opened = match self.recording.lock().await.as_ref() {
-            Some(session) => session.open_channel(spec).await.map_err(|e| e.to_string()),
-            None => Err("the session's recording did not start".to_owned()),
-        };
+            Some(session) if stream => session.open_stream(spec).await,
+            Some(session) => session.open_channel(spec).await,
+            None => Err(recorder::Error::Format {
+                what: "recording".to_owned(),
+                reason: "the session's recording did not start".to_owned(),
+            }),
+        }
+        .map_err(|e| e.to_string());
         match opened {
             Ok(rec) => {
                 ch.tap.start(rec, kind, command.as_deref());

@@ -38,9 +38,20 @@ impl Cast {
     }
 }
 
-/// Parses a v3 recording. Blank lines and `#` comment lines are skipped; a
-/// truncated last line (from a crash mid-write) is ignored rather than fatal.
+/// Parses a v3 recording (or a byte-stream recording, as events). Blank
+/// lines and `#` comment lines are skipped; a truncated last line (from a
+/// crash mid-write) is ignored rather than fatal.
 pub fn read(bytes: &[u8]) -> Result<Cast> {
+    if crate::stream::is_stream(bytes) {
+        // A byte-stream recording, read as the events a terminal
+        // recording of it would have.
+        let (header, mut reader) = Reader::new(bytes)?;
+        let mut events = Vec::new();
+        while let Some(e) = reader.next_event()? {
+            events.push(e);
+        }
+        return Ok(Cast { header, events });
+    }
     let text = String::from_utf8_lossy(bytes);
     let mut lines = text.split('\n').enumerate();
     let header_line = lines

@@ -179,8 +179,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 7: hand-offs of a signed-in browser to an HTTP route's host, the
     // sessions they create there (ended with the web app's session that
     // made them: parent_hash), and SSH sign-in links (issue 14). Only
-    // hashes of codes and tokens are kept.
-    "ALTER TABLE web_sessions ADD COLUMN parent_hash TEXT;
+    // hashes of codes and tokens are kept. And the sessions page's route
+    // and user filters walk their own index in page order, not every
+    // session (100,000 sessions: 67 ms a page before, bench/REPORT.md).
+    "CREATE INDEX recording_sessions_route_page
+         ON recording_sessions (route, started_at_ms, id);
+     CREATE INDEX recording_sessions_identity_page
+         ON recording_sessions (identity, started_at_ms, id);
+     ALTER TABLE web_sessions ADD COLUMN parent_hash TEXT;
      CREATE INDEX web_sessions_by_parent ON web_sessions (parent_hash)
          WHERE parent_hash IS NOT NULL;
      CREATE TABLE web_handoffs (
