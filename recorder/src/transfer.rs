@@ -246,7 +246,8 @@ mod tests {
     fn scp_rsync_and_git_commands_are_known_by_what_they_move() {
         use FileOpKind::{Download, Upload};
         use Protocol::{Git, Rsync, Scp};
-        let cases: &[(&str, Option<(Protocol, FileOpKind, &[&str])>)] = &[
+        type Want = Option<(Protocol, FileOpKind, &'static [&'static str])>;
+        let cases: &[(&str, Want)] = &[
             ("scp -t /tmp/x", Some((Scp, Upload, &["/tmp/x"]))),
             ("/usr/bin/scp -r -f -- dir", Some((Scp, Download, &["dir"]))),
             (
