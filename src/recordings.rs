@@ -127,10 +127,13 @@ pub(crate) enum RecordingsCommand {
     #[command(after_help = "Examples:\n  \
         gatehouse recordings export --config gatehouse.yaml ID -o session.cast\n  \
         gatehouse recordings export -c gatehouse.yaml ID --format v2 | asciinema play -\n  \
-        gatehouse recordings export -c gatehouse.yaml ID --channel 1 -o second-channel.cast\n\n\
-        v3 is the recording exactly as stored; v2 is for players that read only v2 \
-        (asciinema 2.x). Export does not verify: run `gatehouse recordings verify ID` \
-        for that.")]
+        gatehouse recordings export -c gatehouse.yaml ID --channel 1 -o second-channel.cast\n  \
+        gatehouse recordings export -c gatehouse.yaml ID --stream stdout -o backup.tar\n\n\
+        v3 is a terminal recording exactly as stored; v2 is for players that read only v2 \
+        (asciinema 2.x). A channel without a terminal (rsync, git, `tar c`) is recorded \
+        as a byte stream: it exports as asciicast text like a terminal, or with \
+        --stream as the exact bytes of its stdout, stderr or (when input was recorded) \
+        stdin. Export does not verify: run `gatehouse recordings verify ID` for that.")]
     Export {
         /// The configuration file: storage and index.
         #[arg(long, short)]
@@ -144,6 +147,10 @@ pub(crate) enum RecordingsCommand {
         /// The asciicast version to write.
         #[arg(long, value_enum, default_value_t = CastFormat::V3)]
         format: CastFormat,
+        /// Write the exact bytes of one stream of a byte-stream recording
+        /// instead of asciicast.
+        #[arg(long, value_enum, value_name = "STREAM", conflicts_with = "format")]
+        stream: Option<StreamName>,
         /// Write to FILE instead of stdout.
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -168,6 +175,14 @@ pub(crate) enum RecordingsCommand {
     },
     /// Find the sessions and moments where text was on screen.
     Search(crate::textindex::SearchArgs),
+}
+
+/// The `--stream` of `recordings export`.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum StreamName {
+    Stdout,
+    Stderr,
+    Stdin,
 }
 
 /// The `--format` of `recordings export`.
@@ -214,7 +229,16 @@ pub(crate) fn run_recordings(command: RecordingsCommand) -> Result<ExitCode> {
             config,
             id,
             channel,
+            format: _,
+            stream: Some(stream),
+            output,
+        } => export_stream(&config, &id, channel.as_deref(), stream, output.as_deref()),
+        RecordingsCommand::Export {
+            config,
+            id,
+            channel,
             format,
+            stream: None,
             output,
         } => export(&config, &id, channel.as_deref(), format, output.as_deref()),
         RecordingsCommand::Reindex { config, text } => reindex(&config, text),
@@ -429,6 +453,61 @@ fn export(
         None => {
             let mut out = std::io::stdout().lock();
             finish_stdout(out.write_all(&bytes).and_then(|()| out.flush()))
+        }
+    }
+}
+
+/// `recordings export --stream NAME`: the exact bytes, streamed out.
+fn export_stream(
+    config_path: &Path,
+    id: &str,
+    channel: Option<&str>,
+    stream: StreamName,
+    output: Option<&Path>,
+) -> Result<ExitCode> {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let catalog = open_catalog(&config, IndexUse::Storage)?
+        .ok_or_else(|| anyhow!("cannot open the recordings"))?;
+    let (kind, name) = match stream {
+        StreamName::Stdout => (recorder::stream::Kind::Stdout, "stdout"),
+        StreamName::Stderr => (recorder::stream::Kind::Stderr, "stderr"),
+        StreamName::Stdin => (recorder::stream::Kind::Stdin, "stdin"),
+    };
+    let rt = runtime()?;
+    let signed = rt
+        .block_on(catalog.meta(id))
+        .with_context(|| format!("cannot export session {id}"))?;
+    let channel = pick_channel(&signed, id, channel)?.channel.as_str();
+    let what = || format!("cannot export {name} of session {id} channel {channel}");
+    match output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            let n = rt
+                .block_on(catalog.export_stream(id, Some(channel), kind, &mut out))
+                .with_context(what)?;
+            out.flush()
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!(
+                "wrote {name} of session {id} channel {channel} to {} ({n} bytes)",
+                path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+            let written = rt.block_on(catalog.export_stream(id, Some(channel), kind, &mut out));
+            match written {
+                Ok(_) => finish_stdout(out.flush()),
+                Err(recorder::Error::Format { reason, .. }) if reason.contains("Broken pipe") => {
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(anyhow::Error::new(e).context(what())),
+            }
         }
     }
 }

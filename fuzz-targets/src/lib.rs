@@ -159,5 +159,64 @@ pub fn scp(data: &[u8]) {
         }
     }
     let op = transfer.finish(Some(0));
-    assert!(command.contains(op.path.as_str()));
+    // Paths come from the command's words, unquoted: never longer.
+    assert!(op.path.len() <= command.len());
+}
+
+/// A byte-stream recording (the format of channels without a terminal),
+/// read as events, as frames and exported: no input panics, and what is
+/// read never claims more bytes than were given.
+pub fn stream(data: &[u8]) {
+    use recorder::stream::{Frames, Kind, copy_stream, whole_frames};
+    let whole = whole_frames(data);
+    assert!(whole <= data.len());
+    let mut frames = Frames::new(data);
+    let mut read = 0usize;
+    while let Ok(Some(f)) = frames.next_frame() {
+        read += recorder::stream::FRAME_HEADER + f.data.len();
+    }
+    assert!(read <= whole, "{read} > {whole}");
+    if let Ok((_, mut reader)) = recorder::asciicast::Reader::new(data) {
+        let mut last = 0;
+        while let Ok(Some(e)) = reader.next_event() {
+            assert!(e.time_us >= last, "times never go back");
+            last = e.time_us;
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(n) = copy_stream(data, Kind::Stdout, &mut out) {
+        assert_eq!(n as usize, out.len());
+        assert!(out.len() <= data.len());
+    }
+}
+
+/// The command classifiers of exec channels that move files (scp, rsync,
+/// git) and the shell word splitter under them.
+pub fn transfer(data: &[u8]) {
+    use recorder::transfer::{Protocol, Transfer, split_words};
+    let command = String::from_utf8_lossy(data);
+    if let Some(words) = split_words(&command) {
+        // Quoting the words again gives them back.
+        let quoted: Vec<String> = words
+            .iter()
+            .map(|w| format!("'{}'", w.replace('\'', "'\\''")))
+            .collect();
+        assert_eq!(split_words(&quoted.join(" ")), Some(words.clone()));
+        if let Some(t) = Transfer::from_command(&command) {
+            let program = words
+                .first()
+                .map(|w| w.rsplit('/').next().unwrap_or(w))
+                .unwrap_or_default();
+            match t.protocol {
+                Protocol::Scp => assert_eq!(program, "scp"),
+                Protocol::Rsync => assert_eq!(program, "rsync"),
+                Protocol::Git => assert!(program.starts_with("git")),
+            }
+            for p in &t.paths {
+                assert!(words.contains(p), "{p:?} not among {words:?}");
+            }
+        }
+    } else {
+        assert!(Transfer::from_command(&command).is_none());
+    }
 }

@@ -89,6 +89,16 @@ fn scp_corpus() {
 }
 
 #[test]
+fn stream_corpus() {
+    replay("stream", fuzz_targets::stream);
+}
+
+#[test]
+fn transfer_corpus() {
+    replay("transfer", fuzz_targets::transfer);
+}
+
+#[test]
 fn preauth_corpus() {
     let dir = tempfile::tempdir().unwrap();
     let harness = Harness::new(dir.path()).unwrap();

@@ -36,6 +36,34 @@ use config::Config;
 /// How long live sessions get to end after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a session that ended gives storage to take its recording.
+const SEAL_AT_END: Duration = Duration::from_secs(5);
+
+/// How often spools whose seal gave up are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Seals the spools of sessions whose seal gave up (storage was down when
+/// they ended), once storage answers the probe again; until `shutdown`.
+/// Recovery at startup covers what a crash left.
+async fn sweep_leftovers(recorder: recorder::Recorder, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+        if recorder.leftovers() == 0 || recorder.probe_storage().await.is_err() {
+            continue;
+        }
+        let reports = recorder.recover().await;
+        if !reports.is_empty() {
+            tracing::info!(
+                sealed = reports.len(),
+                "sealed recordings left when storage was down"
+            );
+        }
+    }
+}
+
 /// Serves SSH on `listener` until `shutdown` is cancelled, then tells
 /// connected users, waits up to 10 s for their sessions to end, and returns.
 ///
@@ -69,6 +97,7 @@ pub async fn run(
             let _ = sign_in.idp().await;
         });
     }
+    tokio::spawn(sweep_leftovers(shared.recorder.clone(), shutdown.clone()));
     tokio::spawn(reevaluate::watch(Arc::clone(&shared), shutdown.clone()));
     tokio::spawn(reevaluate::follow_admin(
         Arc::clone(&shared),
@@ -415,11 +444,6 @@ pub(crate) async fn serve_connection<S>(
             tracing::warn!(error = %e, "cannot record the session's end in the state database");
         }
         drop(_closed_guard);
-        let session = recording.lock().await.take();
-        if let Some(session) = session {
-            let report = session.seal().await;
-            tracing::debug!(status = ?report.status, "recording sealed");
-        }
         if authenticated.is_cancelled() {
             Event::SessionClosed {
                 session_id: id.clone(),
@@ -427,6 +451,15 @@ pub(crate) async fn serve_connection<S>(
                 duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             }
             .emit();
+        }
+        // The seal gets storage for a few seconds only: during an outage
+        // the connection's resources are not held for a minute (issue 15);
+        // the spool stays, and `sweep_leftovers` seals it once storage
+        // answers.
+        let session = recording.lock().await.take();
+        if let Some(session) = session {
+            let report = session.seal_or_leave(SEAL_AT_END).await;
+            tracing::debug!(status = ?report.status, "recording sealed");
         }
     }
     .instrument(span)

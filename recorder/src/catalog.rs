@@ -132,9 +132,51 @@ impl Catalog {
     ) -> Result<Vec<u8>> {
         let bytes = self.cast_bytes(session_id, channel).await?;
         match format {
+            // A byte-stream recording plays as the terminal text it was.
+            ExportFormat::V3 if crate::stream::is_stream(&bytes) => {
+                Ok(asciicast::to_v3(&asciicast::read(&bytes)?))
+            }
             ExportFormat::V3 => Ok(bytes),
             ExportFormat::V2 => Ok(asciicast::to_v2(&asciicast::read(&bytes)?)),
         }
+    }
+
+    /// `gatehouse recordings export ID --stream stdout|stderr|stdin`: the
+    /// exact bytes of one stream of a byte-stream recording, written to
+    /// `out` as the sealed object is decompressed (never held whole);
+    /// returns how many.
+    pub async fn export_stream(
+        &self,
+        session_id: &str,
+        channel: Option<&str>,
+        kind: crate::stream::Kind,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64> {
+        let meta = self.meta(session_id).await?;
+        let ch = match channel {
+            Some(name) => meta.meta.channels.iter().find(|c| c.channel == name),
+            None => meta.meta.channels.first(),
+        }
+        .ok_or_else(|| Error::NotFound {
+            session_id: session_id.to_owned(),
+        })?;
+        let compressed = self.storage.get(&ch.sealed_key).await?;
+        let mut reader = sealed_reader(&compressed, &ch.sealed_key)?;
+        let first = std::io::BufRead::fill_buf(&mut reader).map_err(|e| Error::Format {
+            what: ch.sealed_key.clone(),
+            reason: e.to_string(),
+        })?;
+        if !crate::stream::is_stream(first) {
+            return Err(Error::Format {
+                what: ch.sealed_key.clone(),
+                reason: format!(
+                    "channel {} was recorded as a terminal (asciicast), not as a byte \
+                     stream: export it without --stream",
+                    ch.channel
+                ),
+            });
+        }
+        crate::stream::copy_stream(reader, kind, out)
     }
 
     /// `gatehouse recordings verify ID`: checks the signature (against

@@ -233,24 +233,70 @@ pub fn read_header<R: Read>(frames: &mut Frames<R>) -> Result<Header> {
     if frame.kind != Kind::Header {
         return Err(damaged(0, "the first frame is not the header"));
     }
-    let json = frame
-        .data
-        .strip_prefix(MAGIC.as_slice())
-        .ok_or_else(|| damaged(0, "no stream magic"))?;
-    serde_json::from_slice(json).map_err(|e| damaged(0, &format!("header: {e}")))
+    parse_header_payload(&frame.data)
 }
 
-/// A stream recording's frames as the timed events of a terminal
-/// recording: stdout and stderr become output text, stdin input text,
-/// each decoded as UTF-8 the way the terminal recorder decodes (a split
-/// character is carried, invalid bytes become U+FFFD).
-pub struct Events<R> {
-    frames: Frames<R>,
-    header_line: String,
+/// Turns frames into the timed events of a terminal recording: stdout
+/// and stderr become output text, stdin input text, each decoded as UTF-8
+/// the way the terminal recorder decodes (a split character is carried,
+/// invalid bytes become U+FFFD). Shared by [`Events`] and the live tail.
+#[derive(Debug, Default)]
+pub struct EventDecoder {
     last_us: u64,
     stdout: Utf8Decoder,
     stderr: Utf8Decoder,
     stdin: Utf8Decoder,
+}
+
+impl EventDecoder {
+    /// The event a frame makes, if any (the header and bytes that only
+    /// begin a character make none).
+    pub fn event(&mut self, frame: &Frame) -> Option<TimedEvent> {
+        let event = match frame.kind {
+            Kind::Header => return None,
+            Kind::Stdout | Kind::Stderr | Kind::Stdin => {
+                let decoder = match frame.kind {
+                    Kind::Stdout => &mut self.stdout,
+                    Kind::Stderr => &mut self.stderr,
+                    _ => &mut self.stdin,
+                };
+                let mut text = String::new();
+                decoder.decode(&frame.data, &mut text);
+                if text.is_empty() {
+                    return None;
+                }
+                if frame.kind == Kind::Stdin {
+                    Event::Input(text)
+                } else {
+                    Event::Output(text)
+                }
+            }
+            Kind::Marker => crate::asciicast::marker_event(&String::from_utf8_lossy(&frame.data)),
+            Kind::Exit => Event::Exit(
+                frame
+                    .data
+                    .get(..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, i64::from_le_bytes),
+            ),
+        };
+        let time_us = frame.t_us.max(self.last_us);
+        let interval_us = time_us - self.last_us;
+        self.last_us = time_us;
+        Some(TimedEvent {
+            interval_us,
+            time_us,
+            event,
+        })
+    }
+}
+
+/// A stream recording read as the timed events of a terminal recording
+/// ([`EventDecoder`]).
+pub struct Events<R> {
+    frames: Frames<R>,
+    header_line: String,
+    decoder: EventDecoder,
 }
 
 impl<R: Read> Events<R> {
@@ -264,10 +310,7 @@ impl<R: Read> Events<R> {
             Events {
                 frames,
                 header_line,
-                last_us: 0,
-                stdout: Utf8Decoder::new(),
-                stderr: Utf8Decoder::new(),
-                stdin: Utf8Decoder::new(),
+                decoder: EventDecoder::default(),
             },
         ))
     }
@@ -284,56 +327,30 @@ impl<R: Read> Events<R> {
 
     /// The next event, or `None` at the end.
     pub fn next_event(&mut self) -> Result<Option<TimedEvent>> {
-        loop {
-            let Some(frame) = self.frames.next_frame()? else {
-                return Ok(None);
-            };
-            let event = match frame.kind {
-                Kind::Header => continue,
-                Kind::Stdout | Kind::Stderr | Kind::Stdin => {
-                    let decoder = match frame.kind {
-                        Kind::Stdout => &mut self.stdout,
-                        Kind::Stderr => &mut self.stderr,
-                        _ => &mut self.stdin,
-                    };
-                    let mut text = String::new();
-                    decoder.decode(&frame.data, &mut text);
-                    if text.is_empty() {
-                        continue;
-                    }
-                    if frame.kind == Kind::Stdin {
-                        Event::Input(text)
-                    } else {
-                        Event::Output(text)
-                    }
-                }
-                Kind::Marker => {
-                    crate::asciicast::marker_event(&String::from_utf8_lossy(&frame.data))
-                }
-                Kind::Exit => {
-                    let status = frame
-                        .data
-                        .get(..8)
-                        .and_then(|b| b.try_into().ok())
-                        .map_or(0, i64::from_le_bytes);
-                    Event::Exit(status)
-                }
-            };
-            let time_us = frame.t_us.max(self.last_us);
-            let interval_us = time_us - self.last_us;
-            self.last_us = time_us;
-            return Ok(Some(TimedEvent {
-                interval_us,
-                time_us,
-                event,
-            }));
+        while let Some(frame) = self.frames.next_frame()? {
+            if let Some(event) = self.decoder.event(&frame) {
+                return Ok(Some(event));
+            }
         }
+        Ok(None)
     }
+}
+
+/// The header in a header frame's payload.
+pub fn parse_header_payload(payload: &[u8]) -> Result<Header> {
+    let json = payload
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or_else(|| damaged(0, "no stream magic"))?;
+    serde_json::from_slice(json).map_err(|e| damaged(0, &format!("header: {e}")))
 }
 
 /// Copies the bytes of one data stream (`Stdout`, `Stderr` or `Stdin`) of
 /// a stream recording to `out`, exactly; returns how many.
-pub fn copy_stream<R: Read, W: std::io::Write>(input: R, kind: Kind, out: &mut W) -> Result<u64> {
+pub fn copy_stream<R: Read, W: std::io::Write + ?Sized>(
+    input: R,
+    kind: Kind,
+    out: &mut W,
+) -> Result<u64> {
     let mut frames = Frames::new(input);
     read_header(&mut frames)?;
     let mut n = 0u64;

@@ -66,8 +66,13 @@ pub struct Tail {
     session_id: String,
     channel: String,
     prefix: String,
-    spool: Option<PathBuf>,
-    /// Stream bytes handed out as events (whole lines only).
+    /// This machine's spool files for the channel: asciicast, then a byte
+    /// stream (one of them exists).
+    spool: Option<[PathBuf; 2]>,
+    /// A byte-stream recording (known from its first byte): its frames are
+    /// decoded here; `None` while unknown or for asciicast.
+    stream: Option<crate::stream::EventDecoder>,
+    /// Stream bytes handed out as events (whole lines or frames only).
     consumed: u64,
     /// Bytes read past `consumed`: the start of a line still being written.
     partial: Vec<u8>,
@@ -90,7 +95,14 @@ impl Tail {
             session_id: session_id.to_owned(),
             channel: channel.to_owned(),
             prefix: prefix.to_owned(),
-            spool: spool_dir.map(|d| d.join(session_id).join(format!("{channel}.cast"))),
+            spool: spool_dir.map(|d| {
+                let dir = d.join(session_id);
+                [
+                    dir.join(format!("{channel}.cast")),
+                    dir.join(format!("{channel}.stream")),
+                ]
+            }),
+            stream: None,
             consumed: 0,
             partial: Vec::new(),
             next_seq: 0,
@@ -159,18 +171,20 @@ impl Tail {
     /// Reads the spool past what was handed out; false when this machine
     /// has no readable spool for the channel.
     fn read_spool(&mut self, out: &mut Polled) -> Result<bool> {
-        let Some(path) = &self.spool else {
+        let Some(paths) = &self.spool else {
             return Ok(false);
         };
-        let mut file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(_) => return Ok(false),
+        let Some((path, mut file)) = paths
+            .iter()
+            .find_map(|p| std::fs::File::open(p).ok().map(|f| (p.clone(), f)))
+        else {
+            return Ok(false);
         };
         let from = self.consumed + self.partial.len() as u64;
         let mut data = Vec::new();
         file.seek(SeekFrom::Start(from))
             .and_then(|_| file.take(MAX_SPOOL_READ).read_to_end(&mut data))
-            .map_err(Error::spool(path))?;
+            .map_err(Error::spool(&path))?;
         self.feed(&data, out);
         Ok(true)
     }
@@ -223,7 +237,7 @@ impl Tail {
             self.take_range(seg.offset, &data, out);
         }
         // A last line without its newline is the end of the stream.
-        if !self.partial.is_empty() {
+        if !self.partial.is_empty() && self.stream.is_none() {
             let mut rest = std::mem::take(&mut self.partial);
             rest.push(b'\n');
             self.feed(&rest, out);
@@ -240,8 +254,16 @@ impl Tail {
         }
     }
 
-    /// Appends stream bytes and hands out every complete line.
+    /// Appends stream bytes and hands out every complete line (or frame,
+    /// for a byte-stream recording).
     fn feed(&mut self, data: &[u8], out: &mut Polled) {
+        if self.consumed == 0 && self.partial.is_empty() && crate::stream::is_stream(data) {
+            self.stream = Some(crate::stream::EventDecoder::default());
+        }
+        if self.stream.is_some() {
+            self.feed_frames(data, out);
+            return;
+        }
         self.partial.extend_from_slice(data);
         let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
             return;
@@ -276,6 +298,44 @@ impl Tail {
                     });
                 }
                 Some(Err(e)) => out.damaged.push(format!("line {}: {e}", self.line_no)),
+            }
+        }
+    }
+}
+
+impl Tail {
+    /// [`Tail::feed`] for a byte-stream recording: whole frames only.
+    fn feed_frames(&mut self, data: &[u8], out: &mut Polled) {
+        self.partial.extend_from_slice(data);
+        let whole = crate::stream::whole_frames(&self.partial);
+        if whole == 0 {
+            return;
+        }
+        let complete: Vec<u8> = self.partial.drain(..whole).collect();
+        self.consumed += whole as u64;
+        let mut frames = crate::stream::Frames::new(complete.as_slice());
+        loop {
+            match frames.next_frame() {
+                Ok(Some(frame)) => {
+                    if frame.kind == crate::stream::Kind::Header && !self.header_seen {
+                        self.header_seen = true;
+                        match crate::stream::parse_header_payload(&frame.data) {
+                            Ok(header) => out.header = Some(header),
+                            Err(e) => out.damaged.push(e.to_string()),
+                        }
+                        continue;
+                    }
+                    let decoder = self.stream.get_or_insert_with(Default::default);
+                    if let Some(event) = decoder.event(&frame) {
+                        self.time_us = event.time_us;
+                        out.events.push(event);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    out.damaged.push(e.to_string());
+                    break;
+                }
             }
         }
     }
@@ -339,6 +399,39 @@ mod tests {
             texts,
             [Event::Output("a".into()), Event::Output("b".into())]
         );
+    }
+
+    #[test]
+    fn a_stream_recording_is_followed_frame_by_frame() {
+        use crate::stream::{Kind, frame_header, header_payload};
+        let header: Header = serde_json::from_str(HEADER).unwrap();
+        let frame = |kind: Kind, t: u64, data: &[u8]| {
+            let mut f = frame_header(kind, t, data.len()).to_vec();
+            f.extend_from_slice(data);
+            f
+        };
+        let mut bytes = frame(Kind::Header, 0, &header_payload(&header));
+        bytes.extend(frame(Kind::Stdout, 100, b"caf\xc3"));
+        bytes.extend(frame(Kind::Stdout, 200, b"\xa9\n"));
+        bytes.extend(frame(Kind::Exit, 300, &0i64.to_le_bytes()));
+        let mut t = tail();
+        let mut out = Polled::default();
+        // Fed a few bytes at a time, as a growing spool is read.
+        for piece in bytes.chunks(7) {
+            t.feed(piece, &mut out);
+        }
+        assert_eq!(out.header, Some(header));
+        let events: Vec<_> = out.events.iter().map(|e| e.event.clone()).collect();
+        assert_eq!(
+            events,
+            [
+                Event::Output("caf".into()),
+                Event::Output("é\n".into()),
+                Event::Exit(0)
+            ]
+        );
+        assert_eq!(t.consumed, bytes.len() as u64);
+        assert!(out.damaged.is_empty(), "{:?}", out.damaged);
     }
 
     #[test]

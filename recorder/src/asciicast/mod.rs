@@ -45,7 +45,7 @@ mod v3;
 pub use reader::{Cast, Reader, marker_event, parse_header, parse_line, read};
 pub use utf8::Utf8Decoder;
 pub use v2::to_v2;
-pub use v3::{encode_event, encode_header, encode_text_event, format_interval};
+pub use v3::{encode_event, encode_header, encode_text_event, format_interval, to_v3};
 
 use serde::{Deserialize, Serialize};
 

@@ -255,6 +255,9 @@ struct RecorderInner {
     spool_total: AtomicU64,
     /// Sessions recorded by this process, which recovery must leave alone.
     live: Mutex<HashSet<String>>,
+    /// Held while recovery runs: one at a time, or two would seal the same
+    /// spool.
+    recovering: tokio::sync::Mutex<()>,
 }
 
 /// The recording service: one per gateway process.
@@ -290,6 +293,7 @@ impl Recorder {
                 signer,
                 spool_total: AtomicU64::new(spool_total),
                 live: Mutex::new(HashSet::new()),
+                recovering: tokio::sync::Mutex::new(()),
             }),
         })
     }

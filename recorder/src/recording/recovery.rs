@@ -25,10 +25,27 @@ use super::{
 };
 
 impl Recorder {
+    /// How many spool directories no live session of this process owns:
+    /// left by an earlier process, or by a session whose seal gave up
+    /// ([`Session::seal_or_leave`](crate::Session::seal_or_leave)).
+    pub fn leftovers(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.inner.config.spool_dir) else {
+            return 0;
+        };
+        let live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("session.json").is_file())
+            .filter(|e| !live.contains(e.file_name().to_string_lossy().as_ref()))
+            .count()
+    }
+
     /// Seals every spool left behind by an earlier process, as `interrupted`
     /// (or `sealed`, if that session had already ended and only its upload was
-    /// missing). Call once at startup, before accepting sessions.
+    /// missing). Call at startup, and again (the gateway does, once storage
+    /// answers) for the spools of seals that gave up.
     pub async fn recover(&self) -> Vec<SealReport> {
+        let _one_at_a_time = self.inner.recovering.lock().await;
         let mut reports = Vec::new();
         let Ok(entries) = std::fs::read_dir(&self.inner.config.spool_dir) else {
             return reports;
@@ -194,6 +211,7 @@ async fn recover_session(recorder: &Arc<RecorderInner>, dir: &Path) -> Result<Se
         &channels,
         status,
         reason,
+        recorder.config.seal_timeout,
     )
     .await)
 }

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
@@ -30,7 +30,23 @@ impl Session {
     /// per channel and the signed meta.json, updates the index and removes the
     /// spool. Retries storage for up to `seal_timeout`; after that the status
     /// is `failed` and the spool stays for [`Recorder::recover`](crate::Recorder::recover).
-    pub async fn seal(mut self) -> SealReport {
+    pub async fn seal(self) -> SealReport {
+        let within = self.shared.recorder.config.seal_timeout;
+        self.seal_within(within).await
+    }
+
+    /// Like [`Session::seal`], but gives storage only `within` (at most
+    /// `seal_timeout`): what a session that ended calls, so that an
+    /// outage does not hold the connection's resources for a minute. A
+    /// recording not sealed by then keeps its spool, marked `failed` until
+    /// [`Recorder::recover`](crate::Recorder::recover) seals it (the
+    /// gateway calls it again once storage answers).
+    pub async fn seal_or_leave(self, within: Duration) -> SealReport {
+        let within = within.min(self.shared.recorder.config.seal_timeout);
+        self.seal_within(within).await
+    }
+
+    async fn seal_within(mut self, within: Duration) -> SealReport {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
@@ -63,6 +79,7 @@ impl Session {
             &channels,
             status,
             reason,
+            within,
         )
         .await;
         shared
@@ -86,6 +103,7 @@ pub(super) async fn seal_channels(
     channels: &[Arc<ChannelShared>],
     status: Status,
     reason: Option<String>,
+    within: Duration,
 ) -> SealReport {
     let session_id = info.session_id.clone();
     let _ = recorder
@@ -93,10 +111,12 @@ pub(super) async fn seal_channels(
         .index
         .set_status(&session_id, Status::Uploading, reason.as_deref())
         .await;
-    let deadline = Instant::now() + recorder.config.seal_timeout;
+    let deadline = Instant::now() + within;
     let mut backoff = recorder.config.retry_initial_backoff;
     let result = loop {
-        match seal_once(
+        // One attempt may not outlast the deadline either (an unanswered
+        // storage request retries on its own).
+        let attempt = seal_once(
             recorder,
             info,
             started_at_ms,
@@ -104,9 +124,17 @@ pub(super) async fn seal_channels(
             channels,
             status,
             reason.clone(),
-        )
-        .await
-        {
+        );
+        let left = deadline.saturating_duration_since(Instant::now());
+        let outcome =
+            match tokio::time::timeout(left.max(Duration::from_millis(100)), attempt).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Error::Format {
+                    what: "seal".to_owned(),
+                    reason: format!("storage did not answer within {}s", within.as_secs()),
+                }),
+            };
+        match outcome {
             Ok(key) => break Ok(key),
             Err(e) if Instant::now() + backoff < deadline => {
                 tracing::warn!(session_id, error = %e, "sealing failed; retrying");

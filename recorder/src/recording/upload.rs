@@ -172,6 +172,22 @@ pub(super) async fn upload_pending(
             .map_err(Error::spool(&ch.spool_path))?;
         let frame = Bytes::from(frame);
         recorder.catalog.storage.put(&key, frame.clone()).await?;
+        // Keeping the frame must fit under the cap with everything else
+        // spooled; if it does not, the kept frames are given up (the seal
+        // then compresses the spool instead) rather than the cap.
+        let limit = recorder.config.spool_max_bytes;
+        if let Some(frames) = state.frames.clone()
+            && recorder.spool_total.load(Ordering::SeqCst) + frame.len() as u64 > limit
+        {
+            let kept = std::fs::metadata(&frames).map_or(0, |m| m.len());
+            let _ = std::fs::remove_file(&frames);
+            recorder.spool_total.fetch_sub(
+                kept.min(recorder.spool_total.load(Ordering::SeqCst)),
+                Ordering::SeqCst,
+            );
+            state.frames = None;
+            state.hashes = None;
+        }
         if let Some(frames) = &state.frames {
             match append_frame(frames, &frame) {
                 Ok(()) => {

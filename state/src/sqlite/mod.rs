@@ -55,8 +55,16 @@ struct Shared {
     db_path: PathBuf,
     key_path: PathBuf,
     inner: Mutex<Inner>,
+    /// Read-only connections for short reads on hot paths (see
+    /// [`Sqlite::read`]); WAL lets them read while `inner` writes. Empty
+    /// for an in-memory store.
+    readers: Vec<Mutex<Connection>>,
     rng: SystemRandom,
 }
+
+/// Read connections beside the writer: enough for the two cores the proxy
+/// runs on to read at once without waiting for each other.
+const READERS: usize = 2;
 
 struct Inner {
     conn: Connection,
@@ -124,6 +132,19 @@ impl Sqlite {
         schema::configure(&conn).map_err(fail)?;
         schema::migrate(&mut conn).map_err(fail)?;
         let key = keyfile::read(&key_path)?;
+        let mut readers = Vec::new();
+        for _ in 0..READERS {
+            let reader = Connection::open_with_flags(
+                &db_path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| fail(e.to_string()))?;
+            reader
+                .busy_timeout(schema::BUSY_TIMEOUT)
+                .map_err(|e| fail(e.to_string()))?;
+            readers.push(Mutex::new(reader));
+        }
         Ok(Sqlite {
             shared: Arc::new(Shared {
                 db_path,
@@ -133,6 +154,7 @@ impl Sqlite {
                     key,
                     degraded: false,
                 }),
+                readers,
                 rng: SystemRandom::new(),
             }),
         })
@@ -158,6 +180,7 @@ impl Sqlite {
                     key: None,
                     degraded: false,
                 }),
+                readers: Vec::new(),
                 rng: SystemRandom::new(),
             }),
         })
@@ -168,23 +191,23 @@ impl Sqlite {
         &self.shared.db_path
     }
 
-    /// Runs a short read `f` at once on this thread when the connection is
-    /// free, else on the blocking pool like [`Sqlite::run`]. For point
-    /// reads by key on a hot path (a browser session per proxied request):
-    /// a WAL read never waits for a writer, and taking the blocking pool's
-    /// thread hand-off for a lookup of a few microseconds costs more than
-    /// the lookup.
+    /// Runs a short read `f` at once on this thread with a read-only
+    /// connection that is free, else on the blocking pool with the main
+    /// connection like [`Sqlite::run`]. For point reads by key on a hot
+    /// path (a browser session per proxied request): a WAL read never waits
+    /// for a writer, and the blocking pool's thread hand-off costs more than
+    /// a lookup of a few microseconds.
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Shared, &mut Inner) -> Result<T> + Send + 'static,
+        F: FnOnce(&Shared, &Connection) -> Result<T> + Send + 'static,
     {
-        let f = match self.shared.inner.try_lock() {
-            Ok(mut inner) if !inner.degraded => return f(&self.shared, &mut inner),
-            // Busy, or waiting out another process's lock: off this thread.
-            _ => f,
-        };
-        self.run(f).await
+        for reader in &self.shared.readers {
+            if let Ok(conn) = reader.try_lock() {
+                return f(&self.shared, &conn);
+            }
+        }
+        self.run(move |s, inner| f(s, &inner.conn)).await
     }
 
     /// Runs `f` with the connection on the blocking pool.

@@ -86,13 +86,12 @@ impl Shared {
     /// The live session under `id_hash` at `now`, read only.
     pub(super) fn web_session_read(
         &self,
-        inner: &mut Inner,
+        conn: &rusqlite::Connection,
         id_hash: &str,
         now: SystemTime,
     ) -> Result<Option<WebSession>> {
         const WHAT: &str = "cannot read the web session";
-        let mut stmt = inner
-            .conn
+        let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {SESSION_COLUMNS} FROM web_sessions WHERE id_hash = ?1"
             ))
@@ -149,14 +148,13 @@ impl Shared {
 
     pub(super) fn web_sessions_live(
         &self,
-        inner: &mut Inner,
+        conn: &rusqlite::Connection,
         id_hashes: &[String],
         now: SystemTime,
     ) -> Result<Vec<String>> {
         const WHAT: &str = "cannot read web sessions";
         let at = to_millis(now).map_err(|e| self.fail(WHAT, e))?;
-        let mut stmt = inner
-            .conn
+        let mut stmt = conn
             .prepare_cached(
                 "SELECT 1 FROM web_sessions WHERE id_hash = ?1
                  AND expires_at > ?2 AND last_seen_at + idle_timeout_ms > ?2",
