@@ -29,7 +29,7 @@ const DEFAULT_CA_PATH: &str = "/var/lib/gatehouse/user_ca";
 #[derive(Parser)]
 #[command(
     name = "gatehouse",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("GATEHOUSE_COMMIT"), ")"),
     about = "An identity-aware SSH gateway: users run stock `ssh LOGIN@ROUTE@GATEWAY`; \
              Gatehouse checks who they are and dials the target with a short-lived certificate.",
     after_help = "Examples:\n  \

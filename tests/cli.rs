@@ -151,3 +151,23 @@ fn sigterm_tells_connected_users_and_exits() {
         session.stderr_text()
     );
 }
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let out = std::process::Command::new(common::bin())
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let commit = text
+        .trim()
+        .strip_prefix(concat!(
+            "gatehouse ",
+            env!("CARGO_PKG_VERSION"),
+            " (commit "
+        ))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("unexpected --version: {text}"));
+    assert!(!commit.is_empty(), "{text}");
+}
