@@ -356,7 +356,7 @@ pub fn end_reason(label: &str) -> Option<&str> {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
     use super::*;
 

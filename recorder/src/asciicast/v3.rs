@@ -58,6 +58,34 @@ pub fn encode_text_event(
     true
 }
 
+/// A parsed recording as asciicast v3 bytes: how a byte-stream recording
+/// is exported for players (a terminal recording exports as stored).
+pub fn to_v3(cast: &super::Cast) -> Vec<u8> {
+    use super::Event;
+    let mut out = Vec::new();
+    encode_header(&cast.header, &mut out);
+    for e in &cast.events {
+        let (code, data) = match &e.event {
+            Event::Output(text) => ("o", text.clone()),
+            Event::Input(text) => ("i", text.clone()),
+            Event::Resize { cols, rows } => ("r", format!("{cols}x{rows}")),
+            Event::Marker(label) => ("m", label.clone()),
+            Event::FileOp(op) => (
+                "m",
+                format!(
+                    "{}{}",
+                    super::FILE_OP_MARKER_PREFIX,
+                    serde_json::to_string(op).unwrap_or_default()
+                ),
+            ),
+            Event::Exit(status) => ("x", status.to_string()),
+            Event::Other { code, data } => (code.as_str(), data.clone()),
+        };
+        encode_event(e.interval_us, code, &data, &mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -135,32 +163,4 @@ mod tests {
             "[0.000000, \"o\", \"€\"]\n"
         );
     }
-}
-
-/// A parsed recording as asciicast v3 bytes: how a byte-stream recording
-/// is exported for players (a terminal recording exports as stored).
-pub fn to_v3(cast: &super::Cast) -> Vec<u8> {
-    use super::Event;
-    let mut out = Vec::new();
-    encode_header(&cast.header, &mut out);
-    for e in &cast.events {
-        let (code, data) = match &e.event {
-            Event::Output(text) => ("o", text.clone()),
-            Event::Input(text) => ("i", text.clone()),
-            Event::Resize { cols, rows } => ("r", format!("{cols}x{rows}")),
-            Event::Marker(label) => ("m", label.clone()),
-            Event::FileOp(op) => (
-                "m",
-                format!(
-                    "{}{}",
-                    super::FILE_OP_MARKER_PREFIX,
-                    serde_json::to_string(op).unwrap_or_default()
-                ),
-            ),
-            Event::Exit(status) => ("x", status.to_string()),
-            Event::Other { code, data } => (code.as_str(), data.clone()),
-        };
-        encode_event(e.interval_us, code, &data, &mut out);
-    }
-    out
 }
