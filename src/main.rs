@@ -21,6 +21,7 @@ mod recordings;
 mod replay;
 mod text;
 mod textindex;
+mod tunnel;
 mod web;
 
 /// Where `ca init` and `ca show` look when given neither --key nor --config.
@@ -116,6 +117,9 @@ enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Reach the gateway's SSH server through TLS on port 443 (an OpenSSH
+    /// ProxyCommand).
+    Tunnel(tunnel::TunnelArgs),
     /// Manage the identity-aware HTTP proxy's signing keys.
     Http {
         #[command(subcommand)]
@@ -215,6 +219,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Replay(args) => replay::run(args),
         Command::Policy { command } => policy::run(command),
         Command::Http { command } => web::run_http(command),
+        Command::Tunnel(args) => tunnel::run(args),
     }
 }
 
@@ -292,10 +297,19 @@ fn serve(path: &Path) -> Result<ExitCode> {
             tracing::info!("stop requested");
             signals.cancel();
         });
-        if let Some(web) = web::start(&config, shutdown.clone()).await? {
-            tokio::spawn(web);
+        let web = match web::start(&config, shutdown.clone()).await? {
+            Some(started) => {
+                tokio::spawn(started.run);
+                Some(started.service)
+            }
+            None => None,
+        };
+        // The edge hands SSH connections to the gateway's accept loop.
+        let (to_gateway, incoming) = tokio::sync::mpsc::channel(256);
+        if let Some(edge) = web::start_edge(&config, to_gateway, web, shutdown.clone()).await? {
+            tokio::spawn(edge);
         }
-        gateway::run(listener, config, shutdown).await?;
+        gateway::run_with(listener, Some(incoming), config, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -15,13 +15,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::load_config;
 
+/// The web listener, started: the future that serves it, and its service
+/// for connections the edge listener hands over.
+pub(crate) struct Started<F> {
+    pub(crate) run: F,
+    pub(crate) service: http_proxy::Dispatch,
+}
+
 /// Starts the web listener of `config` (which must have a `web:`
 /// section) and prints `web listening on ADDR for URL`; returns the
 /// future that serves until `stop`.
 pub(crate) async fn start(
     config: &config::Config,
     stop: CancellationToken,
-) -> Result<Option<impl std::future::Future<Output = ()> + use<>>> {
+) -> Result<Option<Started<impl std::future::Future<Output = ()> + use<>>>> {
     let Some(web) = &config.web else {
         return Ok(None);
     };
@@ -65,7 +72,9 @@ pub(crate) async fn start(
     }
     let app = Arc::new(app);
     let tls = match &web.transport {
-        config::WebTransport::Tls { cert, key } => Some(web_front::tls_acceptor(cert, key)?),
+        config::WebTransport::Tls { cert, key } => {
+            Some(web_front::tls_acceptor(cert, key, web_front::WEB_ALPN)?)
+        }
         config::WebTransport::PlainHttp => None,
     };
     let (listener, addr) = web_front::bind(web.listen).await?;
@@ -108,10 +117,72 @@ pub(crate) async fn start(
         }
         None => http_proxy::Dispatch::web_only(router),
     };
-    let run = web_front::serve(listener, tls, service, stop);
+    let run = web_front::serve(
+        listener,
+        tls,
+        web.trusted_proxies.clone(),
+        service.clone(),
+        stop,
+    );
     // Tests and scripts read this line to learn the port.
     let mut out = std::io::stdout();
     writeln!(out, "web listening on {addr} for {}", web.public_url)?;
+    out.flush()?;
+    Ok(Some(Started { run, service }))
+}
+
+/// Starts the edge listener of `config` (an `edge:` section): SSH goes to
+/// `ssh` (the gateway), HTTP and TLS other than ALPN `ssh` to the web
+/// listener's `web` service. Prints `edge listening on ADDR`.
+pub(crate) async fn start_edge(
+    config: &config::Config,
+    ssh: tokio::sync::mpsc::Sender<gateway::Incoming>,
+    web: Option<http_proxy::Dispatch>,
+    stop: CancellationToken,
+) -> Result<Option<impl std::future::Future<Output = ()> + use<>>> {
+    let Some(settings) = &config.edge else {
+        return Ok(None);
+    };
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(web_front::tls_acceptor(
+            cert,
+            key,
+            &[edge::ALPN_SSH, b"h2", b"http/1.1"],
+        )?),
+        None => None,
+    };
+    let (listener, addr) = web_front::bind(settings.listen).await?;
+    let web_stop = stop.clone();
+    let targets = edge::Targets {
+        ssh: Arc::new(move |io, client| {
+            // The gateway's accept loop takes it from here, under the same
+            // caps; when it is not keeping up, the connection is dropped.
+            if ssh.try_send((io, client)).is_err() {
+                tracing::warn!(%client, "edge: the SSH server is not taking connections");
+            }
+        }),
+        web: Arc::new(move |io, client, tls| match &web {
+            Some(service) => {
+                web_front::serve_io(io, client, tls, service.clone(), web_stop.clone());
+            }
+            None => tracing::debug!(%client, "edge: HTTP, but there is no web section"),
+        }),
+        // Whatever the authority, a CONNECT reaches only this gateway's
+        // own SSH server: the edge opens no connection elsewhere.
+        connect: Arc::new(|_| true),
+    };
+    let run = edge::serve(
+        listener,
+        edge::EdgeConfig {
+            tls,
+            trusted_proxies: settings.trusted_proxies.clone(),
+            silent_client: settings.silent_client,
+        },
+        targets,
+        stop,
+    );
+    let mut out = std::io::stdout();
+    writeln!(out, "edge listening on {addr}")?;
     out.flush()?;
     Ok(Some(run))
 }
@@ -138,8 +209,8 @@ pub(crate) fn run(path: &Path) -> Result<ExitCode> {
             tracing::info!("stop requested");
             signals.cancel();
         });
-        if let Some(run) = start(&config, stop).await? {
-            run.await;
+        if let Some(started) = start(&config, stop).await? {
+            started.run.await;
         }
         Ok(ExitCode::SUCCESS)
     })

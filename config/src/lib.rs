@@ -72,6 +72,27 @@ pub struct Config {
     /// The identity-aware HTTP proxy, served on the web listener; `None`
     /// without `http_routes`.
     pub http: Option<HttpConfig>,
+    /// Load balancers whose PROXY protocol headers the SSH listener
+    /// believes (`trusted_proxies`); from anyone else a header is refused.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The one-port edge listener; `None` without an `edge` section.
+    pub edge: Option<EdgeSettings>,
+}
+
+/// The edge listener (issue 16): SSH, TLS (by ALPN) and HTTP on one port.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// The certificate chain and key (PEM files) for TLS; without them TLS
+    /// connections are refused.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Load balancers whose PROXY headers it believes (default: the
+    /// top-level `trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A client silent this long is taken for an SSH client waiting for
+    /// the server to speak first.
+    pub silent_client: Duration,
 }
 
 /// The identity-aware HTTP proxy (issue 14): the `http:` settings and the

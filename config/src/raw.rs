@@ -21,6 +21,12 @@ pub(super) struct RawConfig {
     pub(super) idp: Option<S<RawIdp>>,
     pub(super) login_ttl: Option<S<String>>,
     pub(super) web: Option<S<RawWeb>>,
+    /// Load balancers whose PROXY protocol headers the SSH listener (and
+    /// the edge) believes.
+    #[serde(default)]
+    pub(super) trusted_proxies: Vec<S<String>>,
+    /// One port for SSH, TLS and HTTP.
+    pub(super) edge: Option<S<RawEdge>>,
     /// Settings every HTTP route shares.
     pub(super) http: Option<S<RawHttp>>,
     /// The identity-aware HTTP proxy's routes.
@@ -204,4 +210,14 @@ impl<'de> Deserialize<'de> for RawUpstreams {
         }
         d.deserialize_any(V)
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEdge {
+    pub(super) listen: Option<S<String>>,
+    pub(super) tls: Option<S<RawTls>>,
+    #[serde(default)]
+    pub(super) trusted_proxies: Option<Vec<S<String>>>,
+    pub(super) silent_client: Option<S<String>>,
 }

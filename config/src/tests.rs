@@ -551,3 +551,40 @@ fn http_route_problems_have_positions() {
         "{got:#?}"
     );
 }
+
+#[test]
+fn the_edge_section_inherits_trusted_proxies_and_checks_its_values() {
+    let (dir, text) = with_ca(
+        "trusted_proxies: [10.0.0.0/8]\nedge:\n  listen: 0.0.0.0:443\n  silent_client: 2s\n",
+    );
+    let config = parse(&dir.path().join("g.yaml"), &text).unwrap();
+    let edge = config.edge.unwrap();
+    assert_eq!(edge.listen, "0.0.0.0:443".parse().unwrap());
+    assert_eq!(edge.trusted_proxies, config.trusted_proxies);
+    assert_eq!(edge.trusted_proxies, vec!["10.0.0.0/8".parse().unwrap()]);
+    assert_eq!(edge.silent_client, Duration::from_secs(2));
+    assert!(edge.tls.is_none());
+
+    let got = errors(
+        "trusted_proxies: [nope]\nedge:\n  listen: everywhere\n  trusted_proxies: [300.1.1.1]\n  silent_client: 1m\n  tls: {cert: missing.crt}\n",
+    );
+    let expect = [
+        "1:19: bad trusted proxy",
+        "3:11: bad edge.listen address",
+        "4:21: bad trusted proxy",
+        "5:18: edge.silent_client must be between 100ms and 30s",
+        "6:15: cannot read",
+        "6:8: edge.tls.key is required",
+    ];
+    for e in expect {
+        assert!(got.iter().any(|g| g.starts_with(e)), "{e}: {got:#?}");
+    }
+    // The web listener's HTTPS on the edge needs the edge's certificate.
+    let got = errors(&format!(
+        "{IDP}web:\n  listen: 127.0.0.1:8080\n  public_url: http://127.0.0.1:8080\n  plain_http: true\nedge:\n  listen: 0.0.0.0:443\n"
+    ));
+    assert!(
+        got.iter().any(|g| g.starts_with("9:3: edge needs tls")),
+        "{got:#?}"
+    );
+}

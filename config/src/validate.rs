@@ -13,6 +13,7 @@ use ssh_key::{HashAlg, PublicKey};
 use super::raw::*;
 use super::*;
 
+mod edge;
 mod http;
 mod web;
 
@@ -205,6 +206,10 @@ impl Validator {
         let (routes, policies) = self.routes(&raw, &limits);
         let web = self.web(&raw, sign_in.is_some());
         let http = self.http(&raw, web.as_ref(), &state_dir);
+        let trusted_proxies = self.networks(&raw.trusted_proxies, |text| {
+            format!("bad trusted proxy {text:?}: write an address or a CIDR block")
+        });
+        let edge = self.edge(&raw, &trusted_proxies, web.is_some());
         if let (Some(s), Some(sign_in)) = (
             raw.idp.as_ref().and_then(|i| i.value.ssh_sign_in.as_ref()),
             &sign_in,
@@ -239,6 +244,8 @@ impl Validator {
             reevaluate_interval,
             web,
             http,
+            trusted_proxies,
+            edge,
         }
     }
 

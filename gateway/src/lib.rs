@@ -38,4 +38,4 @@ pub use sign_in::NoWay;
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
-pub use server::run;
+pub use server::{Incoming, run, run_with};

@@ -73,6 +73,23 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    run_with(listener, None, config, shutdown).await
+}
+
+/// A connection handed to the SSH server from elsewhere (the edge
+/// listener: SSH inside TLS, through `CONNECT`, or plain on port 443),
+/// with the client's address.
+pub type Incoming = (edge::BoxedIo, SocketAddr);
+
+/// [`run`], also serving the connections that arrive on `incoming` as if
+/// they had been accepted here (the same caps, admission and shutdown).
+pub async fn run_with(
+    listener: TcpListener,
+    incoming: Option<tokio::sync::mpsc::Receiver<Incoming>>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let mut incoming = incoming;
     let shared = open(config).await?;
     {
         // Seal what an earlier process left in the spool (a crash, a kill)
@@ -118,12 +135,58 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer): (edge::BoxedIo, SocketAddr) = tokio::select! {
             () = shutdown.cancelled() => break,
+            handed = async {
+                match incoming.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match handed {
+                Some(pair) => pair,
+                None => {
+                    incoming = None;
+                    continue;
+                }
+            },
             accepted = listener.accept() => match accepted {
-                Ok(pair) => {
+                Ok((stream, peer)) => {
                     backoff = Duration::from_millis(10);
-                    pair
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "set_nodelay failed");
+                    }
+                    let trusted = shared
+                        .config()
+                        .trusted_proxies
+                        .iter()
+                        .any(|n| n.contains(&peer.ip()));
+                    if trusted {
+                        // The client's address comes first, from the
+                        // proxy's header; admission is by that address.
+                        let (shared, shutdown) = (Arc::clone(&shared), shutdown.clone());
+                        tracker.spawn(async move {
+                            let mut stream = stream;
+                            match edge::proxy::read_start(
+                                &mut stream,
+                                peer,
+                                true,
+                                edge::proxy::DEADLINE,
+                            )
+                            .await
+                            {
+                                Ok((client, first)) => {
+                                    let io: edge::BoxedIo =
+                                        Box::new(edge::Prefixed::new(first, stream));
+                                    admit_and_serve(shared, io, client, shutdown).await;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(%peer, error = %e, "PROXY header refused");
+                                }
+                            }
+                        });
+                        continue;
+                    }
+                    (Box::new(stream) as edge::BoxedIo, peer)
                 }
                 Err(e) => {
                     // Usually out of file descriptors: wait for some to free
@@ -135,25 +198,8 @@ pub async fn run(
                 }
             },
         };
-        // Refused connections are closed at once, without a banner, and
-        // counted; the audit log gets one line per limit every few seconds.
-        let Ok(connection) = Arc::clone(&shared.connections).try_acquire_owned() else {
-            shared.admission.refused(peer.ip(), Refused::MaxConnections);
-            continue;
-        };
-        let unauthenticated = match shared.admission.admit(peer.ip(), Instant::now()) {
-            Ok(slot) => slot,
-            Err(_) => continue,
-        };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "set_nodelay failed");
-        }
-        let shared = Arc::clone(&shared);
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            serve_connection(shared, stream, peer, unauthenticated, shutdown).await;
-            drop(connection);
-        });
+        let (shared, shutdown) = (Arc::clone(&shared), shutdown.clone());
+        tracker.spawn(admit_and_serve(shared, stream, peer, shutdown));
     }
 
     tracker.close();
@@ -281,6 +327,27 @@ fn open_recorder(
 /// A new session id: a UUIDv7, so ids sort by start time.
 fn new_session_id() -> SessionId {
     SessionId::new(uuid::Uuid::now_v7().simple().to_string())
+}
+
+/// Admits a connection from `peer` (the client, after any PROXY header)
+/// under the caps and serves it. Refused connections are closed at once,
+/// without a banner, and counted; the audit log gets one line per limit
+/// every few seconds.
+async fn admit_and_serve(
+    shared: Arc<Shared>,
+    stream: edge::BoxedIo,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let Ok(connection) = Arc::clone(&shared.connections).try_acquire_owned() else {
+        shared.admission.refused(peer.ip(), Refused::MaxConnections);
+        return;
+    };
+    let Ok(unauthenticated) = shared.admission.admit(peer.ip(), Instant::now()) else {
+        return;
+    };
+    serve_connection(shared, stream, peer, unauthenticated, shutdown).await;
+    drop(connection);
 }
 
 pub(crate) async fn serve_connection<S>(

@@ -19,5 +19,5 @@ pub mod peer;
 pub mod session;
 
 pub use error::Error;
-pub use listener::{Tls, bind, serve, tls_acceptor};
+pub use listener::{Tls, WEB_ALPN, bind, serve, serve_io, tls_acceptor};
 pub use peer::{Peer, client_addr};
