@@ -38,21 +38,34 @@ pub(crate) struct TunnelArgs {
 
 /// `host:port` with 443 when no port is given.
 fn authority(target: &str, default_port: u16) -> Result<(String, u16)> {
-    let (host, port) = match target.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && !h.ends_with(']') || h.starts_with('[') => (
-            h.to_owned(),
-            p.parse().with_context(|| format!("bad port in {target}"))?,
-        ),
-        _ => (target.to_owned(), default_port),
+    let bad_port = || format!("bad port in {target}");
+    let (host, port) = if let Some(rest) = target.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| anyhow!("unclosed [ in {target}"))?;
+        let port = match after {
+            "" => default_port,
+            _ => after
+                .strip_prefix(':')
+                .ok_or_else(|| anyhow!("{}", bad_port()))?
+                .parse()
+                .with_context(bad_port)?,
+        };
+        (host, port)
+    } else {
+        match target.split_once(':') {
+            // One colon: host:port. More than one: a bare IPv6 address.
+            Some((host, port)) if !port.contains(':') => {
+                (host, port.parse().with_context(bad_port)?)
+            }
+            _ => (target, default_port),
+        }
     };
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
     if host.is_empty() {
         bail!("no host in {target}");
     }
-    Ok((host, port))
+    Ok((host.to_owned(), port))
 }
 
 pub(crate) fn run(args: TunnelArgs) -> Result<ExitCode> {
@@ -178,5 +191,8 @@ mod tests {
         assert_eq!(authority("[::1]:9", 443).unwrap(), ("::1".into(), 9));
         assert!(authority(":1", 443).is_err());
         assert!(authority("h:port", 443).is_err());
+        assert_eq!(authority("[::1]", 443).unwrap(), ("::1".into(), 443));
+        assert_eq!(authority("::1", 443).unwrap(), ("::1".into(), 443));
+        assert!(authority("[::1", 443).is_err());
     }
 }
