@@ -140,7 +140,7 @@ pub async fn read_start<S: AsyncRead + Unpin>(
             None => {}
         }
         let left = DEADLINE.saturating_sub(started.elapsed());
-        let room = MAX_HEADER - buf.len();
+        let room = MAX_HEADER.saturating_sub(buf.len());
         let slot = chunk.get_mut(..room).unwrap_or_default();
         match tokio::time::timeout(left, stream.read(slot)).await {
             Err(_) => return Err(Error::Timeout(DEADLINE)),

@@ -27,6 +27,10 @@ pub const TARGETS: &[&str] = &[
     "scp",
     "preauth",
     "auth",
+    "stream",
+    "transfer",
+    "proxy_header",
+    "first_bytes",
 ];
 
 /// Lines in `text` as YAML counts them: `\r\n`, a lone `\r` and `\n`
@@ -218,5 +222,101 @@ pub fn transfer(data: &[u8]) {
         }
     } else {
         assert!(Transfer::from_command(&command).is_none());
+    }
+}
+
+/// A reader that hands out `data` in chunks whose sizes come from `sizes`
+/// (cycled), as a network does: headers split anywhere.
+struct Chunked<'a> {
+    data: &'a [u8],
+    sizes: &'a [u8],
+    next: usize,
+}
+
+impl tokio::io::AsyncRead for Chunked<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let size = match self.sizes.get(self.next % self.sizes.len().max(1)) {
+            Some(&s) => usize::from(s).max(1),
+            None => usize::MAX,
+        };
+        self.next += 1;
+        let n = size.min(buf.remaining()).min(self.data.len());
+        let (head, tail) = self.data.split_at(n);
+        buf.put_slice(head);
+        self.data = tail;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// The start of a connection on a listener that takes PROXY headers: the
+/// header parser (v1 text, v2 binary) and the reader around it, fed in
+/// chunks. The first byte picks trusted or not and the chunk sizes; what
+/// comes back is always the client's address from a whole header (or the
+/// peer's) and the bytes that followed it, never more than was sent.
+pub fn proxy_header(data: &[u8]) {
+    use std::net::SocketAddr;
+    let Some((&control, rest)) = data.split_first() else {
+        return;
+    };
+    let (sizes, input) = rest.split_at(usize::from(control & 0x07).min(rest.len()));
+    let trusted = control & 0x80 != 0;
+    if let Ok(Some((_, len))) = edge::proxy::parse(input) {
+        assert!(len <= input.len());
+    }
+    let peer: SocketAddr = ([192, 0, 2, 1], 2222).into();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let mut reader = Chunked {
+        data: input,
+        sizes,
+        next: 0,
+    };
+    let started = runtime.block_on(edge::proxy::read_start(
+        &mut reader,
+        peer,
+        trusted,
+        std::time::Duration::from_secs(1),
+    ));
+    let Ok((client, first)) = started else {
+        return;
+    };
+    if edge::proxy::looks_like_header(input) && input.len() >= 12 {
+        // A header: only believed from a trusted peer, and what follows
+        // it is what the input holds after it.
+        assert!(trusted, "a header from an untrusted peer was believed");
+        let (_, len) = edge::proxy::parse(input)
+            .ok()
+            .flatten()
+            .expect("a header read whole parses whole");
+        assert!(len <= edge::proxy::MAX_HEADER);
+        assert!(input[len..].starts_with(&first));
+    } else if client == peer {
+        assert!(input.starts_with(&first), "bytes made up or reordered");
+    }
+}
+
+/// The edge listener's classifier: more bytes never change a decision,
+/// 14 bytes always decide, and a `CONNECT` authority is one word from the
+/// request line.
+pub fn first_bytes(data: &[u8]) {
+    use edge::classify::{classify, connect_authority};
+    let mut decided = None;
+    for n in 0..=data.len().min(64) {
+        match (classify(&data[..n]), decided) {
+            (Some(kind), None) => decided = Some(kind),
+            (Some(kind), Some(before)) => assert_eq!(kind, before, "at {n} bytes"),
+            (None, Some(before)) => panic!("{before:?} undecided again at {n} bytes"),
+            (None, None) => assert!(n < 15, "undecided after {n} bytes"),
+        }
+    }
+    if let Some(authority) = connect_authority(data) {
+        assert!(!authority.is_empty() && !authority.contains(' '));
+        assert!(data.starts_with(format!("CONNECT {authority} ").as_bytes()));
     }
 }

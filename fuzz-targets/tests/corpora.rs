@@ -128,3 +128,13 @@ fn auth_harness_lets_only_alice_in() {
     assert!(!harness.auth(&stranger));
     assert!(!harness.auth(&wrong_route));
 }
+
+#[test]
+fn proxy_header_corpus() {
+    replay("proxy_header", fuzz_targets::proxy_header);
+}
+
+#[test]
+fn first_bytes_corpus() {
+    replay("first_bytes", fuzz_targets::first_bytes);
+}
