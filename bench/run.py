@@ -2,7 +2,8 @@
 """Gatehouse benchmark: direct OpenSSH vs `ssh -J` vs the gatehouse gateway.
 
 Run as root: python3 bench/run.py [--gatehouse PATH] [--quick] [--out DIR]
-                 [--only throughput,echo,connect,memory,recording,policy] [--kex ALG]
+                 [--only throughput,echo,connect,memory,recording,channels,policy]
+                 [--kex ALG]
                  [--ciphers C1,C2]
 The `policy` step alone needs neither root nor sshd: it builds and runs the
 policy crate's decision benchmark (cargo, release mode).
@@ -13,6 +14,7 @@ import fcntl
 import json
 import math
 import os
+import pwd
 import re
 import select
 import shutil
@@ -35,7 +37,7 @@ CIPHERS = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
 PATHS = ["direct", "jump", "gatehouse"]
 LABEL = {"direct": "direct", "jump": "ssh -J", "gatehouse": "gatehouse",
          "bound": "gatehouse, signed-in key"}
-STEPS = ["throughput", "echo", "connect", "memory", "recording", "policy"]
+STEPS = ["throughput", "echo", "connect", "memory", "recording", "channels", "policy"]
 # Steps that need the SSH environment (root, sshd, the ghbench user).
 SSH_STEPS = [s for s in STEPS if s != "policy"]
 # Issue 5's targets for the policy step.
@@ -729,12 +731,14 @@ def wait_sealed(env, known, n=1, timeout=180):
 
 def stored_sizes(env, session):
     """Bytes in file storage for one sealed session: the sealed .cast.zst
-    objects, the segments (.part.zst, or .part before segments were
+    (or .stream.zst) objects, the segments (.part.zst, or .part before segments were
     compressed), meta.json, and meta's own byte counts."""
     root = env.gw_state / "recordings" / session["prefix"]
     sizes = {"sealed_bytes": 0, "segment_bytes": 0, "meta_bytes": 0, "segments": 0}
     for f in root.rglob("*"):
-        if f.name.endswith(".cast.zst"):
+        # `.stream.zst`: a channel without a pty, recorded as a byte stream
+        # (issue 15).
+        if f.name.endswith(".cast.zst") or f.name.endswith(".stream.zst"):
             sizes["sealed_bytes"] += f.stat().st_size
         elif f.name.endswith(".part") or f.name.endswith(".part.zst"):
             sizes["segment_bytes"] += f.stat().st_size
@@ -1074,6 +1078,580 @@ def recording(env, cell, mib, reps, idle, lag_seconds):
     return res
 
 
+# ---------------------------------------------------------------- every channel kind (issue 15)
+
+# The four ways the `channels` step reaches the target: OpenSSH direct and
+# `ssh -J`, and the gateway's recorded (`target`) and unrecorded (`norec`)
+# routes.
+CHANNEL_PATHS = ["direct", "jump", "gatehouse", "norec"]
+CHANNEL_LABEL = {"direct": "direct", "jump": "ssh -J", "gatehouse": "recorded",
+                 "norec": "unrecorded"}
+# Issue 15's targets.
+STREAM_VS_NOREC, STREAM_VS_JUMP = 0.9, 1.0   # rsync, tar, git clone, cat of random bytes
+PTY_VS_NOREC = 0.8                           # cat of text to a pty
+DOWNLOAD_VS_JUMP = 1.0                       # the throughput step's download, both ciphers
+ECHO_ADDED_US = 150.0                        # echo p50 over direct, recorded route
+WORDS = ("the of and to in is that for it as with was on be by at this are from or an "
+         "have not which but all were when there can more if will one about so into "
+         "some other than then now only its also after use two how our work first well "
+         "way even new want because any these give day most us fn let mut self struct "
+         "impl return match Some None Ok Err pub use mod const static async await loop "
+         "while for in if else true false String Vec Option Result error config route "
+         "session channel gateway target record spool segment upload seal index").split()
+
+
+def chan_ssh(env, path, tty=False):
+    """(argv without the destination, login, host) for a path of the
+    channels step; `norec` is the gateway's unrecorded route."""
+    argv = (env.ssh("gatehouse", tty=tty, route=NOREC_ROUTE) if path == "norec"
+            else env.ssh(path, tty=tty))
+    login, _, host = argv[-1].rpartition("@")
+    return argv[:-1], login, host
+
+
+def ssh_command(env, path):
+    """One string for `rsync -e` and `GIT_SSH_COMMAND`: the path's ssh with
+    the login given by `-l` (rsync and git append the host)."""
+    import shlex
+    argv, login, host = chan_ssh(env, path)
+    return shlex.join(argv + ["-l", login]), host
+
+
+def text_lines(rng, n_words):
+    """About `n_words` words of prose-and-code-like text, ~70-column lines."""
+    words = rng.choices(WORDS + ["\n"], weights=[1] * len(WORDS) + [12], k=n_words)
+    return " ".join(words).replace(" \n ", "\n").encode() + b"\n"
+
+
+def log_text(rng, size):
+    """`size` bytes of log-like lines: timestamps, levels, components, ids,
+    paths, prose. Compresses like real logs (about 0.2x at zstd -1)."""
+    levels = ["INFO", "INFO", "INFO", "DEBUG", "WARN", "ERROR"]
+    comps = ["api", "db", "auth", "scheduler", "cache", "worker", "proxy", "mailer"]
+    out, total, t = [], 0, 1_700_000_000.0
+    while total < size:
+        n = 20000
+        lv, cp = rng.choices(levels, k=n), rng.choices(comps, k=n)
+        ids = rng.choices(range(1 << 30), k=n)
+        wds = rng.choices(WORDS, k=n * 8)
+        lines = []
+        for i in range(n):
+            t += rng.random() * 0.01
+            lines.append(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(t))}.{int(t * 1000) % 1000:03d}Z "
+                         f"{lv[i]:5} {cp[i]}[{ids[i] % 30000}]: {' '.join(wds[i * 8:i * 8 + 1 + ids[i] % 8])} "
+                         f"req={ids[i]:08x} path=/v1/{cp[i]}/{ids[i] % 977} took={ids[i] % 900}ms\n")
+        chunk = "".join(lines).encode()
+        out.append(chunk)
+        total += len(chunk)
+    return b"".join(out)[:size]
+
+
+def make_git_repo(repo, commits, binary_every, binary_mib, rng):
+    """A bare repository with `commits` commits: 200 text files edited a few
+    at a time, and a random binary blob every `binary_every` commits, built
+    with `git fast-import` and repacked."""
+    stream = repo.parent / "fast-import"
+    files = {f"src/mod{i:03d}/file{i:03d}.rs": text_lines(rng, 1200).split(b"\n")
+             for i in range(200)}
+    with open(stream, "wb") as f:
+        mark = 0
+
+        def blob(data):
+            nonlocal mark
+            mark += 1
+            f.write(b"blob\nmark :%d\ndata %d\n" % (mark, len(data)) + data + b"\n")
+            return mark
+        for c in range(commits):
+            changes = []
+            names = list(files) if c == 0 else rng.sample(list(files), 5)
+            for name in names:
+                lines = files[name]
+                if c:
+                    for _ in range(10):
+                        lines[rng.randrange(len(lines))] = text_lines(rng, 10).rstrip(b"\n")
+                    lines += text_lines(rng, 50).split(b"\n")
+                changes.append((name, blob(b"\n".join(lines))))
+            if c % binary_every == binary_every - 1:
+                changes.append((f"assets/blob{c:04d}.bin",
+                                blob(rng.randbytes(int(binary_mib * MiB)))))
+            msg = f"commit {c}: edit {len(changes)} files\n".encode()
+            ts = 1_700_000_000 + c * 3600
+            f.write(b"commit refs/heads/main\n"
+                    b"author Bench <bench@example.com> %d +0000\n"
+                    b"committer Bench <bench@example.com> %d +0000\n"
+                    b"data %d\n%s" % (ts, ts, len(msg), msg))
+            for name, m in changes:
+                f.write(b"M 100644 :%d %s\n" % (m, name.encode()))
+            f.write(b"\n")
+    run(["git", "init", "-q", "--bare", "--initial-branch=main", repo])
+    with open(stream, "rb") as f:
+        r = subprocess.run(["git", "-C", repo, "fast-import", "--quiet"], stdin=f,
+                           capture_output=True, timeout=600)
+    if r.returncode:
+        raise BenchError(f"git fast-import failed: {r.stderr.decode(errors='replace')}")
+    stream.unlink()
+    run(["git", "-C", repo, "repack", "-a", "-d", "-f", "-q"], timeout=600)
+    packs = list((repo / "objects/pack").glob("*.pack"))
+    return sum(p.stat().st_size for p in packs)
+
+
+def tree_bytes(root):
+    return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+
+
+def make_channel_data(env, sizes):
+    """The files the channels step moves, on the target side (owned by
+    ghbench): a tree (one big random file and many small text files), a
+    git repository, random bytes and log text. Written once, before any
+    timing."""
+    import random
+    rng = random.Random(15)
+    root = env.tmp / "chan"
+    tree = root / "tree"
+    (tree / "text").mkdir(parents=True)
+    with open(tree / "big.bin", "wb") as f:
+        for _ in range(sizes["tree_big_mib"]):
+            f.write(os.urandom(MiB))
+    for i in range(sizes["tree_files"]):
+        d = tree / "text" / f"d{i // 100:03d}"
+        d.mkdir(exist_ok=True)
+        (d / f"f{i:05d}.txt").write_bytes(text_lines(rng, rng.randrange(1000, 10000)))
+    random_file = root / "random.bin"
+    with open(random_file, "wb") as f:
+        for _ in range(sizes["cat_mib"]):
+            f.write(os.urandom(MiB))
+    text_file = root / "log.txt"
+    text_file.write_bytes(log_text(rng, sizes["pty_mib"] * MiB))
+    repo = root / "repo.git"
+    pack = make_git_repo(repo, sizes["git_commits"], 20, 2.5, rng)
+    (root / "incoming").mkdir()
+    run(["chown", "-R", f"{USER}:{USER}", root])
+    client = env.tmp / "chan-client"   # the client's side (root)
+    client.mkdir()
+    return {"root": root, "tree": tree, "tree_bytes": tree_bytes(tree),
+            "tree_files": sizes["tree_files"] + 1, "random": random_file,
+            "random_bytes": random_file.stat().st_size, "text": text_file,
+            "text_bytes": text_file.stat().st_size, "repo": repo, "pack_bytes": pack,
+            "commits": sizes["git_commits"], "incoming": root / "incoming", "client": client}
+
+
+def channel_workloads(data):
+    """name -> (bytes moved, direction, recording kind, runner). A runner
+    gets (env, path, n) and returns (argv, env vars, stdout file or None,
+    check(), cleanup()); the command's wall time is the measurement."""
+    import shlex
+    bash = lambda s: ["bash", "-o", "pipefail", "-c", s]
+
+    def dest(n):
+        d = data["incoming"] / f"run{n}"
+        return d
+
+    def local(n):
+        return data["client"] / f"run{n}"
+
+    def rm(p):
+        return lambda: (shutil.rmtree(p, ignore_errors=True) if Path(p).is_dir()
+                        else Path(p).unlink(missing_ok=True))
+
+    def same_tree(p):
+        def check():
+            got = tree_bytes(p)
+            if got != data["tree_bytes"]:
+                raise BenchError(f"{p}: {got} bytes, expected {data['tree_bytes']}")
+        return check
+
+    def rsync_up(env, path, n):
+        e, host = ssh_command(env, path)
+        return (["rsync", "-a", "-e", e, f"{data['tree']}/", f"{host}:{dest(n)}/"], None,
+                None, same_tree(dest(n)), rm(dest(n)))
+
+    def rsync_down(env, path, n):
+        e, host = ssh_command(env, path)
+        return (["rsync", "-a", "-e", e, f"{host}:{data['tree']}/", f"{local(n)}/"], None,
+                None, same_tree(local(n)), rm(local(n)))
+
+    def tar_up(env, path, n):
+        argv, login, host = chan_ssh(env, path)
+        d = dest(n)
+        d.mkdir()
+        pw = pwd.getpwnam(USER)
+        os.chown(d, pw.pw_uid, pw.pw_gid)
+        ssh = shlex.join(argv + ["-l", login, host, f"tar x -C {shlex.quote(str(d))}"])
+        return (bash(f"tar c -C {shlex.quote(str(data['tree']))} . | {ssh}"), None, None,
+                same_tree(d), rm(d))
+
+    def tar_down(env, path, n):
+        argv, login, host = chan_ssh(env, path)
+        out = local(n).with_suffix(".tar")
+        ssh = shlex.join(argv + ["-l", login, host,
+                                 f"tar c -C {shlex.quote(str(data['tree']))} ."])
+
+        def check():
+            if out.stat().st_size < data["tree_bytes"]:
+                raise BenchError(f"tar download: {out.stat().st_size} bytes")
+        return bash(f"{ssh} > {shlex.quote(str(out))}"), None, out, check, rm(out)
+
+    def git_clone(env, path, n):
+        e, host = ssh_command(env, path)
+        d = local(n).with_suffix(".git")
+
+        def check():
+            count = int(run(["git", "-C", d, "rev-list", "--count", "--all"]).strip())
+            if count != data["commits"]:
+                raise BenchError(f"git clone: {count} commits, expected {data['commits']}")
+        return (["git", "clone", "-q", "--bare", f"{host}:{data['repo']}", str(d)],
+                {"GIT_SSH_COMMAND": e}, None, check, rm(d))
+
+    def cat_random(env, path, n):
+        argv, login, host = chan_ssh(env, path)
+        out = local(n).with_suffix(".bin")
+        ssh = shlex.join(argv + ["-l", login, host, f"cat {shlex.quote(str(data['random']))}"])
+
+        def check():
+            if out.stat().st_size != data["random_bytes"]:
+                raise BenchError(f"cat: {out.stat().st_size} of {data['random_bytes']} bytes")
+        return bash(f"{ssh} > {shlex.quote(str(out))}"), None, out, check, rm(out)
+
+    def pty_text(env, path, n):
+        argv, login, host = chan_ssh(env, path, tty=True)
+        ssh = shlex.join(argv + ["-l", login, host, f"cat {shlex.quote(str(data['text']))}"])
+        # stdin stays an open pipe (see chan_run), so the pty sees no EOF.
+        return bash(f"{ssh} > /dev/null"), None, None, lambda: None, lambda: None
+
+    return {
+        "rsync upload": (data["tree_bytes"], "up", "stream", rsync_up),
+        "rsync download": (data["tree_bytes"], "down", "stream", rsync_down),
+        "tar c | ssh tar x (upload)": (data["tree_bytes"], "up", "stream", tar_up),
+        "ssh tar c > file (download)": (data["tree_bytes"], "down", "stream", tar_down),
+        "git clone": (data["pack_bytes"], "down", "stream", git_clone),
+        "cat random > file": (data["random_bytes"], "down", "stream", cat_random),
+        "cat text, pty": (data["text_bytes"], "down", "pty", pty_text),
+    }
+
+
+class TreeCpu:
+    """CPU seconds of the processes below `pid` (the jump sshd's
+    per-connection processes), sampled every 50 ms while they live: sshd's
+    post-auth child is not reaped into its parent's cutime, so the
+    listener's own counters miss it. A process's last <= 50 ms is lost."""
+
+    def __init__(self, pid):
+        self.pid, self.last, self.stop = pid, {}, threading.Event()
+        self.th = threading.Thread(target=self.loop, daemon=True)
+        self.th.start()
+
+    @staticmethod
+    def tree(pid):
+        """`pid`'s descendants from /proc/PID/task/TID/children: cheaper
+        than a scan of /proc, so the sampler steals little CPU from -J."""
+        out, stack = [], [pid]
+        while stack:
+            p = stack.pop()
+            try:
+                tids = os.listdir(f"/proc/{p}/task")
+            except OSError:
+                continue
+            for t in tids:
+                try:
+                    kids = [int(k) for k in Path(f"/proc/{p}/task/{t}/children").read_text().split()]
+                except OSError:
+                    continue
+                out += kids
+                stack += kids
+        return out
+
+    def loop(self):
+        while True:
+            for p in self.tree(self.pid):
+                try:
+                    self.last[p] = proc_cpu_s(p)
+                except (OSError, ValueError, IndexError):
+                    pass
+            if self.stop.wait(0.05):
+                return
+
+    def total(self):
+        self.stop.set()
+        self.th.join()
+        return sum(self.last.values())
+
+
+def front_cpu_s(env, path):
+    """CPU seconds so far of the gateway process (all threads), for the
+    gateway's routes; None for the OpenSSH paths (see TreeCpu)."""
+    if path in ("gatehouse", "norec"):
+        return proc_cpu_s(env.gw.pid)
+    return None
+
+
+def wait_no_children(proc, timeout=10):
+    deadline = time.monotonic() + timeout
+    while descendants(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def chan_run(env, path, wl, spec, n, verify_export=False):
+    """One run of one workload over one path: wall time, front CPU and, on
+    the recorded route, what the recording holds."""
+    nbytes, direction, kind, runner = spec
+    argv, extra_env, out, check, cleanup = runner(env, path, n)
+    if path in ("gatehouse", "norec"):
+        env.check_gateway()
+    known = {s["session_id"] for s in sessions_index(env)} if path == "gatehouse" else set()
+    if path == "jump":
+        wait_no_children(env.jump_proc)
+    time.sleep(0.3)
+    cpu0 = front_cpu_s(env, path)
+    sampler = TreeCpu(env.jump_proc.pid) if path == "jump" else None
+    errf = tempfile.TemporaryFile()
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errf,
+                         env={**os.environ, **(extra_env or {})}, start_new_session=True)
+    try:
+        rc = p.wait(timeout=transfer_budget(nbytes / MiB) + 60)
+    except subprocess.TimeoutExpired:
+        kill_tree(p)
+        rc = "timeout"
+    secs = time.perf_counter() - t0
+    if sampler:
+        wait_no_children(env.jump_proc)
+        cpu0, cpu1 = 0.0, sampler.total()
+    else:
+        cpu1 = front_cpu_s(env, path)
+    p.stdin.close()
+    errf.seek(0)
+    err = errf.read().decode(errors="replace").strip()[-600:]
+    errf.close()
+    try:
+        if rc != 0:
+            raise BenchError(f"{wl} over {path}: exit {rc}: {err or '(no stderr)'}")
+        check()
+        r = {"seconds": secs, "mibps": nbytes / MiB / secs}
+        if path == "gatehouse":
+            s = wait_sealed(env, known)
+            cpu2 = proc_cpu_s(env.gw.pid)
+            st = [stored_sizes(env, x) for x in s]
+            meta = [json.loads((env.gw_state / "recordings" / x["prefix"] / "meta.json")
+                               .read_text())["meta"] for x in s]
+            chans = [c for m in meta for c in m["channels"]]
+            r["recording"] = {
+                "sessions": len(s), "status": [x["status"] for x in s],
+                "reason": [x.get("reason") for x in s if x.get("reason")],
+                "channels": [{k: c.get(k) for k in ("kind", "command", "output_bytes",
+                                                    "cast_bytes", "sealed_bytes")}
+                             | {"segments": len(c.get("segments", []))} for c in chans],
+                "output_bytes": sum(x["output_bytes"] for x in st),
+                "stored_bytes": sum(x["sealed_bytes"] + x["segment_bytes"] + x["meta_bytes"]
+                                    for x in st)}
+            rec = r["recording"]
+            # A download's bytes must all be in the recording; a recording
+            # that stopped early (spool full, error) makes the run cheaper
+            # than a recorded one, so it is flagged.
+            rec["complete"] = (all(x == "sealed" for x in rec["status"]) and not rec["reason"]
+                               and (direction == "up" or rec["output_bytes"] >= nbytes))
+            if verify_export and out is not None and len(s) == 1:
+                exp = env.tmp / "export.bin"
+                run([env.gatehouse, "recordings", "export", "--config", env.tmp / "gatehouse.yaml",
+                     s[0]["session_id"], "--stream", "stdout", "-o", exp], timeout=600)
+                same = file_sha256(exp) == file_sha256(out)
+                exp.unlink()
+                rec["export_matches_client"] = same
+                if not same:
+                    raise BenchError(f"{wl}: `recordings export --stream stdout` differs from "
+                                     "what the client received")
+            # The stored copies are not needed again; keep the disk from
+            # filling (and writing back) over the step.
+            for x in s:
+                shutil.rmtree(env.gw_state / "recordings" / x["prefix"], ignore_errors=True)
+        elif path == "norec":
+            time.sleep(1)  # the same settle time as a quick seal, so teardown counts
+            cpu2 = proc_cpu_s(env.gw.pid)
+        elif path == "jump":
+            cpu2 = cpu1
+        else:
+            cpu2 = None
+        if cpu0 is not None:
+            r["front_cpu_transfer_s"] = cpu1 - cpu0
+            r["front_cpu_s"] = cpu2 - cpu0
+        return r
+    finally:
+        cleanup()
+
+
+def file_sha256(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def setup_time(env, path, n=5):
+    """Median wall time of `ssh host true` on a path, to take connection
+    setup out of a transfer's wall time."""
+    argv, login, host = chan_ssh(env, path)
+    run(argv + ["-l", login, host, "true"], timeout=30)  # warm up
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        run(argv + ["-l", login, host, "true"], timeout=30)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def channels(env, cell, sizes, reps):
+    """Issue 15: rsync, tar, git clone and cat through the recorded route,
+    the unrecorded route, `ssh -J` and direct, with the front's CPU."""
+    data = make_channel_data(env, sizes)
+    res = {"sizes": {k: v for k, v in data.items() if k.endswith(("_bytes", "files"))}
+           | {"commits": data["commits"]},
+           "loadavg_before": os.getloadavg(), "setup_s": {}, "workloads": {}}
+    for path in CHANNEL_PATHS:
+        res["setup_s"][path] = cell(f"channels setup time {path}", setup_time, env, path)
+    n = 0
+    for wl, spec in channel_workloads(data).items():
+        runs = {p: [] for p in CHANNEL_PATHS}
+        errs = {}
+        verified = False
+        for rep in range(reps):
+            # Alternate the order, so no path always runs after the same one.
+            order = CHANNEL_PATHS if rep % 2 == 0 else CHANNEL_PATHS[::-1]
+            for path in order:
+                if path in errs:
+                    continue
+                n += 1
+                verify = (path == "gatehouse" and not verified and spec[1] == "down"
+                          and spec[2] == "stream")
+                r = cell(f"{wl} {CHANNEL_LABEL[path]} #{rep + 1}", chan_run, env, path, wl,
+                         spec, n, verify)
+                if "error" in r:
+                    errs[path] = r["error"]
+                else:
+                    runs[path].append(r)
+                    verified |= verify
+        out = {"bytes": spec[0], "direction": spec[1], "recording": spec[2], "runs": runs,
+               "loadavg": os.getloadavg()}
+        for path, rs in runs.items():
+            if path in errs:
+                out[path] = {"error": errs[path]}
+                continue
+            setup = res["setup_s"].get(path)
+            setup = setup if isinstance(setup, float) else 0.0
+            med = statistics.median(r["seconds"] for r in rs)
+            cell_ = {"mibps": spec[0] / MiB / med, "runs_mibps": [r["mibps"] for r in rs],
+                     # Connection setup differs by path (kex, -J's second
+                     # hop, the gateway's leg); this leaves it out.
+                     "mibps_excl_setup": spec[0] / MiB / max(med - setup, 1e-3)}
+            if rs and "front_cpu_s" in rs[0]:
+                gib = spec[0] / GiB
+                cell_["cpu_s_per_gib"] = statistics.median(r["front_cpu_s"] for r in rs) / gib
+                cell_["cpu_transfer_s_per_gib"] = statistics.median(
+                    r["front_cpu_transfer_s"] for r in rs) / gib
+                cell_["runs_cpu_s_per_gib"] = [r["front_cpu_s"] / gib for r in rs]
+            if path == "gatehouse":
+                cell_["recordings_complete"] = all(r["recording"]["complete"] for r in rs)
+                cell_["recorded_bytes"] = [r["recording"]["output_bytes"] for r in rs]
+                cell_["stored_bytes"] = [r["recording"]["stored_bytes"] for r in rs]
+                cell_["export_matches_client"] = next(
+                    (r["recording"]["export_matches_client"] for r in rs
+                     if "export_matches_client" in r["recording"]), None)
+            out[path] = cell_
+        res["workloads"][wl] = out
+    shutil.rmtree(data["root"], ignore_errors=True)
+    shutil.rmtree(data["client"], ignore_errors=True)
+    res["loadavg_after"] = os.getloadavg()
+    return res
+
+
+def channel_verdicts(res):
+    """(row, measured, target, met) for every issue-15 target the run has."""
+    out = []
+    ok = lambda c: isinstance(c, dict) and "error" not in c
+    for wl, w in res.get("channels", {}).get("workloads", {}).items():
+        rec, norec, jump = w.get("gatehouse"), w.get("norec"), w.get("jump")
+        if not ok(rec):
+            continue
+        if ok(norec):
+            target = PTY_VS_NOREC if w["recording"] == "pty" else STREAM_VS_NOREC
+            v = rec["mibps"] / norec["mibps"]
+            out.append((f"{wl}: recorded / unrecorded", v, f">= {target:.1f}x", v >= target))
+        if w["recording"] == "stream" and ok(jump):
+            v = rec["mibps"] / jump["mibps"]
+            out.append((f"{wl}: recorded / ssh -J", v, f">= {STREAM_VS_JUMP:.1f}x",
+                        v >= STREAM_VS_JUMP))
+    for cipher, dirs in res.get("throughput", {}).items():
+        cells = dirs.get("download", {})
+        if ok(cells.get("gatehouse")) and ok(cells.get("jump")):
+            v = cells["gatehouse"]["median_mibps"] / cells["jump"]["median_mibps"]
+            out.append((f"download {cipher.split('@')[0]} (recorded): gatehouse / ssh -J", v,
+                        f">= {DOWNLOAD_VS_JUMP:.1f}x", v >= DOWNLOAD_VS_JUMP))
+    e = res.get("echo", {})
+    if all(ok(e.get(p)) for p in ("direct", "jump", "gatehouse")):
+        gh = e["gatehouse"]["p50_us"] - e["direct"]["p50_us"]
+        j = e["jump"]["p50_us"] - e["direct"]["p50_us"]
+        out.append(("echo p50 added over direct (recorded route), µs", gh,
+                    f"<= +{ECHO_ADDED_US:.0f}", gh <= ECHO_ADDED_US))
+        out.append((f"echo p50 added: gatehouse vs ssh -J (+{j:.0f} µs), µs", gh,
+                    f"<= +{j:.0f}", gh <= j))
+    return out
+
+
+def render_channels(res):
+    ch = res.get("channels", {})
+    ok = lambda c: isinstance(c, dict) and "error" not in c
+    head = ["workload", "MiB", "direct", "ssh -J", "recorded", "unrecorded", "rec/unrec",
+            "rec/-J", "rec/-J excl. setup", "CPU s/GiB rec", "CPU s/GiB unrec",
+            "CPU s/GiB -J sshd", "recording"]
+    table = [head]
+    for wl, w in ch.get("workloads", {}).items():
+        v = {p: (w[p]["mibps"] if ok(w.get(p)) else "ERR") for p in CHANNEL_PATHS}
+        x = {p: (w[p].get("mibps_excl_setup") if ok(w.get(p)) else None) for p in CHANNEL_PATHS}
+        cpu = lambda p: w[p].get("cpu_s_per_gib") if ok(w.get(p)) else None
+        rec = w.get("gatehouse") if ok(w.get("gatehouse")) else {}
+        if not rec:
+            note = "—"
+        elif w["direction"] == "up":
+            note = "complete (input not recorded)" if rec.get("recordings_complete") else "INCOMPLETE"
+        else:
+            note = ("complete" if rec.get("recordings_complete") else "INCOMPLETE")
+            if rec.get("export_matches_client"):
+                note += ", export = client's bytes"
+        table.append([wl, fmt(w["bytes"] / MiB, 0), fmt(v["direct"]), fmt(v["jump"]),
+                      fmt(v["gatehouse"]), fmt(v["norec"]), ratio(v["gatehouse"], v["norec"]),
+                      ratio(v["gatehouse"], v["jump"]) if w["recording"] == "stream" else "—",
+                      ratio(x["gatehouse"], x["jump"]) if w["recording"] == "stream" else "—",
+                      fmt(cpu("gatehouse"), 2), fmt(cpu("norec"), 2), fmt(cpu("jump"), 2), note])
+    widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table)
+    md = ["", "## Every channel kind (issue 15)", "",
+          "MiB/s over the whole command's wall time (median of the runs), connection "
+          "setup included; \"excl. setup\" subtracts each path's median `ssh host true` time. "
+          "CPU: the gateway process (or the jump sshd and its reaped children for -J), "
+          "utime + stime per GiB moved, counted until the recording is sealed.", "",
+          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(r) + " |" for r in table[1:]]
+    verdicts = channel_verdicts(res)
+    if verdicts:
+        vt = [["target (issue 15)", "measured", "target", "verdict"]]
+        for name, val, target, met in verdicts:
+            vt.append([name, f"{val:+.0f}" if "µs" in name else f"{val:.3f}x", target,
+                       "met" if met else "NOT MET"])
+        widths = [max(len(r[i]) for r in vt) for i in range(4)]
+        text += "\n\n" + "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in vt)
+        md += ["", "| " + " | ".join(vt[0]) + " |", "|---|---|---|---|"]
+        md += ["| " + " | ".join(r) + " |" for r in vt[1:]]
+    if ch.get("setup_s"):
+        md += ["", "Setup (`ssh host true`, median of 5): " + ", ".join(
+            f"{CHANNEL_LABEL[p]} {s * 1000:.0f} ms" if isinstance(s, float) else f"{CHANNEL_LABEL[p]} ERR"
+            for p, s in ch["setup_s"].items())]
+    if ch.get("loadavg_before"):
+        md += ["", "Load average before / after the step: "
+               + " / ".join(", ".join(f"{x:.2f}" for x in ch[k]) for k in ("loadavg_before", "loadavg_after")
+                            if ch.get(k))]
+    return text, "\n".join(md) + "\n"
+
+
 # ---------------------------------------------------------------- policy
 
 def policy_bench():
@@ -1332,12 +1910,19 @@ def main():
     q = args.quick
     mib, reps, keys, conns, idle = (256, 1, 100, 10, 20) if q else (1024, 3, 300, 20, 50)
     rec_mib, lag_s = (64, 15) if q else (256, 30)
+    # Issue 15's channels step: at least two runs of everything, even --quick.
+    chan_sizes = ({"tree_big_mib": 64, "tree_files": 1000, "cat_mib": 256, "pty_mib": 64,
+                   "git_commits": 100} if q else
+                  {"tree_big_mib": 256, "tree_files": 4000, "cat_mib": 1024, "pty_mib": 256,
+                   "git_commits": 300})
+    chan_reps = 2 if q else 3
 
     # SIGTERM/SIGHUP must unwind through the finally blocks that stop children.
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, lambda *_: sys.exit(130))
     gatehouse = find_gatehouse(args.gatehouse)
     info = machine_info(gatehouse)
+    info["loadavg_at_start"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     res, errors = {}, []
     tmp = tempfile.mkdtemp(prefix="gh-bench-")
     env = Env(tmp, gatehouse, args.kex)
@@ -1392,6 +1977,16 @@ def main():
                 res["recording"] = recording(env, cell, rec_mib, reps, idle, lag_s)
             else:
                 errors.append({"where": "recording", "error": "needs the gateway"})
+        if "channels" in steps:
+            if env.gw:
+                try:
+                    res["channels"] = channels(env, cell, chan_sizes, chan_reps)
+                except Exception as e:  # the data set up, say; the other steps stand
+                    msg = str(e) if isinstance(e, BenchError) else f"{type(e).__name__}: {e}"
+                    errors.append({"where": "channels", "error": msg})
+                    res["channels"] = {"error": msg.splitlines()[0] if msg else "?"}
+            else:
+                errors.append({"where": "channels", "error": "needs the gateway"})
         if "policy" in steps:
             res["policy"] = cell("policy decisions", policy_bench)
     except BenchError as e:
@@ -1405,6 +2000,10 @@ def main():
         rtext, rmd = render_recording(res["recording"])
         text += "\n\n" + rtext
         md = md.replace("\n## Raw results", rmd + "\n## Raw results", 1)
+    if "channels" in res:
+        ctext, cmd = render_channels(res)
+        text += "\n\n" + ctext
+        md = md.replace("\n## Raw results", cmd + "\n## Raw results", 1)
     if "policy" in res:
         ptext, pmd = render_policy(res["policy"])
         text += "\n\n" + ptext
@@ -1416,6 +2015,7 @@ def main():
         {"machine": info, "params": {"mib": mib, "reps": reps, "keystrokes": keys,
                                      "connects": conns, "idle_sessions": idle,
                                      "recording_mib": rec_mib, "lag_seconds": lag_s,
+                                     "channels": chan_sizes, "channel_reps": chan_reps,
                                      "ciphers": args.ciphers, "kex": args.kex or "default"},
          "results": res, "errors": errors}, indent=2) + "\n")
     print(text.lstrip("\n") if summary_rows(res) else text.split("\n\n", 1)[-1])
