@@ -207,11 +207,18 @@ pub(crate) async fn send(
         *request.version_mut() = Version::HTTP_11;
     }
     let idle = http.idle_timeout;
-    let request = request.map(|b| Body::new(IdleBody::new(b, idle)));
-    let sent = match h2c {
-        Some(c) => tokio::time::timeout(http.header_timeout, c.request(request)).await,
-        None => tokio::time::timeout(http.header_timeout, clients.main.request(request)).await,
+    let (parts, body) = request.into_parts();
+    let body_sent = (!http_body::Body::is_end_stream(&body)).then_some(());
+    let mut body = IdleBody::new(body, idle);
+    let body_sent = body_sent.map(|()| body.ended());
+    let request = Request::from_parts(parts, Body::new(body));
+    let response = async {
+        match h2c {
+            Some(c) => c.request(request).await,
+            None => clients.main.request(request).await,
+        }
     };
+    let sent = headers_within(response, body_sent, http.header_timeout).await;
     match sent {
         Ok(Ok(response)) => Ok((name, response)),
         Ok(Err(e)) => {
@@ -222,6 +229,26 @@ pub(crate) async fn send(
         }
         Err(_) => Err((name, Failure::Timeout)),
     }
+}
+
+/// `response`, given `limit` for its headers once the request body (if
+/// any) is all sent: an upload's duration is bounded by the idle timeout
+/// of its body, not by the wait for headers.
+async fn headers_within<F: std::future::Future>(
+    response: F,
+    body_sent: Option<tokio::sync::oneshot::Receiver<()>>,
+    limit: Duration,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::pin!(response);
+    if let Some(sent) = body_sent {
+        tokio::select! {
+            r = &mut response => return Ok(r),
+            // Sent, or the body was dropped (the request failed or the
+            // upstream answered early): the clock starts either way.
+            _ = sent => {}
+        }
+    }
+    tokio::time::timeout(limit, response).await
 }
 
 /// An error and its causes on one line, without secrets (hyper's errors
@@ -267,5 +294,41 @@ pub(crate) fn failed(html: bool, failure: &Failure) -> Response {
             axum::Json(serde_json::json!({ "error": title.to_ascii_lowercase(), "message": text })),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::headers_within;
+    use std::time::Duration;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// An upstream that answers 3 limits after the request started.
+    async fn slow_answer() -> u8 {
+        tokio::time::sleep(LIMIT * 3).await;
+        7
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_header_clock_starts_when_the_body_is_sent() {
+        // A long upload: the body is sent after 2.5 limits, the answer
+        // comes half a limit later.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            tokio::time::sleep(LIMIT * 5 / 2).await;
+            let _ = tx.send(());
+        });
+        assert_eq!(headers_within(slow_answer(), Some(rx), LIMIT).await, Ok(7));
+        // Without a body, the same answer is too late.
+        assert!(headers_within(slow_answer(), None, LIMIT).await.is_err());
+        // A body that was sent at once leaves the limit as it was.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = tx.send(());
+        assert!(
+            headers_within(slow_answer(), Some(rx), LIMIT)
+                .await
+                .is_err()
+        );
     }
 }

@@ -19,6 +19,8 @@ pub struct IdleBody<B> {
     inner: B,
     limit: Duration,
     timer: Pin<Box<Sleep>>,
+    /// Told once the last frame has been read (see [`IdleBody::ended`]).
+    ended: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl<B> IdleBody<B> {
@@ -28,6 +30,22 @@ impl<B> IdleBody<B> {
             inner,
             limit,
             timer: Box::pin(tokio::time::sleep(limit)),
+            ended: None,
+        }
+    }
+
+    /// A receiver that completes when the body has been read to its end
+    /// (or fails when the body is dropped first): a request's upstream
+    /// may take its time to answer only after it has the whole body.
+    pub fn ended(&mut self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.ended = Some(tx);
+        rx
+    }
+
+    fn end(&mut self) {
+        if let Some(tx) = self.ended.take() {
+            let _ = tx.send(());
         }
     }
 }
@@ -49,10 +67,18 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 let limit = this.limit;
                 this.timer.as_mut().reset(Instant::now() + limit);
+                // With a known length the reader stops at the last frame
+                // without asking for more.
+                if this.inner.is_end_stream() {
+                    this.end();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.end();
+                Poll::Ready(None)
+            }
             Poll::Pending => match this.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Idle(this.limit))))),
                 Poll::Pending => Poll::Pending,
