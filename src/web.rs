@@ -154,10 +154,15 @@ pub(crate) async fn start_edge(
     let (listener, addr) = web_front::bind(settings.listen).await?;
     let web_stop = stop.clone();
     let targets = edge::Targets {
-        ssh: Arc::new(move |io, client| {
+        ssh: Arc::new(move |io, client, route_hint| {
             // The gateway's accept loop takes it from here, under the same
             // caps; when it is not keeping up, the connection is dropped.
-            if ssh.try_send((io, client)).is_err() {
+            let handed = gateway::Incoming {
+                io,
+                client,
+                route_hint,
+            };
+            if ssh.try_send(handed).is_err() {
                 tracing::warn!(%client, "edge: the SSH server is not taking connections");
             }
         }),
@@ -168,7 +173,8 @@ pub(crate) async fn start_edge(
             None => tracing::debug!(%client, "edge: HTTP, but there is no web section"),
         }),
         // Whatever the authority, a CONNECT reaches only this gateway's
-        // own SSH server: the edge opens no connection elsewhere.
+        // own SSH server (the edge opens no connection elsewhere); a host
+        // that names a route is where a bare `LOGIN` goes.
         connect: Arc::new(|_| true),
     };
     let run = edge::serve(

@@ -162,6 +162,37 @@ fn one_port_carries_ssh_plain_in_tls_and_through_connect_and_the_web_app() {
     let (code, out, err) = ssh_via(&w, edge, &["-o", &proxy], "connect");
     assert_eq!((code, out.trim()), (0, "connect"), "{err}");
 
+    // A CONNECT to a route's SSH address carries the route: the user name
+    // is a bare login.
+    let proxy = format!(
+        "ProxyCommand={} - PROXY:127.0.0.1:t:22,proxyport={edge}",
+        require_program("socat").display()
+    );
+    let mut cmd = Command::new(require_program("ssh"));
+    cmd.args(w.ssh_args(&w.client_key, edge))
+        .args(["-o", &proxy])
+        .arg(format!("{LOGIN}@127.0.0.1"))
+        .args(["echo", "by-connect"]);
+    let (code, out, err) = common::run(cmd, Duration::from_secs(60));
+    assert_eq!((code, out.trim()), (0, "by-connect"), "{err}\n{}", gw.log());
+    // A bare login through a CONNECT that names no route is refused with
+    // the usual line.
+    let proxy = format!(
+        "ProxyCommand={} - PROXY:127.0.0.1:nowhere:22,proxyport={edge}",
+        require_program("socat").display()
+    );
+    let mut cmd = Command::new(require_program("ssh"));
+    cmd.args(w.ssh_args(&w.client_key, edge))
+        .args(["-o", &proxy])
+        .arg(format!("{LOGIN}@127.0.0.1"))
+        .arg("true");
+    let (code, _, err) = common::run(cmd, Duration::from_secs(60));
+    assert_eq!(code, 255);
+    assert!(
+        err.contains("gatehouse: unknown route \"nowhere\""),
+        "{err}"
+    );
+
     // gatehouse tunnel through an HTTP proxy the network requires.
     let http_proxy = ConnectProxy::start();
     let proxy = format!(

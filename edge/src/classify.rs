@@ -64,9 +64,28 @@ pub fn connect_authority(head: &[u8]) -> Option<String> {
         .then(|| authority.to_owned())
 }
 
+/// The host of a `CONNECT` authority (`host:port`, `[v6]:port`), when it
+/// has one that could name a route.
+pub fn authority_host(authority: &str) -> Option<&str> {
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split_once(']')?.0,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then_some(host)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connect_names_its_host() {
+        assert_eq!(authority_host("prod-db:22"), Some("prod-db"));
+        assert_eq!(authority_host("prod-db"), Some("prod-db"));
+        assert_eq!(authority_host("[::1]:22"), Some("::1"));
+        assert_eq!(authority_host(":22"), None);
+        assert_eq!(authority_host("[::1"), None);
+    }
 
     #[test]
     fn first_bytes_decide() {

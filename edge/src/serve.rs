@@ -41,9 +41,10 @@ pub struct EdgeConfig {
 /// Where connections go, wired in by the binary.
 #[derive(Clone)]
 pub struct Targets {
-    /// An SSH connection (plain, inside TLS, or through `CONNECT`) and the
-    /// client's address.
-    pub ssh: Arc<dyn Fn(BoxedIo, SocketAddr) + Send + Sync>,
+    /// An SSH connection (plain, inside TLS, or through `CONNECT`), the
+    /// client's address, and for a `CONNECT` the host it named: the route
+    /// a user name without `@ROUTE` goes to.
+    pub ssh: Arc<dyn Fn(BoxedIo, SocketAddr, Option<String>) + Send + Sync>,
     /// An HTTP connection, the client's address, and whether it came over
     /// TLS.
     pub web: Arc<dyn Fn(BoxedIo, SocketAddr, bool) + Send + Sync>,
@@ -123,7 +124,7 @@ async fn one(
     };
     let io = Prefixed::new(first, stream);
     match kind {
-        Kind::Ssh => (targets.ssh)(Box::new(io), client),
+        Kind::Ssh => (targets.ssh)(Box::new(io), client, None),
         Kind::Http => (targets.web)(Box::new(io), client, false),
         Kind::Tls => {
             let Some(acceptor) = &config.tls else {
@@ -134,7 +135,7 @@ async fn one(
                 .map_err(|_| Error::Timeout(HANDSHAKE))??;
             let ssh = tls.get_ref().1.alpn_protocol() == Some(ALPN_SSH);
             if ssh {
-                (targets.ssh)(Box::new(tls), client);
+                (targets.ssh)(Box::new(tls), client, None);
             } else {
                 (targets.web)(Box::new(tls), client, true);
             }
@@ -172,7 +173,8 @@ async fn connect(
         Some(authority) if (targets.connect)(&authority) => {
             io.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 .await?;
-            (targets.ssh)(Box::new(io), client);
+            let hint = crate::classify::authority_host(&authority).map(str::to_owned);
+            (targets.ssh)(Box::new(io), client, hint);
             Ok(())
         }
         Some(authority) => {

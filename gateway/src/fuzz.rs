@@ -141,6 +141,7 @@ impl Harness {
             Arc::clone(&self.shared),
             server,
             peer,
+            None,
             slot,
             self.shutdown.clone(),
         ));

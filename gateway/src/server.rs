@@ -77,9 +77,15 @@ pub async fn run(
 }
 
 /// A connection handed to the SSH server from elsewhere (the edge
-/// listener: SSH inside TLS, through `CONNECT`, or plain on port 443),
-/// with the client's address.
-pub type Incoming = (edge::BoxedIo, SocketAddr);
+/// listener: SSH inside TLS, through `CONNECT`, or plain on port 443).
+pub struct Incoming {
+    pub io: edge::BoxedIo,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The host a `CONNECT` named: the route of a user name that has no
+    /// `@ROUTE` of its own (`ssh alice@gw` through `CONNECT prod-db:22`).
+    pub route_hint: Option<String>,
+}
 
 /// [`run`], also serving the connections that arrive on `incoming` as if
 /// they had been accepted here (the same caps, admission and shutdown).
@@ -135,7 +141,7 @@ pub async fn run_with(
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
     loop {
-        let (stream, peer): (edge::BoxedIo, SocketAddr) = tokio::select! {
+        let (stream, peer, route_hint): (edge::BoxedIo, SocketAddr, Option<String>) = tokio::select! {
             () = shutdown.cancelled() => break,
             handed = async {
                 match incoming.as_mut() {
@@ -143,7 +149,7 @@ pub async fn run_with(
                     None => std::future::pending().await,
                 }
             } => match handed {
-                Some(pair) => pair,
+                Some(handed) => (handed.io, handed.client, handed.route_hint),
                 None => {
                     incoming = None;
                     continue;
@@ -177,7 +183,7 @@ pub async fn run_with(
                                 Ok((client, first)) => {
                                     let io: edge::BoxedIo =
                                         Box::new(edge::Prefixed::new(first, stream));
-                                    admit_and_serve(shared, io, client, shutdown).await;
+                                    admit_and_serve(shared, io, client, None, shutdown).await;
                                 }
                                 Err(e) => {
                                     tracing::warn!(%peer, error = %e, "PROXY header refused");
@@ -186,7 +192,7 @@ pub async fn run_with(
                         });
                         continue;
                     }
-                    (Box::new(stream) as edge::BoxedIo, peer)
+                    (Box::new(stream) as edge::BoxedIo, peer, None)
                 }
                 Err(e) => {
                     // Usually out of file descriptors: wait for some to free
@@ -199,7 +205,7 @@ pub async fn run_with(
             },
         };
         let (shared, shutdown) = (Arc::clone(&shared), shutdown.clone());
-        tracker.spawn(admit_and_serve(shared, stream, peer, shutdown));
+        tracker.spawn(admit_and_serve(shared, stream, peer, route_hint, shutdown));
     }
 
     tracker.close();
@@ -337,6 +343,7 @@ async fn admit_and_serve(
     shared: Arc<Shared>,
     stream: edge::BoxedIo,
     peer: SocketAddr,
+    route_hint: Option<String>,
     shutdown: CancellationToken,
 ) {
     let Ok(connection) = Arc::clone(&shared.connections).try_acquire_owned() else {
@@ -346,7 +353,7 @@ async fn admit_and_serve(
     let Ok(unauthenticated) = shared.admission.admit(peer.ip(), Instant::now()) else {
         return;
     };
-    serve_connection(shared, stream, peer, unauthenticated, shutdown).await;
+    serve_connection(shared, stream, peer, route_hint, unauthenticated, shutdown).await;
     drop(connection);
 }
 
@@ -354,6 +361,7 @@ pub(crate) async fn serve_connection<S>(
     shared: Arc<Shared>,
     stream: S,
     peer: SocketAddr,
+    route_hint: Option<String>,
     unauthenticated: Slot,
     shutdown: CancellationToken,
 ) where
@@ -390,6 +398,7 @@ pub(crate) async fn serve_connection<S>(
             Arc::clone(&shared),
             id.clone(),
             peer,
+            route_hint,
             tracing::Span::current(),
             unauthenticated,
             Lifecycle {

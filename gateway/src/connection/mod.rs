@@ -57,6 +57,9 @@ pub struct Connection {
     /// The session id: in every log line, audit event and certificate.
     id: SessionId,
     peer: SocketAddr,
+    /// The route of a user name without `@ROUTE` (see
+    /// [`crate::Incoming::route_hint`]).
+    route_hint: Option<String>,
     span: tracing::Span,
     /// Cancelled when the client connection ends; stops its channels.
     closed: CancellationToken,
@@ -110,6 +113,7 @@ impl Connection {
         shared: Arc<Shared>,
         id: SessionId,
         peer: SocketAddr,
+        route_hint: Option<String>,
         span: tracing::Span,
         unauthenticated: Slot,
         lifecycle: Lifecycle,
@@ -125,6 +129,7 @@ impl Connection {
             shared,
             id,
             peer,
+            route_hint,
             span,
             closed,
             recording,
@@ -192,12 +197,24 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// The user name as routed: `LOGIN@ROUTE` as the client sent it, or
+    /// `LOGIN` with the route its `CONNECT` named.
+    fn with_route<'u>(&self, user: &'u str) -> std::borrow::Cow<'u, str> {
+        match &self.route_hint {
+            Some(route) if !user.contains('@') => format!("{user}@{route}").into(),
+            _ => user.into(),
+        }
+    }
+}
+
 impl russh::server::Handler for Connection {
     type Error = Error;
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         self.key_exchange_done();
-        Ok(self.authenticate_none(user))
+        let user = self.with_route(user);
+        Ok(self.authenticate_none(&user))
     }
 
     async fn auth_publickey_offered(
@@ -215,7 +232,8 @@ impl russh::server::Handler for Connection {
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         self.key_exchange_done();
-        let answer = self.authenticate_key(user, &key).await;
+        let user = self.with_route(user);
+        let answer = self.authenticate_key(&user, &key).await;
         Ok(self.hold_before_accept(answer, false).await)
     }
 
@@ -226,8 +244,9 @@ impl russh::server::Handler for Connection {
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
         self.key_exchange_done();
+        let user = self.with_route(user);
         let answer = self
-            .authenticate_interactive(user, response.is_some())
+            .authenticate_interactive(&user, response.is_some())
             .await;
         Ok(self.hold_before_accept(answer, true).await)
     }
