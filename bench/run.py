@@ -2,7 +2,7 @@
 """Gatehouse benchmark: direct OpenSSH vs `ssh -J` vs the gatehouse gateway.
 
 Run as root: python3 bench/run.py [--gatehouse PATH] [--quick] [--out DIR]
-                 [--only throughput,echo,connect,memory,recording,channels,policy]
+                 [--only throughput,echo,connect,memory,recording,channels,edge,policy]
                  [--kex ALG]
                  [--ciphers C1,C2]
 The `policy` step alone needs neither root nor sshd: it builds and runs the
@@ -37,7 +37,7 @@ CIPHERS = ["aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
 PATHS = ["direct", "jump", "gatehouse"]
 LABEL = {"direct": "direct", "jump": "ssh -J", "gatehouse": "gatehouse",
          "bound": "gatehouse, signed-in key"}
-STEPS = ["throughput", "echo", "connect", "memory", "recording", "channels", "policy"]
+STEPS = ["throughput", "echo", "connect", "memory", "recording", "channels", "edge", "policy"]
 # Steps that need the SSH environment (root, sshd, the ghbench user).
 SSH_STEPS = [s for s in STEPS if s != "policy"]
 # Issue 5's targets for the policy step.
@@ -170,6 +170,7 @@ class Env:
         self.person_bound = False  # person_key has a login binding
         self.gw_state = self.tmp / "gw" / "state"
         self.recording_yaml = ""   # a `recording:` section; "" = defaults
+        self.edge_port = None      # the one-port edge listener (issue 16)
 
     # -- setup --
     def setup(self, jump=True, idp=True):
@@ -301,7 +302,7 @@ listen: 127.0.0.1:0
 host_keys: [{q(str(gw / 'host_ed25519'))}]
 user_ca: {q(str(t / 'gw_user_ca'))}
 state_dir: {q(str(self.gw_state))}
-{self.recording_yaml}{self.idp_section()}identities:
+{self.recording_yaml}{self.idp_section()}{self.edge_yaml()}identities:
   - name: bench
     email: bench@example.com
     groups: [bench]
@@ -346,10 +347,33 @@ routes:
             p.poll()
             raise BenchError(f"gateway did not announce its port (rc={p.returncode}, "
                              f"first line {line!r}):\n{tail(self.gw_stderr)}")
-        # Keep draining stdout so a chatty gateway never blocks on a full pipe.
-        threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
+        # Keep draining stdout so a chatty gateway never blocks on a full
+        # pipe; the edge announces its port there too.
+        edge_seen = threading.Event()
+
+        def drain():
+            for raw in p.stdout:
+                if e := re.match(rb"edge listening on 127\.0\.0\.1:(\d+)", raw):
+                    self.edge_port = int(e.group(1))
+                    edge_seen.set()
+        self.edge_port = None
+        threading.Thread(target=drain, daemon=True).start()
+        edge_seen.wait(10)
         self.gw, self.gw_port = p, int(m.group(1))
         self.wait_banner(self.gw_port, p, self.gw_stderr, "gateway")
+
+    def edge_yaml(self):
+        """The one-port edge listener with a self-signed certificate for
+        127.0.0.1 (made once), and loopback exempt from penalties: the edge
+        step opens hundreds of connections that never authenticate."""
+        cert, key = self.tmp / "edge.crt", self.tmp / "edge.key"
+        if not cert.exists():
+            run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                 "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                 "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert])
+        q = json.dumps
+        return (f"edge:\n  listen: 127.0.0.1:0\n  tls: {{cert: {q(str(cert))}, key: {q(str(key))}}}\n"
+                "limits:\n  penalties: {exempt: [127.0.0.1]}\n")
 
     def start_idp(self):
         """The dev IdP (dev/idp), for the bound-key login row."""
@@ -439,11 +463,17 @@ routes:
                     str(self.tmp / "person_key"), "-p", str(self.gw_port),
                     f"{USER}@{ROUTE}@127.0.0.1"]
             return argv[:1] + (["-tt"] if tty else []) + argv[1:]
-        if path == "gatehouse":
+        if path in ("gatehouse", "edge", "edge-tls"):
             self.check_gateway()
             # The gateway authenticates the registered plain key, no cert.
-            argv = ["ssh", "-F", str(self.ssh_config(False, cipher)), "-p", str(self.gw_port),
-                    f"{USER}@{route}@127.0.0.1"]
+            port = self.gw_port if path == "gatehouse" else self.edge_port
+            if port is None:
+                raise BenchError("the gateway announced no edge listener")
+            argv = ["ssh", "-F", str(self.ssh_config(False, cipher)), "-p", str(port)]
+            if path == "edge-tls":
+                argv += ["-o", f"ProxyCommand={self.gatehouse} tunnel --ca {self.tmp / 'edge.crt'} "
+                         f"127.0.0.1:{port}"]
+            argv.append(f"{USER}@{route}@127.0.0.1")
         else:
             argv = ["ssh", "-F", str(self.ssh_config(True, cipher)), "-p", str(self.target_port)]
             if path == "jump":
@@ -1652,6 +1682,93 @@ def render_channels(res):
     return text, "\n".join(md) + "\n"
 
 
+# ---------------------------------------------------------------- the edge (issue 16)
+
+EDGE_ADDED_P50_MS = 1.0   # the classifier's added connect latency, issue 16
+
+
+def banner_ms(port):
+    """Milliseconds from connect() to the server's SSH banner, after
+    sending ours first as OpenSSH does: on the edge, the classifier reads
+    our banner before the SSH server starts."""
+    import socket
+    t0 = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(b"SSH-2.0-bench\r\n")
+        got = b""
+        while b"\n" not in got:
+            chunk = s.recv(256)
+            if not chunk:
+                raise BenchError(f"port {port} closed before its banner ({got!r})")
+            got += chunk
+        ms = (time.perf_counter() - t0) * 1000
+    if not got.startswith(b"SSH-2.0-"):
+        raise BenchError(f"port {port} answered {got[:40]!r}")
+    return ms
+
+
+def edge_latency(env, n):
+    """The banner time through the SSH listener and through the edge,
+    alternating, n each."""
+    listen, edge = [], []
+    for _ in range(n):
+        listen.append(banner_ms(env.gw_port))
+        edge.append(banner_ms(env.edge_port))
+    out = {}
+    for name, xs in (("listen", listen), ("edge", edge)):
+        out[name] = {"p50_ms": statistics.median(xs), "p90_ms": pct(xs, 0.9),
+                     "p99_ms": pct(xs, 0.99), "runs": n}
+    out["added_p50_ms"] = out["edge"]["p50_ms"] - out["listen"]["p50_ms"]
+    return out
+
+
+def edge_step(env, cell, mib, reps, conns):
+    """Issue 16: the classifier's added connect latency, `ssh true` on
+    each way in, and download throughput through the TLS tunnel vs plain."""
+    if env.edge_port is None:
+        raise BenchError("the gateway announced no edge listener")
+    res = {"banner": cell("edge banner latency", edge_latency, env, max(conns * 25, 200))}
+    ways = ["gatehouse", "edge", "edge-tls"]
+    res["connect"] = {w: cell(f"edge connect {w}", connect, env, w, conns) for w in ways}
+    cipher = CIPHERS[0]
+    res["download"] = {w: cell(f"edge download {w}", throughput, env, w, cipher, "download",
+                               mib, reps) for w in ways}
+    return res
+
+
+def render_edge(res):
+    e = res.get("edge", {})
+    ok = lambda c: isinstance(c, dict) and "error" not in c
+    label = {"gatehouse": "SSH listener", "edge": "edge, plain SSH",
+             "edge-tls": "edge, SSH in TLS (gatehouse tunnel)"}
+    md = ["", "## The one-port edge (issue 16)", ""]
+    b = e.get("banner")
+    if ok(b):
+        added = b["added_p50_ms"]
+        md += [f"Connect to the server's SSH banner ({b['listen']['runs']} each, alternating): "
+               f"SSH listener p50 {b['listen']['p50_ms']:.3f} ms (p99 {b['listen']['p99_ms']:.3f}), "
+               f"edge p50 {b['edge']['p50_ms']:.3f} ms (p99 {b['edge']['p99_ms']:.3f}): "
+               f"the classifier adds **{added:+.3f} ms** at p50 (target < {EDGE_ADDED_P50_MS:.0f} ms: "
+               f"{'met' if added < EDGE_ADDED_P50_MS else 'NOT MET'}).", ""]
+    head = ["way in", "ssh true median ms", "p90 ms", f"download {CIPHERS[0].split('@')[0]} MiB/s",
+            "vs SSH listener"]
+    rows = [head]
+    base = e.get("download", {}).get("gatehouse")
+    for w in ("gatehouse", "edge", "edge-tls"):
+        c = e.get("connect", {}).get(w)
+        d = e.get("download", {}).get(w)
+        rows.append([label[w], fmt(c["median_ms"]) if ok(c) else "ERR",
+                     fmt(c["p90_ms"]) if ok(c) else "ERR",
+                     fmt(d["median_mibps"]) if ok(d) else "ERR",
+                     ratio(d["median_mibps"], base["median_mibps"]) if ok(d) and ok(base) else "—"])
+    md += ["| " + " | ".join(r) + " |" for r in rows[:1]] + ["|" + "---|" * len(head)]
+    md += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+    return text, "\n".join(md) + "\n"
+
+
 # ---------------------------------------------------------------- policy
 
 def policy_bench():
@@ -1987,6 +2104,14 @@ def main():
                     res["channels"] = {"error": msg.splitlines()[0] if msg else "?"}
             else:
                 errors.append({"where": "channels", "error": "needs the gateway"})
+        if "edge" in steps:
+            if env.gw:
+                try:
+                    res["edge"] = edge_step(env, cell, mib, reps, conns)
+                except BenchError as e:
+                    errors.append({"where": "edge", "error": str(e)})
+            else:
+                errors.append({"where": "edge", "error": "needs the gateway"})
         if "policy" in steps:
             res["policy"] = cell("policy decisions", policy_bench)
     except BenchError as e:
@@ -2004,6 +2129,10 @@ def main():
         ctext, cmd = render_channels(res)
         text += "\n\n" + ctext
         md = md.replace("\n## Raw results", cmd + "\n## Raw results", 1)
+    if "edge" in res:
+        etext, emd = render_edge(res)
+        text += "\n\n" + etext
+        md = md.replace("\n## Raw results", emd + "\n## Raw results", 1)
     if "policy" in res:
         ptext, pmd = render_policy(res["policy"])
         text += "\n\n" + ptext
