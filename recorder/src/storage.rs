@@ -11,6 +11,11 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::{Error, Result};
 
+/// Idle keep-alive connections kept to the S3 endpoint.
+const S3_IDLE_CONNECTIONS: usize = 8;
+/// How long an idle S3 connection is kept.
+const S3_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Where S3 credentials come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum S3Credentials {
@@ -135,6 +140,10 @@ impl Storage {
                 let options = object_store::ClientOptions::new()
                     .with_connect_timeout(Duration::from_secs(3))
                     .with_timeout(Duration::from_secs(30))
+                    // Many sessions sealing at once open many connections;
+                    // keep a few warm and let the rest go soon after.
+                    .with_pool_max_idle_per_host(S3_IDLE_CONNECTIONS)
+                    .with_pool_idle_timeout(S3_IDLE_TIMEOUT)
                     .with_allow_http(s3.allow_http);
                 let mut builder = object_store::aws::AmazonS3Builder::new()
                     .with_bucket_name(&s3.bucket)
