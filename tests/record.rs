@@ -7,23 +7,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::recording::{file_catalog, runtime, s3_catalog, s3_section};
 use common::tmux::Tmux;
 use common::{Gateway, LOGIN, World, policy};
 use recorder::asciicast::Event;
-use recorder::{Catalog, FileOpKind, SessionFilter, SessionRecord, Status, StorageConfig};
+use recorder::{Catalog, FileOpKind, SessionFilter, SessionRecord, Status};
 use sshd_test::ChildGuard;
 use sshd_test::s3::S3Server;
-
-/// The world's state database, where the recording index is.
-fn state_store(w: &World) -> std::sync::Arc<dyn state::Store> {
-    std::sync::Arc::new(state::Sqlite::open(&w.path("state")).unwrap())
-}
-
-/// The catalog of a world whose recordings use the default file storage.
-fn file_catalog(w: &World) -> Catalog {
-    let storage = StorageConfig::File(w.path("state/recordings"));
-    Catalog::open(state_store(w), &storage).unwrap()
-}
 
 /// Waits until the index has a finished recording (sealed, interrupted or
 /// failed) for a session on `route`, and returns it.
@@ -47,13 +37,6 @@ fn finished(catalog: &Catalog, route: &str, timeout: Duration) -> SessionRecord 
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// The events of the session's first recorded channel.
@@ -315,39 +298,6 @@ fn a_shell_recording_replays_to_the_screen_the_user_saw() {
 }
 
 /// The recording section for a SeaweedFS bucket.
-fn s3_section(w: &World, s3: &S3Server, extra: &str) -> String {
-    let creds = w.path("s3-credentials");
-    std::fs::write(
-        &creds,
-        format!(
-            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            s3.access_key(),
-            s3.secret_key()
-        ),
-    )
-    .unwrap();
-    format!(
-        "recording:\n  storage: s3://{}/gatehouse\n  s3_endpoint: {}\n  s3_region: {}\n  s3_credentials_file: s3-credentials\n  segment_interval: 1s\n{extra}",
-        s3.bucket(),
-        s3.endpoint(),
-        s3.region()
-    )
-}
-
-fn s3_catalog(w: &World, s3: &S3Server) -> Catalog {
-    let mut config = StorageConfig::from_url(&format!("s3://{}/gatehouse", s3.bucket())).unwrap();
-    if let StorageConfig::S3(c) = &mut config {
-        c.endpoint = Some(s3.endpoint());
-        c.allow_http = true;
-        c.region = s3.region().to_owned();
-        c.credentials = recorder::S3Credentials::Static {
-            access_key_id: s3.access_key().to_owned(),
-            secret_access_key: s3.secret_key().to_owned(),
-        };
-    }
-    Catalog::open(state_store(w), &config).unwrap()
-}
-
 #[test]
 fn a_killed_gateway_leaves_an_interrupted_recording_that_the_next_start_seals() {
     let s3 = S3Server::start();

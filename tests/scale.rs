@@ -24,9 +24,10 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::recording::{runtime, s3_catalog, s3_section};
 use common::{Gateway, LOGIN, World};
 use recorder::asciicast::Event;
-use recorder::{Catalog, SessionFilter, SessionRecord, Status, StorageConfig};
+use recorder::{Catalog, SessionFilter, SessionRecord, Status};
 use sshd_test::s3::S3Server;
 use sshd_test::{ChildGuard, require_program};
 
@@ -35,13 +36,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// A world whose target takes hundreds of sessions at once.
@@ -55,43 +49,17 @@ fn big_world() -> World {
 /// Recording to `s3`, 1 s segments, and limits that let N sessions from
 /// one address in at once.
 fn config(w: &World, s3: &S3Server, sessions: u64) -> std::path::PathBuf {
-    let creds = w.path("s3-credentials");
-    std::fs::write(
-        &creds,
-        format!(
-            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            s3.access_key(),
-            s3.secret_key()
-        ),
-    )
-    .unwrap();
     let cap = sessions * 2 + 100;
     w.write_config(
         &[w.route("t", "")],
-        &format!(
-            "recording:\n  storage: s3://{}/gatehouse\n  s3_endpoint: {}\n  s3_region: {}\n  s3_credentials_file: s3-credentials\n  segment_interval: 1s\n\
-             limits:\n  max_connections: {cap}\n  max_unauthenticated: {cap}\n  max_unauthenticated_per_source: {cap}\n  penalties: {{exempt: [127.0.0.1]}}\n",
-            s3.bucket(),
-            s3.endpoint(),
-            s3.region()
+        &s3_section(
+            w,
+            s3,
+            &format!(
+                "limits:\n  max_connections: {cap}\n  max_unauthenticated: {cap}\n  max_unauthenticated_per_source: {cap}\n  penalties: {{exempt: [127.0.0.1]}}\n"
+            ),
         ),
     )
-}
-
-fn catalog(w: &World, s3: &S3Server) -> Catalog {
-    let store: std::sync::Arc<dyn state::Store> =
-        std::sync::Arc::new(state::Sqlite::open(&w.path("state")).unwrap());
-    let mut config = StorageConfig::from_url(&format!("s3://{}/gatehouse", s3.bucket())).unwrap();
-    if let StorageConfig::S3(c) = &mut config {
-        c.endpoint = Some(s3.endpoint());
-        c.allow_http = true;
-        c.region = s3.region().to_owned();
-        c.credentials = recorder::S3Credentials::Static {
-            access_key_id: s3.access_key().to_owned(),
-            secret_access_key: s3.secret_key().to_owned(),
-        };
-    }
-    Catalog::open(store, &config).unwrap()
 }
 
 /// Waits until `n` recordings are finished (not recording or uploading).
@@ -140,9 +108,15 @@ fn ssh(w: &World, gw: &Gateway, script: &str, tty: bool) -> ChildGuard {
     ChildGuard::spawn(cmd).unwrap()
 }
 
+/// `nap SECONDS`, a sleep without a process: `read` with a timeout on a
+/// pipe this shell also holds open for writing. With hundreds of sessions,
+/// an external `sleep` per tick would be thousands of forks a second on
+/// the machine that also runs the gateway.
+const NAP: &str = "exec {z}<> <(:); nap() { read -t \"$1\" -u $z; };";
+
 /// Client K's lines: `cK SEQ EPOCH` every 100 ms.
 fn ticker(k: u64) -> String {
-    format!("for i in $(seq 1 100000); do echo \"c{k} $i $EPOCHREALTIME\"; sleep 0.1; done")
+    format!("{NAP} for i in $(seq 1 100000); do echo \"c{k} $i $EPOCHREALTIME\"; nap 0.1; done")
 }
 
 /// The last `cK SEQ EPOCH` line in `text`: (K, EPOCH seconds).
@@ -197,7 +171,7 @@ fn kill_9_with_live_recorded_sessions() {
 
     let gw = Gateway::start(&config);
     let restarted = Instant::now();
-    let catalog = catalog(&w, &s3);
+    let catalog = s3_catalog(&w, &s3);
     let recs = finished(&catalog, n as usize, Duration::from_secs(300));
     let sealed_in = restarted.elapsed();
     let mut missing = Vec::new();
@@ -248,7 +222,7 @@ fn s3_outage_under_best_effort_sessions() {
                 &w,
                 &gw,
                 &format!(
-                    "for i in $(seq 1 {lines}); do echo \"c{k} $i $EPOCHREALTIME $(head -c 24 /dev/urandom | base64)\"; sleep 0.1; done; echo end-c{k}"
+                    "{NAP} for i in $(seq 1 {lines}); do echo \"c{k} $i $EPOCHREALTIME $(head -c 24 /dev/urandom | base64)\"; nap 0.1; done; echo end-c{k}"
                 ),
                 false,
             )
@@ -267,7 +241,7 @@ fn s3_outage_under_best_effort_sessions() {
         assert!(status.success(), "client {k}: {}", c.stderr_text());
         printed.insert(k as u64, c.stdout_text());
     }
-    let catalog = catalog(&w, &s3);
+    let catalog = s3_catalog(&w, &s3);
     let recs = finished(&catalog, n as usize, Duration::from_secs(600));
     let (mut lost, mut total) = (0usize, 0usize);
     let mut statuses: HashMap<String, u64> = HashMap::new();
@@ -426,7 +400,7 @@ fn soak() {
     // a newline every 60, through a pty like a person's shell.
     let ticks = minutes * 60 * 5;
     let script = format!(
-        "for i in $(seq 1 {ticks}); do printf x; [ $((i % 60)) = 0 ] && echo; sleep 0.2; done; echo; echo soak-done"
+        "{NAP} for i in $(seq 1 {ticks}); do printf x; [ $((i % 60)) = 0 ] && echo; nap 0.2; done; echo; echo soak-done"
     );
     let started = Instant::now();
     let mut clients: Vec<ChildGuard> = Vec::new();
@@ -455,7 +429,7 @@ fn soak() {
         }
     }
     // Let seals and uploads finish, then look again.
-    let catalog = catalog(&w, &s3);
+    let catalog = s3_catalog(&w, &s3);
     let recs = finished(&catalog, n as usize + 1, Duration::from_secs(600));
     // Past the S3 client's idle timeout (20 s), so pooled connections are
     // gone and what remains open is a leak.

@@ -9,24 +9,12 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::recording::{file_catalog, runtime, s3_section};
 use common::{Gateway, LOGIN, World, bin, run};
 use recorder::asciicast::Event;
-use recorder::{Catalog, FileOpKind, SessionFilter, SessionRecord, Status, StorageConfig};
+use recorder::{Catalog, FileOpKind, SessionFilter, SessionRecord, Status};
 use sshd_test::require_program;
 use sshd_test::s3::S3Server;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn file_catalog(w: &World) -> Catalog {
-    let store: std::sync::Arc<dyn state::Store> =
-        std::sync::Arc::new(state::Sqlite::open(&w.path("state")).unwrap());
-    Catalog::open(store, &StorageConfig::File(w.path("state/recordings"))).unwrap()
-}
 
 /// The finished recordings on `route`, waiting until there are `n`.
 fn finished(catalog: &Catalog, route: &str, n: usize) -> Vec<SessionRecord> {
@@ -431,27 +419,12 @@ fn dir_size(dir: &std::path::Path) -> u64 {
 fn a_strict_session_refused_while_storage_is_down_lets_go_at_once_and_is_sealed_later() {
     let mut s3 = S3Server::start();
     let w = World::new();
-    std::fs::write(
-        w.path("s3-credentials"),
-        format!(
-            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            s3.access_key(),
-            s3.secret_key()
-        ),
-    )
-    .unwrap();
     let gw = w.start_with(
         &[w.route(
             "strict",
             "policy: {obligations: {record: strict}, rules: [{allow: ops, when: {groups: ops}}]}",
         )],
-        &format!(
-            "recording:\n  storage: s3://{}/gatehouse\n  s3_endpoint: {}\n  s3_region: {}\n  \
-             s3_credentials_file: s3-credentials\n  segment_interval: 1s\n",
-            s3.bucket(),
-            s3.endpoint(),
-            s3.region()
-        ),
+        &s3_section(&w, &s3, ""),
     );
     let user = format!("{LOGIN}@strict");
     let (code, out, _) = w.ssh(&gw, &user, &["echo", "while-up"]);

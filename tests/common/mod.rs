@@ -16,6 +16,7 @@ use std::time::Duration;
 use sshd_test::{ChildGuard, Sshd, ensure_user, require_program};
 
 pub mod browser;
+pub mod recording;
 pub mod tmux;
 pub mod web;
 
