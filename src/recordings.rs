@@ -15,7 +15,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Subcommand, ValueEnum};
 use config::Config;
-use recorder::{ChannelRecord, ExportFormat, SessionFilter, SessionRecord, Status};
+use recorder::{ChannelRecord, SessionFilter, SessionRecord, Status};
+
+mod export;
+
+use export::{export, export_stream};
 
 use crate::catalog::{
     IndexUse, describe, open_catalog, plural, recording_signer_public_key, rfc3339, runtime,
@@ -412,104 +416,6 @@ fn verify(config_path: &Path, id: &str) -> Result<ExitCode> {
         plural(report.problems.len() as u64),
     );
     Ok(ExitCode::FAILURE)
-}
-
-fn export(
-    config_path: &Path,
-    id: &str,
-    channel: Option<&str>,
-    format: CastFormat,
-    output: Option<&Path>,
-) -> Result<ExitCode> {
-    let config = match load_config(config_path) {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
-    let catalog = open_catalog(&config, IndexUse::Storage)?
-        .ok_or_else(|| anyhow!("cannot open the recordings"))?;
-    let (format, name) = match format {
-        CastFormat::V3 => (ExportFormat::V3, "v3"),
-        CastFormat::V2 => (ExportFormat::V2, "v2"),
-    };
-    let rt = runtime()?;
-    let signed = rt
-        .block_on(catalog.meta(id))
-        .with_context(|| format!("cannot export session {id}"))?;
-    let channel = pick_channel(&signed, id, channel)?.channel.as_str();
-    let bytes = rt
-        .block_on(catalog.export(id, Some(channel), format))
-        .with_context(|| format!("cannot export session {id} channel {channel}"))?;
-    match output {
-        Some(path) => {
-            std::fs::write(path, &bytes)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            println!(
-                "wrote session {id} channel {channel} as asciicast {name} to {} ({} bytes)",
-                path.display(),
-                bytes.len()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        None => {
-            let mut out = std::io::stdout().lock();
-            finish_stdout(out.write_all(&bytes).and_then(|()| out.flush()))
-        }
-    }
-}
-
-/// `recordings export --stream NAME`: the exact bytes, streamed out.
-fn export_stream(
-    config_path: &Path,
-    id: &str,
-    channel: Option<&str>,
-    stream: StreamName,
-    output: Option<&Path>,
-) -> Result<ExitCode> {
-    let config = match load_config(config_path) {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
-    let catalog = open_catalog(&config, IndexUse::Storage)?
-        .ok_or_else(|| anyhow!("cannot open the recordings"))?;
-    let (kind, name) = match stream {
-        StreamName::Stdout => (recorder::stream::Kind::Stdout, "stdout"),
-        StreamName::Stderr => (recorder::stream::Kind::Stderr, "stderr"),
-        StreamName::Stdin => (recorder::stream::Kind::Stdin, "stdin"),
-    };
-    let rt = runtime()?;
-    let signed = rt
-        .block_on(catalog.meta(id))
-        .with_context(|| format!("cannot export session {id}"))?;
-    let channel = pick_channel(&signed, id, channel)?.channel.as_str();
-    let what = || format!("cannot export {name} of session {id} channel {channel}");
-    match output {
-        Some(path) => {
-            let file = std::fs::File::create(path)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            let mut out = std::io::BufWriter::new(file);
-            let n = rt
-                .block_on(catalog.export_stream(id, Some(channel), kind, &mut out))
-                .with_context(what)?;
-            out.flush()
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            println!(
-                "wrote {name} of session {id} channel {channel} to {} ({n} bytes)",
-                path.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        None => {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
-            let written = rt.block_on(catalog.export_stream(id, Some(channel), kind, &mut out));
-            match written {
-                Ok(_) => finish_stdout(out.flush()),
-                Err(recorder::Error::Format { reason, .. }) if reason.contains("Broken pipe") => {
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(e) => Err(anyhow::Error::new(e).context(what())),
-            }
-        }
-    }
 }
 
 /// The channel the user asked for, or the session's first. The catalog
