@@ -445,6 +445,17 @@ fn soak() {
     let kib_per_min = slope(&steady);
     let rss_steady_start = steady.first().map(|s| s.1).unwrap_or(0.0);
     let sealed = recs.iter().filter(|r| r.status == Status::Sealed).count();
+    let mut not_sealed: HashMap<String, u64> = HashMap::new();
+    for r in recs.iter().filter(|r| r.status != Status::Sealed) {
+        let reason = r.reason.as_deref().unwrap_or("-");
+        *not_sealed
+            .entry(format!(
+                "{:?}: {}",
+                r.status,
+                reason.chars().take(160).collect::<String>()
+            ))
+            .or_default() += 1;
+    }
     print_scale(
         "soak",
         serde_json::json!({
@@ -453,6 +464,7 @@ fn soak() {
             "seconds_to_start_all": all_in.as_secs_f64(),
             "clients_failed": failed,
             "recordings_sealed": sealed,
+            "recordings_not_sealed": not_sealed,
             "rss_kib_before": before.0,
             "rss_kib_steady_start": rss_steady_start,
             "rss_kib_peak": samples.iter().map(|s| s.1).max(),
