@@ -240,12 +240,7 @@ impl Connection {
             valid_before: humantime::format_rfc3339_seconds(valid_before).to_string(),
             ttl_limit: grant.ttl_limit.as_str(),
             extensions: grant.extensions.join(","),
-            rules: grant
-                .rules
-                .iter()
-                .map(|r| &**r)
-                .collect::<Vec<_>>()
-                .join(","),
+            rules: grant.rules.join(","),
         }
         .emit();
         Ok(format!("{line}\n"))
