@@ -99,7 +99,9 @@ rules:
 fn grants_are_the_principals_of_every_matching_allow_rule() {
     let policy = compiled(POLICY);
     assert_eq!(policy.rule_count(), 3);
-    let cases: &[(&[&str], &[&str], u64, &[&str])] = &[
+    // (groups, principals, ttl in seconds, extensions)
+    type Case<'a> = (&'a [&'a str], &'a [&'a str], u64, &'a [&'a str]);
+    let cases: &[Case<'_>] = &[
         (
             &["dba"],
             &["dba@prod-db", "postgres@prod-db"],
