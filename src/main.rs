@@ -15,6 +15,7 @@ mod bundle;
 mod catalog;
 mod follow;
 mod hostkey;
+mod login;
 mod logins;
 mod policy;
 mod recordings;
@@ -92,6 +93,9 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Get a direct-access certificate for your own key from a gateway
+    /// and write it beside the key (`KEY-cert.pub`).
+    Login(login::LoginArgs),
     /// List and revoke login bindings: keys that signed in through the
     /// identity provider.
     Logins {
@@ -213,6 +217,7 @@ fn run(command: Command) -> Result<ExitCode> {
             CaCommand::Init(p) => ca_init(&p.resolve()?),
             CaCommand::Show(p) => ca_show(&p.resolve()?),
         },
+        Command::Login(args) => login::run(args),
         Command::Logins { command } => logins::run(command),
         Command::Sessions { command } => recordings::run_sessions(command),
         Command::Recordings { command } => recordings::run_recordings(command),

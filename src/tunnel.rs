@@ -36,8 +36,8 @@ pub(crate) struct TunnelArgs {
     ca: Option<PathBuf>,
 }
 
-/// `host:port` with 443 when no port is given.
-fn authority(target: &str, default_port: u16) -> Result<(String, u16)> {
+/// `host:port`, with `default_port` when no port is given.
+pub(crate) fn authority(target: &str, default_port: u16) -> Result<(String, u16)> {
     let bad_port = || format!("bad port in {target}");
     let (host, port) = if let Some(rest) = target.strip_prefix('[') {
         // `[v6]` or `[v6]:port`

@@ -307,6 +307,21 @@ events! {
         session_id: SessionId, route: String, target_addr: String, login: String,
         cert_serial: u64, cert_key_id: String, elapsed_ms: u64,
     }
+    /// A direct-access certificate was issued for the client's own key
+    /// (`ssh cert@GATEWAY`, issue 16). `principals` are `LOGIN@ROUTE`;
+    /// `valid_before` is RFC 3339; `ttl_limit` says what set the lifetime
+    /// (`rule`, `sign_in` or `time_window`).
+    CertIssued = "cert.issued", INFO {
+        session_id: SessionId, identity: String, key_fingerprint: String, serial: u64,
+        principals: Vec<String>, valid_before: String, ttl_limit: &'static str,
+        extensions: String, rules: String,
+    }
+    /// A direct-access certificate was refused: `rule` is the deny rule
+    /// (empty when no allow rule matched), `reason` what the user read.
+    CertRefused = "cert.refused", INFO {
+        session_id: SessionId, identity: String, key_fingerprint: String, rule: String,
+        reason: String,
+    }
     /// Dialing or logging into the target failed; `user_line` is what the
     /// user saw, `detail` why.
     TargetError = "target.error", WARN {
@@ -517,6 +532,8 @@ impl Event {
             | Event::SessionClosed { session_id, .. }
             | Event::SessionKillAnswered { session_id, .. }
             | Event::TargetConnected { session_id, .. }
+            | Event::CertIssued { session_id, .. }
+            | Event::CertRefused { session_id, .. }
             | Event::TargetError { session_id, .. }
             | Event::RequestRefused { session_id, .. }
             | Event::ExecForced { session_id, .. }

@@ -27,7 +27,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use policy::lang::{
-    CompiledAccessPolicy, CompiledHttpPolicy, CompiledRoutePolicy, Identity, PolicySet,
+    CompiledAccessPolicy, CompiledDirectAccess, CompiledHttpPolicy, CompiledRoutePolicy, Identity,
+    PolicySet,
 };
 use ssh_key::PublicKey;
 
@@ -63,6 +64,11 @@ pub struct Config {
     pub routes: HashMap<String, Arc<Route>>,
     /// Every route's compiled policy, for `gatehouse policy test`.
     pub policies: Arc<PolicySet>,
+    /// Who gets a direct-access certificate for their own key, for which
+    /// `LOGIN@ROUTE` principals, how long, and with which extensions
+    /// (`direct_access`, issue 16). Without the section it has no rules,
+    /// and `ssh cert@GATEWAY` is refused to everyone.
+    pub direct_access: Arc<CompiledDirectAccess>,
     /// How often every live session is checked against the policy, on top
     /// of its decision's own next-check time.
     pub reevaluate_interval: Duration,

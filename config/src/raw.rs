@@ -42,6 +42,8 @@ pub(super) struct RawConfig {
     pub(super) reevaluate_interval: Option<S<String>>,
     #[serde(default)]
     pub(super) routes: Vec<RawRoute>,
+    /// Who gets a certificate for their own key (issue 16).
+    pub(super) direct_access: Option<policy_raw::DirectAccess>,
 }
 
 #[derive(Debug, Default, Deserialize)]

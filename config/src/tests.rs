@@ -588,3 +588,43 @@ fn the_edge_section_inherits_trusted_proxies_and_checks_its_values() {
         "{got:#?}"
     );
 }
+
+#[test]
+fn direct_access_compiles_against_the_routes_with_positions() {
+    let routes = format!(
+        "routes:\n  - name: db\n    target: h:22\n    logins: [postgres]\n    host_key: \"{KEY}\"\n    policy: {{rules: [{{allow: a, when: {{all: []}}}}]}}\n"
+    );
+    // Without the section nobody gets a certificate.
+    let (dir, text) = with_ca(&routes);
+    let config = parse(&dir.path().join("g.yaml"), &text).unwrap();
+    assert_eq!(config.direct_access.rule_count(), 0);
+
+    let good = format!(
+        "{routes}direct_access:\n  max_ttl: 2h\n  rules:\n    - allow: dba\n      when: {{groups: dba}}\n      routes: db\n      logins: postgres\n"
+    );
+    let (dir, text) = with_ca(&good);
+    let config = parse(&dir.path().join("g.yaml"), &text).unwrap();
+    assert_eq!(config.direct_access.rule_count(), 1);
+    assert_eq!(
+        config.direct_access.max_ttl(),
+        std::time::Duration::from_secs(7200)
+    );
+
+    let bad = format!(
+        "{routes}direct_access:\n  rules:\n    - allow: dba\n      when: {{groups: dba}}\n      routes: [db, nowhere]\n      logins: root\n      ttl: 9h\n"
+    );
+    let (dir, text) = with_ca(&bad);
+    let path = dir.path().join("g.yaml");
+    let problems = parse(&path, &text).unwrap_err();
+    let got: Vec<String> = problems.0.iter().map(ToString::to_string).collect();
+    let file = path.display();
+    let expect = [
+        format!("{file}:11:20: unknown route `nowhere`; routes are: db"),
+        format!("{file}:12:15: route `db` does not offer login `root`"),
+        format!("{file}:13:12: `ttl` is at most 8h"),
+    ];
+    for e in &expect {
+        assert!(got.iter().any(|g| g.starts_with(e)), "{e}: {got:#?}");
+    }
+    assert_eq!(got.len(), expect.len(), "{got:#?}");
+}

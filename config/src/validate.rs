@@ -204,6 +204,7 @@ impl Validator {
         let recording = self.recording(&raw.recording, &state_dir, &gateway_id);
         let keys = self.identities(&raw.identities);
         let (routes, policies) = self.routes(&raw, &limits);
+        let direct_access = self.direct_access(&raw, &routes);
         let web = self.web(&raw, sign_in.is_some());
         let http = self.http(&raw, web.as_ref(), &state_dir);
         let trusted_proxies = self.networks(&raw.trusted_proxies, |text| {
@@ -241,6 +242,7 @@ impl Validator {
             keys,
             routes,
             policies: Arc::new(policies),
+            direct_access: Arc::new(direct_access),
             reevaluate_interval,
             web,
             http,
@@ -666,6 +668,32 @@ impl Validator {
             }
         }
         (routes, compiled)
+    }
+
+    /// `direct_access`, compiled against the valid routes. Without the
+    /// section, or when it has problems (reported), it grants nothing.
+    fn direct_access(
+        &mut self,
+        raw: &RawConfig,
+        routes: &HashMap<String, Arc<Route>>,
+    ) -> policy::lang::CompiledDirectAccess {
+        let Some(section) = &raw.direct_access else {
+            return policy::lang::CompiledDirectAccess::default();
+        };
+        let known: Vec<policy::lang::KnownRoute<'_>> = routes
+            .values()
+            .map(|r| policy::lang::KnownRoute {
+                name: &r.name,
+                logins: &r.logins,
+            })
+            .collect();
+        match policy::lang::compile_direct(section, &known) {
+            Ok(compiled) => compiled,
+            Err(errors) => {
+                self.policy_problems(errors);
+                policy::lang::CompiledDirectAccess::default()
+            }
+        }
     }
 
     /// A route, given its compiled policy (`None` when it has none or the

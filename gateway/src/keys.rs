@@ -4,6 +4,11 @@
 //! certificate is for a fresh ed25519 key that lives only in memory, names
 //! the login as its only principal, carries only the extensions the
 //! decision grants, and is valid for minutes.
+//!
+//! It also signs direct-access certificates (issue 16): for the client's
+//! own public key, naming the `LOGIN@ROUTE` principals the direct-access
+//! policy grants. Both go through one builder ([`UserCa::sign_at`]), so
+//! serials, backdating and extensions cannot drift apart.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -16,7 +21,8 @@ use rand::RngExt;
 use russh::keys::ssh_key::LineEnding;
 use russh::keys::ssh_key::certificate::{Builder, CertType};
 use russh::keys::ssh_key::private::Ed25519Keypair;
-use russh::keys::{Certificate, HashAlg, PrivateKey};
+use russh::keys::ssh_key::public::KeyData;
+use russh::keys::{Certificate, HashAlg, PrivateKey, PublicKey};
 
 use crate::Error;
 
@@ -140,6 +146,30 @@ pub struct CertRequest<'a> {
     pub source_address: Option<&'a str>,
 }
 
+/// What a direct-access certificate for a client's own key says.
+#[derive(Debug, Clone)]
+pub struct DirectCertRequest<'a> {
+    /// The client's public key, the one it proved in SSH authentication.
+    pub key: &'a PublicKey,
+    /// `LOGIN@ROUTE` principals, as the direct-access policy grants them.
+    pub principals: &'a [String],
+    /// `IDENTITY/direct`.
+    pub key_id: &'a str,
+    /// How long the certificate stays valid from now.
+    pub ttl: Duration,
+    /// The `permit-*` extensions to include.
+    pub extensions: &'a [&'static str],
+}
+
+/// What every certificate the CA signs says, whoever holds the key.
+struct Contents<'a> {
+    principals: &'a [&'a str],
+    key_id: &'a str,
+    ttl: Duration,
+    extensions: &'a [&'static str],
+    critical_options: &'a [(&'static str, &'a str)],
+}
+
 /// A minted certificate with the in-memory key it certifies.
 pub struct MintedCert {
     /// The fresh key the certificate is for.
@@ -199,36 +229,86 @@ impl UserCa {
     /// certificates that targets must refuse as expired.
     pub fn mint_at(&self, req: &CertRequest<'_>, at: SystemTime) -> Result<MintedCert, Error> {
         let key = new_ed25519_key();
+        let mut critical = Vec::new();
+        if let Some(command) = req.force_command {
+            critical.push(("force-command", command));
+        }
+        if let Some(addr) = req.source_address {
+            critical.push(("source-address", addr));
+        }
+        let (cert, serial) = self.sign_at(
+            key.public_key().key_data(),
+            &Contents {
+                principals: &[req.login],
+                key_id: req.key_id,
+                ttl: req.ttl,
+                extensions: req.extensions,
+                critical_options: &critical,
+            },
+            at,
+        )?;
+        Ok(MintedCert { key, cert, serial })
+    }
+
+    /// Signs a direct-access certificate for the client's own key, valid
+    /// from a minute ago; returns it with its serial.
+    pub fn certify(&self, req: &DirectCertRequest<'_>) -> Result<(Certificate, u64), Error> {
+        self.certify_at(req, SystemTime::now())
+    }
+
+    /// [`UserCa::certify`] as if the clock read `at`. Tests use it to make
+    /// certificates that targets must refuse as expired.
+    pub fn certify_at(
+        &self,
+        req: &DirectCertRequest<'_>,
+        at: SystemTime,
+    ) -> Result<(Certificate, u64), Error> {
+        let principals: Vec<&str> = req.principals.iter().map(String::as_str).collect();
+        self.sign_at(
+            req.key.key_data(),
+            &Contents {
+                principals: &principals,
+                key_id: req.key_id,
+                ttl: req.ttl,
+                extensions: req.extensions,
+                critical_options: &[],
+            },
+            at,
+        )
+    }
+
+    /// The one certificate builder: a user certificate for `key`, backdated
+    /// by [`BACKDATE`], with a fresh serial.
+    fn sign_at(
+        &self,
+        key: &KeyData,
+        what: &Contents<'_>,
+        at: SystemTime,
+    ) -> Result<(Certificate, u64), Error> {
         let now = at
             .duration_since(UNIX_EPOCH)
             .map_err(|_| Error::Mint("system clock is before 1970".to_owned()))?;
         let valid_after = now.saturating_sub(BACKDATE).as_secs();
-        let valid_before = now.saturating_add(req.ttl).as_secs();
+        let valid_before = now.saturating_add(what.ttl).as_secs();
         let serial = next_serial(now);
         let nonce: [u8; 32] = rand::rng().random();
         let mint = |e: russh::keys::ssh_key::Error| Error::Mint(e.to_string());
-        let mut b = Builder::new(
-            nonce.to_vec(),
-            key.public_key().key_data().clone(),
-            valid_after,
-            valid_before,
-        )
-        .map_err(mint)?;
+        let mut b =
+            Builder::new(nonce.to_vec(), key.clone(), valid_after, valid_before).map_err(mint)?;
         b.serial(serial).map_err(mint)?;
         b.cert_type(CertType::User).map_err(mint)?;
-        b.key_id(req.key_id).map_err(mint)?;
-        b.valid_principal(req.login).map_err(mint)?;
-        for ext in req.extensions {
+        b.key_id(what.key_id).map_err(mint)?;
+        for principal in what.principals {
+            b.valid_principal(*principal).map_err(mint)?;
+        }
+        for ext in what.extensions {
             b.extension(*ext, "").map_err(mint)?;
         }
-        if let Some(command) = req.force_command {
-            b.critical_option("force-command", command).map_err(mint)?;
-        }
-        if let Some(addr) = req.source_address {
-            b.critical_option("source-address", addr).map_err(mint)?;
+        for (name, value) in what.critical_options {
+            b.critical_option(*name, *value).map_err(mint)?;
         }
         let cert = b.sign(&self.key).map_err(mint)?;
-        Ok(MintedCert { key, cert, serial })
+        Ok((cert, serial))
     }
 }
 
@@ -286,6 +366,35 @@ mod tests {
         c.validate([&ca_fp])
             .expect("signed by the CA and valid now");
         assert_eq!(c.public_key(), minted.key.public_key().key_data());
+    }
+
+    #[test]
+    fn direct_certificates_are_for_the_given_key() {
+        let ca = UserCa::new(new_ed25519_key());
+        let client = new_ed25519_key();
+        let principals = ["postgres@prod-db".to_owned(), "root@web".to_owned()];
+        let (cert, serial) = ca
+            .certify(&DirectCertRequest {
+                key: client.public_key(),
+                principals: &principals,
+                key_id: "alice@example.com/direct",
+                ttl: Duration::from_secs(3600),
+                extensions: &["permit-port-forwarding", "permit-pty"],
+            })
+            .unwrap();
+        assert_eq!(cert.public_key(), client.public_key().key_data());
+        assert_eq!(cert.valid_principals(), principals);
+        assert_eq!(cert.key_id(), "alice@example.com/direct");
+        assert_eq!(cert.serial(), serial);
+        assert!(cert.critical_options().is_empty());
+        assert_eq!(
+            cert.extensions().keys().collect::<Vec<_>>(),
+            ["permit-port-forwarding", "permit-pty"]
+        );
+        assert_eq!(cert.valid_before() - cert.valid_after(), 3660);
+        let ca_fp = ca.key.public_key().fingerprint(HashAlg::Sha256);
+        cert.validate([&ca_fp])
+            .expect("signed by the CA and valid now");
     }
 
     #[test]

@@ -73,10 +73,18 @@ pub(crate) fn domain_not_allowed(email: &str) -> String {
 pub(crate) const INTERNAL: &str =
     "gatehouse: internal error; the administrator can find details in the audit log";
 
-/// A user name without `@ROUTE`.
+/// A user name without `@ROUTE` (other than `cert`).
 pub(crate) fn no_route(user: &str) -> String {
     format!("gatehouse: no route in user name {user:?}: connect as ssh LOGIN@ROUTE@GATEWAY")
 }
+
+/// The direct-access policy refused a certificate (issue 16).
+pub(crate) fn direct_denied(reason: &str) -> String {
+    format!("gatehouse: direct access denied: {reason}")
+}
+
+/// `cert` without a proven key: there is nothing to certify.
+pub(crate) const DIRECT_NEEDS_KEY: &str = "gatehouse: a direct-access certificate is for the key you sign in with; connect with ssh -i KEY cert@GATEWAY";
 
 /// A route the configuration does not have.
 pub(crate) fn unknown_route(route: &str) -> String {

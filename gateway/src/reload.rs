@@ -53,6 +53,7 @@ fn reload(shared: &Shared, loaded: Result<Config, config::ConfigErrors>, trigger
         keys: new.keys,
         routes: new.routes,
         policies: new.policies,
+        direct_access: new.direct_access,
         reevaluate_interval: new.reevaluate_interval,
         ..(*old).clone()
     };

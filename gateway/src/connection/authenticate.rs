@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Connection;
-use super::authorize::{self, Asker, Authorized, Method, split_user};
+use super::authorize::{self, Asker, Authorized, Method, asks_for_something};
+use super::direct::{CERT_USER, Issuing};
 use crate::sign_in::{self, LINK_LIFETIME, LinkCloser, NewLink, SignIn, SignInPermit, Way};
 use crate::{Error, lines};
 use identity::{DeviceAuthorization, Idp, SignedIn};
@@ -80,6 +81,12 @@ pub(crate) struct Authenticating {
     /// Set once the policy allowed the connection; becomes the live
     /// session when russh reports success.
     pub(super) authorized: Option<Authorized>,
+    /// The last key the client proved (registered or the candidate): a
+    /// direct-access certificate is signed for it.
+    pub(super) proven_public: Option<PublicKey>,
+    /// Set instead of `authorized` when the user name is `cert` (issue
+    /// 16); carried into the connection when russh reports success.
+    pub(super) issuing: Option<Issuing>,
 }
 
 /// Where a connection's sign-in stands. A connection starts at most one
@@ -117,6 +124,8 @@ impl Authenticating {
             proven_key: None,
             sign_in: SignInStage::NotStarted,
             authorized: None,
+            proven_public: None,
+            issuing: None,
         }
     }
 
@@ -148,7 +157,7 @@ impl Authenticating {
 }
 
 impl Connection {
-    fn asker(&self) -> Asker<'_> {
+    pub(super) fn asker(&self) -> Asker<'_> {
         Asker {
             id: &self.id,
             peer: self.peer,
@@ -190,6 +199,9 @@ impl Connection {
         fingerprint: &str,
         method: Method,
     ) -> Result<(), String> {
+        if user == CERT_USER {
+            return self.admit_direct(identity, fingerprint, method);
+        }
         let _entered = self.span.enter();
         let config = self.shared.config();
         let authorized =
@@ -209,7 +221,7 @@ impl Connection {
         let Some(pre) = self.pre.as_mut() else {
             return final_rejection();
         };
-        if split_user(user).is_none() {
+        if !asks_for_something(user) {
             // Nothing secret about a missing route: say so at once.
             pre.refusal = Some(lines::no_route(user));
             return keyboard_interactive_only();
@@ -267,13 +279,20 @@ impl Connection {
             return answer;
         }
         let fingerprint = key.public_key.fingerprint(HashAlg::Sha256).to_string();
-        if let Some(identity) = self.identity_for(key.public_key) {
+        let registered = self.identity_for(key.public_key);
+        let candidate = pre.candidate_key.as_deref() == Some(fingerprint.as_str());
+        if (registered.is_some() || candidate)
+            && let Some(pre) = self.pre.as_mut()
+        {
+            pre.proven_public = Some(key.public_key.clone());
+        }
+        if let Some(identity) = registered {
             return self.answer(user, identity, &fingerprint, Method::PublicKey);
         }
         let Some(sign_in) = self.shared.sign_in().cloned() else {
             return Auth::reject();
         };
-        if pre.candidate_key.as_deref() != Some(fingerprint.as_str()) {
+        if !candidate {
             return Auth::reject();
         }
         match sign_in.live_binding(&fingerprint).await {
@@ -404,7 +423,7 @@ impl Connection {
         };
         match &mut pre.sign_in {
             SignInStage::NotStarted => {
-                if split_user(user).is_none() {
+                if !asks_for_something(user) {
                     return self.show(lines::no_route(user));
                 }
                 match self.start_sign_in(sign_in, user).await {

@@ -101,6 +101,36 @@ pub(crate) fn authorize(
     }
 }
 
+/// `auth.accepted` for `cert` (issue 16): there is no route or login to
+/// decide yet; the direct-access policy decides on the channel.
+pub(crate) fn audit_accepted_for_certificate(
+    asker: &Asker<'_>,
+    identity: &Identity,
+    fingerprint: &str,
+    method: Method,
+) {
+    Event::AuthAccepted {
+        session_id: asker.id.clone(),
+        peer: asker.peer.to_string(),
+        identity: identity.label().to_owned(),
+        identity_kind: kind_name(identity.kind),
+        method: method.as_str(),
+        key_fingerprint: fingerprint.to_owned(),
+        route: String::new(),
+        login: super::direct::CERT_USER.to_owned(),
+        rule: String::new(),
+        reason: "direct-access certificate requested".to_owned(),
+        next_check: String::new(),
+    }
+    .emit();
+}
+
+/// Whether a user name asks for something: `LOGIN@ROUTE`, or `cert` for a
+/// direct-access certificate. Anything else is refused before sign-in.
+pub(crate) fn asks_for_something(user: &str) -> bool {
+    user == super::direct::CERT_USER || split_user(user).is_some()
+}
+
 /// `auth.denied`, for refusals before any policy ran too.
 pub(crate) fn audit_denied(
     asker: &Asker<'_>,

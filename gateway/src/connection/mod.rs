@@ -9,6 +9,8 @@
 //!   session ([`Live`]); each channel dials the target through
 //!   `upstream::connect_target` and is pumped by `proxy.rs`;
 //! - `forwarding.rs`: port forwards;
+//! - `direct.rs`: `ssh cert@GATEWAY`, a direct-access certificate for the
+//!   client's own key instead of a session (issue 16);
 //! - `record.rs`: starting the recording of the session and its channels.
 //!
 //! Re-evaluation (`reevaluate.rs`) and the seal (`server.rs`, when the
@@ -20,6 +22,7 @@
 mod authenticate;
 mod authorize;
 mod channels;
+mod direct;
 mod forwarding;
 mod record;
 
@@ -50,6 +53,7 @@ use crate::shared::Shared;
 
 use authenticate::Authenticating;
 use authorize::Authorized;
+use direct::{CertChannelRequest, Issuing};
 
 /// The russh handler of one client connection.
 pub struct Connection {
@@ -74,6 +78,8 @@ pub struct Connection {
     pre: Option<Authenticating>,
     /// After authentication succeeds.
     live: Option<Live>,
+    /// After authentication as `cert` succeeds, instead of `live`.
+    issuing: Option<Issuing>,
 }
 
 /// An authenticated connection: the live session and its channels.
@@ -141,6 +147,7 @@ impl Connection {
                 auth_deadline,
             )),
             live: None,
+            issuing: None,
         }
     }
 
@@ -171,6 +178,7 @@ impl Connection {
         pre.authenticated.cancel();
         pre.unauthenticated.authenticated();
         drop(pre.unauthenticated);
+        self.issuing = pre.issuing;
         let Some(authorized) = pre.authorized else {
             return;
         };
@@ -262,6 +270,10 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.issuing.is_some() {
+            self.open_certificate_channel(channel, reply).await;
+            return Ok(());
+        }
         self.open_session_channel(channel, reply, session).await
     }
 
@@ -336,6 +348,9 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
+        if self.issuing.is_some() {
+            return Ok(false);
+        }
         self.forward_agent(channel, session).await
     }
 
@@ -348,6 +363,9 @@ impl russh::server::Handler for Connection {
         x11_screen_number: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.issuing.is_some() {
+            return self.certificate_request(channel, CertChannelRequest::Other, session);
+        }
         let request = proxy::X11Request {
             single_connection,
             protocol: x11_auth_protocol.to_owned(),
@@ -369,6 +387,9 @@ impl russh::server::Handler for Connection {
         modes: &[(Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.issuing.is_some() {
+            return self.certificate_request(channel, CertChannelRequest::Pty, session);
+        }
         let size = proxy::WindowSize {
             cols: col_width,
             rows: row_height,
@@ -385,6 +406,9 @@ impl russh::server::Handler for Connection {
         variable_value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.issuing.is_some() {
+            return self.certificate_request(channel, CertChannelRequest::Env, session);
+        }
         let request = channels::ChannelRequest::Env {
             name: variable_name.to_owned(),
             value: variable_value.to_owned(),
@@ -397,6 +421,9 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.issuing.is_some() {
+            return self.certificate_request(channel, CertChannelRequest::Start, session);
+        }
         self.request_shell(channel, session).await
     }
 
@@ -406,6 +433,9 @@ impl russh::server::Handler for Connection {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.issuing.is_some() {
+            return self.certificate_request(channel, CertChannelRequest::Start, session);
+        }
         self.request_exec(channel, data, session).await
     }
 
@@ -415,6 +445,9 @@ impl russh::server::Handler for Connection {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        if self.issuing.is_some() {
+            return self.certificate_request(channel, CertChannelRequest::Other, session);
+        }
         self.request_subsystem(channel, name, session).await
     }
 

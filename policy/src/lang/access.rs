@@ -599,6 +599,7 @@ impl Compiler {
         let elsewhere = match self.dialect {
             Dialect::Route => Some("a route's policy"),
             Dialect::Http => Some("an http_routes policy"),
+            Dialect::Direct => Some("direct_access rules"),
             Dialect::Access => None,
         };
         if let Some(elsewhere) = elsewhere {

@@ -150,6 +150,9 @@ const CRITERIA: &str = "all, any, not, email, domain, groups, claim.<name>, logi
 const ACCESS_CRITERIA: &str = "all, any, not, email, domain, groups, claim.<name>, source_ip, \
      time_of_day, day_of_week, date, identity_kind, route, login, recorded_user, own";
 
+const DIRECT_CRITERIA: &str = "all, any, not, email, domain, groups, claim.<name>, source_ip, \
+     time_of_day, day_of_week, date, identity_kind";
+
 const HTTP_CRITERIA: &str = "all, any, not, email, domain, groups, claim.<name>, source_ip, \
      time_of_day, day_of_week, date, identity_kind, method, path, header.<name>";
 
@@ -165,6 +168,9 @@ pub(super) enum Dialect {
     /// An HTTP route's policy: who may make a request to a web app
     /// ([`super::http`]).
     Http,
+    /// `direct_access`: who gets a certificate for their own key
+    /// ([`super::direct`]).
+    Direct,
 }
 
 pub(super) struct Compiler {
@@ -269,6 +275,7 @@ impl Compiler {
             Dialect::Route => CRITERIA,
             Dialect::Access => ACCESS_CRITERIA,
             Dialect::Http => HTTP_CRITERIA,
+            Dialect::Direct => DIRECT_CRITERIA,
         }
     }
 
@@ -651,6 +658,10 @@ impl Compiler {
             "domain" => self.string_criterion(Subject::Domain, "email domain", value),
             "login" | "login_matches" if self.dialect == Dialect::Http => {
                 self.ssh_criterion_in_http(name, &key.at);
+                None
+            }
+            "login" | "login_matches" if self.dialect == Dialect::Direct => {
+                self.login_in_direct(name, &key.at);
                 None
             }
             "login" => self.string_criterion(Subject::Login, "login", value),

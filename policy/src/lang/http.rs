@@ -363,6 +363,7 @@ impl Compiler {
         let elsewhere = match self.dialect {
             Dialect::Route => Some("a route's policy"),
             Dialect::Access => Some("`web.access` rules"),
+            Dialect::Direct => Some("direct_access rules"),
             Dialect::Http => None,
         };
         if let Some(elsewhere) = elsewhere {

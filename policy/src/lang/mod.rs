@@ -118,6 +118,7 @@
 )]
 
 pub mod access;
+pub mod direct;
 pub mod http;
 pub mod raw;
 pub mod testing;
@@ -143,6 +144,11 @@ pub use capabilities::{
 };
 pub use claims::{ClaimValue, Claims};
 pub use compile::{CompileError, compile, parse_and_compile};
+pub use direct::{
+    CompiledDirectAccess, DEFAULT_DIRECT_TTL, DIRECT_TTL_CEILING, DirectDenial, DirectGrant,
+    DirectPair, DirectRequest, Extension, KnownRoute, MAX_DIRECT_TTL, TtlLimit, compile_direct,
+    evaluate_direct, parse_and_compile_direct,
+};
 pub use http::{
     CompiledHttpPolicy, HttpDecision, HttpRequest, compile_http, evaluate_http,
     parse_and_compile_http,

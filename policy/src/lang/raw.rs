@@ -535,3 +535,72 @@ pub struct HttpRule {
     /// a rule without one matches every request.
     pub when: Option<Node>,
 }
+
+/// `direct_access:` as written: which signed-in users get a short-lived
+/// certificate for their own key, for which `LOGIN@ROUTE` principals, how
+/// long, and with which extensions; compiled by
+/// [`compile_direct`](super::compile_direct).
+///
+/// ```yaml
+/// direct_access:
+///   max_ttl: 8h
+///   rules:
+///     - allow: dba-direct
+///       when: { groups: dba }
+///       routes: [prod-db]
+///       logins: [postgres]
+///       ttl: 1h
+///       extensions: [permit-pty, permit-port-forwarding]
+///     - deny: outside-vpn
+///       when: { not: { source_ip: 10.0.0.0/8 } }
+/// ```
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectAccess {
+    /// The longest lifetime any rule may grant; default `8h`, at most
+    /// `24h`. A direct certificate cannot be revoked before it expires, so
+    /// this is the longest a revoked user can still reach a target.
+    pub max_ttl: Option<Spanned<String>>,
+    /// The rules; their order matters only for which rule is named.
+    #[serde(default)]
+    pub rules: Vec<Spanned<DirectRule>>,
+}
+
+/// One rule of `direct_access`. Exactly one of `allow` or `deny` names it:
+///
+/// - `allow: NAME` grants `LOGIN@ROUTE` for every login in `logins` on
+///   every route in `routes`, for `ttl`, with `extensions`, to an identity
+///   the condition holds for; the grants of every matching allow rule add
+///   up into one certificate;
+/// - `deny: NAME` refuses the certificate to an identity the condition
+///   holds for, whatever allows it.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectRule {
+    /// Names an allow rule.
+    pub allow: Option<Spanned<String>>,
+    /// Names a deny rule.
+    pub deny: Option<Spanned<String>>,
+    /// The human reason given when this rule decides. Defaults to one
+    /// derived from the condition.
+    pub reason: Option<Spanned<String>>,
+    /// The condition, as in route policies without `login` and
+    /// `login_matches` (the logins are what the rule grants). Required:
+    /// `when: {all: []}` matches everyone.
+    pub when: Option<Node>,
+    /// The routes (names under `routes:`) the certificate reaches (allow
+    /// rules only): a name or a list.
+    pub routes: Option<Node>,
+    /// The logins it names on each of them (allow rules only): a login or
+    /// a list. Each must be one of a route's `logins:` when it has them.
+    pub logins: Option<Node>,
+    /// The certificate's lifetime (allow rules only); default `1h` (or
+    /// `max_ttl` when shorter), at most `max_ttl`, and never past the end
+    /// of the user's sign-in.
+    pub ttl: Option<Spanned<String>>,
+    /// The certificate's extensions (allow rules only): `permit-pty`,
+    /// `permit-port-forwarding`, `permit-agent-forwarding`,
+    /// `permit-X11-forwarding`, `permit-user-rc`. Default `[permit-pty]`;
+    /// `[]` for none.
+    pub extensions: Option<Node>,
+}
