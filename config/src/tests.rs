@@ -598,16 +598,23 @@ fn the_metrics_section_needs_an_address() {
         "127.0.0.1:9100".parse().unwrap()
     );
     let (dir, text) = with_ca("");
-    assert!(parse(&dir.path().join("g.yaml"), &text).unwrap().metrics.is_none());
+    assert!(
+        parse(&dir.path().join("g.yaml"), &text)
+            .unwrap()
+            .metrics
+            .is_none()
+    );
 
     let got = errors("metrics:\n  listen: localhost\n");
     assert!(
-        got.iter().any(|g| g.starts_with("2:11: bad metrics.listen address")),
+        got.iter()
+            .any(|g| g.starts_with("2:11: bad metrics.listen address")),
         "{got:#?}"
     );
     let got = errors("metrics: {}\n");
     assert!(
-        got.iter().any(|g| g.starts_with("1:10: metrics.listen is required")),
+        got.iter()
+            .any(|g| g.starts_with("1:10: metrics.listen is required")),
         "{got:#?}"
     );
     let got = errors("metrics:\n  listen: 127.0.0.1:9100\n  path: /m\n");
