@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -17,6 +18,7 @@ mod follow;
 mod hostkey;
 mod login;
 mod logins;
+mod metrics;
 mod policy;
 mod recordings;
 mod replay;
@@ -302,7 +304,10 @@ fn serve(path: &Path) -> Result<ExitCode> {
             tracing::info!("stop requested");
             signals.cancel();
         });
-        let web = match web::start(&config, shutdown.clone()).await? {
+        // One registry for the process: the gateway and the HTTP proxy
+        // count into it, the metrics listener serves it.
+        let metrics = Arc::new(telemetry::Metrics::new());
+        let web = match web::start(&config, &metrics, shutdown.clone()).await? {
             Some(started) => {
                 tokio::spawn(started.run);
                 Some(started.service)
@@ -314,7 +319,8 @@ fn serve(path: &Path) -> Result<ExitCode> {
         if let Some(edge) = web::start_edge(&config, to_gateway, web, shutdown.clone()).await? {
             tokio::spawn(edge);
         }
-        gateway::run_with(listener, Some(incoming), config, shutdown).await?;
+        metrics::start(&config, &metrics, &shutdown).await?;
+        gateway::run_with(listener, Some(incoming), config, metrics, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -27,6 +27,7 @@ pub(crate) struct Started<F> {
 /// future that serves until `stop`.
 pub(crate) async fn start(
     config: &config::Config,
+    metrics: &Arc<telemetry::Metrics>,
     stop: CancellationToken,
 ) -> Result<Option<Started<impl std::future::Future<Output = ()> + use<>>>> {
     let Some(web) = &config.web else {
@@ -60,6 +61,7 @@ pub(crate) async fn start(
                 &web.public_url,
                 web.trusted_proxies.clone(),
                 Arc::clone(&store),
+                Arc::clone(metrics),
                 &stop,
             )
             .context("cannot start the HTTP proxy")?,
@@ -215,7 +217,9 @@ pub(crate) fn run(path: &Path) -> Result<ExitCode> {
             tracing::info!("stop requested");
             signals.cancel();
         });
-        if let Some(started) = start(&config, stop).await? {
+        let metrics = Arc::new(telemetry::Metrics::new());
+        if let Some(started) = start(&config, &metrics, stop.clone()).await? {
+            crate::metrics::start(&config, &metrics, &stop).await?;
             started.run.await;
         }
         Ok(ExitCode::SUCCESS)

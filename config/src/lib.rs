@@ -83,6 +83,18 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The one-port edge listener; `None` without an `edge` section.
     pub edge: Option<EdgeSettings>,
+    /// The metrics and health listener; `None` without a `metrics`
+    /// section.
+    pub metrics: Option<MetricsSettings>,
+}
+
+/// The metrics and health listener (issue 16): `/metrics`, `/healthz`
+/// and `/readyz` over plain HTTP on a socket of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Where it listens; a loopback or management address, since the
+    /// listener has no authentication.
+    pub listen: SocketAddr,
 }
 
 /// The edge listener (issue 16): SSH, TLS (by ALPN) and HTTP on one port.

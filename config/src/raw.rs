@@ -27,6 +27,8 @@ pub(super) struct RawConfig {
     pub(super) trusted_proxies: Vec<S<String>>,
     /// One port for SSH, TLS and HTTP.
     pub(super) edge: Option<S<RawEdge>>,
+    /// The metrics and health listener (issue 16).
+    pub(super) metrics: Option<S<RawMetrics>>,
     /// Settings every HTTP route shares.
     pub(super) http: Option<S<RawHttp>>,
     /// The identity-aware HTTP proxy's routes.
@@ -212,6 +214,12 @@ impl<'de> Deserialize<'de> for RawUpstreams {
         }
         d.deserialize_any(V)
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) listen: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -628,3 +628,35 @@ fn direct_access_compiles_against_the_routes_with_positions() {
     }
     assert_eq!(got.len(), expect.len(), "{got:#?}");
 }
+
+#[test]
+fn the_metrics_section_needs_an_address() {
+    let (dir, text) = with_ca("metrics:\n  listen: 127.0.0.1:9100\n");
+    let config = parse(&dir.path().join("g.yaml"), &text).unwrap();
+    assert_eq!(
+        config.metrics.unwrap().listen,
+        "127.0.0.1:9100".parse().unwrap()
+    );
+    let (dir, text) = with_ca("");
+    assert!(
+        parse(&dir.path().join("g.yaml"), &text)
+            .unwrap()
+            .metrics
+            .is_none()
+    );
+
+    let got = errors("metrics:\n  listen: localhost\n");
+    assert!(
+        got.iter()
+            .any(|g| g.starts_with("2:11: bad metrics.listen address")),
+        "{got:#?}"
+    );
+    let got = errors("metrics: {}\n");
+    assert!(
+        got.iter()
+            .any(|g| g.starts_with("1:10: metrics.listen is required")),
+        "{got:#?}"
+    );
+    let got = errors("metrics:\n  listen: 127.0.0.1:9100\n  path: /m\n");
+    assert!(got.iter().any(|g| g.contains("path")), "{got:#?}");
+}

@@ -211,6 +211,7 @@ impl Validator {
             format!("bad trusted proxy {text:?}: write an address or a CIDR block")
         });
         let edge = self.edge(&raw, &trusted_proxies, web.is_some());
+        let metrics = self.metrics(&raw);
         if let (Some(s), Some(sign_in)) = (
             raw.idp.as_ref().and_then(|i| i.value.ssh_sign_in.as_ref()),
             &sign_in,
@@ -248,7 +249,31 @@ impl Validator {
             http,
             trusted_proxies,
             edge,
+            metrics,
         }
+    }
+
+    /// The `metrics:` section: where the metrics and health listener
+    /// listens.
+    fn metrics(&mut self, raw: &RawConfig) -> Option<MetricsSettings> {
+        let section = raw.metrics.as_ref()?;
+        let listen = match &section.value.listen {
+            None => {
+                self.problem(section, "metrics.listen is required, e.g. 127.0.0.1:9100");
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }
+            Some(s) => s.value.parse::<SocketAddr>().unwrap_or_else(|_| {
+                self.problem(
+                    s,
+                    format!(
+                        "bad metrics.listen address {:?}: write IP:PORT, e.g. 127.0.0.1:9100",
+                        s.value
+                    ),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            }),
+        };
+        Some(MetricsSettings { listen })
     }
 
     fn recording(

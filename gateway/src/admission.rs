@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use audit::Event;
 use config::{Limits, Penalties};
+use telemetry::Metrics;
+use telemetry::labels::PreauthReason;
 use tokio_util::sync::CancellationToken;
 
 use crate::lock;
@@ -240,6 +242,8 @@ struct Inner {
 pub(crate) struct Admission {
     inner: Mutex<Inner>,
     pub(crate) counters: Counters,
+    /// `gatehouse_ssh_preauth_rejected_total`, counted where `counters` is.
+    metrics: Arc<Metrics>,
 }
 
 /// A connection's hold on an unauthenticated slot. Dropping it frees the
@@ -279,7 +283,14 @@ impl Drop for Slot {
 }
 
 impl Admission {
+    /// Admission with metrics of its own, for tests.
+    #[cfg(test)]
     pub(crate) fn new(limits: Limits) -> Arc<Self> {
+        Admission::counted(limits, Arc::default())
+    }
+
+    /// Admission under `limits`, counting rejections into `metrics`.
+    pub(crate) fn counted(limits: Limits, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Admission {
             inner: Mutex::new(Inner {
                 next_id: 0,
@@ -291,6 +302,7 @@ impl Admission {
                 limits,
             }),
             counters: Counters::default(),
+            metrics,
         })
     }
 
@@ -307,6 +319,7 @@ impl Admission {
             self.counters
                 .refused_penalty
                 .fetch_add(1, Ordering::Relaxed);
+            self.metrics.preauth_rejected(PreauthReason::Penalty);
             inner.refuse(Refused::Penalty, peer, block);
             return Err(Refused::Penalty);
         }
@@ -314,6 +327,7 @@ impl Admission {
             self.counters
                 .refused_per_source
                 .fetch_add(1, Ordering::Relaxed);
+            self.metrics.preauth_rejected(PreauthReason::PerSource);
             inner.refuse(Refused::PerSource, peer, block);
             return Err(Refused::PerSource);
         }
@@ -323,6 +337,7 @@ impl Admission {
                 inner.forget(h.block);
                 h.state.shed.cancel();
                 self.counters.shed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.preauth_rejected(PreauthReason::Shed);
                 inner
                     .dropped
                     .entry(Dropped::Shed.reason())
@@ -365,6 +380,7 @@ impl Admission {
             self.counters
                 .refused_max_connections
                 .fetch_add(1, Ordering::Relaxed);
+            self.metrics.preauth_rejected(PreauthReason::MaxConnections);
         }
         let mut inner = lock(&self.inner);
         let block = Netblock::of(
@@ -383,6 +399,11 @@ impl Admission {
             Dropped::PreauthBytes => &self.counters.preauth_bytes,
         }
         .fetch_add(1, Ordering::Relaxed);
+        self.metrics.preauth_rejected(match why {
+            Dropped::Shed => PreauthReason::Shed,
+            Dropped::HandshakeTimeout => PreauthReason::HandshakeTimeout,
+            Dropped::PreauthBytes => PreauthReason::PreauthBytes,
+        });
         let mut inner = lock(&self.inner);
         let block = Netblock::of(
             peer,

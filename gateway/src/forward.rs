@@ -35,6 +35,7 @@ use tracing::Instrument;
 
 use crate::upstream::{DialContext, TargetOpened, Upstream, connect_target};
 use crate::{lines, lock};
+use telemetry::labels::{ChannelKind, Direction};
 
 /// Forwarded channels (of every kind) one client connection may have open
 /// at once. Local forwards cost an upstream connection each, so this bounds
@@ -92,6 +93,9 @@ pub(crate) struct ClientEnd {
     pub span: tracing::Span,
     /// Places for forwarded channels, shared by the whole connection.
     slots: Arc<Semaphore>,
+    /// `gatehouse_proxied_bytes_total` of forwards, to the target and to
+    /// the client.
+    bytes: [telemetry::Counter; 2],
 }
 
 impl ClientEnd {
@@ -144,7 +148,7 @@ impl ClientEnd {
         }
         .emit();
         let started = Instant::now();
-        let piped = crate::pump::pipe(client, target, self.closed.clone()).await;
+        let piped = crate::pump::pipe(client, target, self.closed.clone(), &self.bytes).await;
         Event::ForwardClosed {
             session_id: self.session_id.clone(),
             route: self.route.clone(),
@@ -196,8 +200,13 @@ impl Forwards {
         route: &str,
         closed: &CancellationToken,
         span: &tracing::Span,
+        metrics: &telemetry::Metrics,
     ) -> ClientEnd {
         ClientEnd {
+            bytes: [
+                metrics.bytes(ChannelKind::Forward, Direction::ToTarget),
+                metrics.bytes(ChannelKind::Forward, Direction::ToClient),
+            ],
             handle,
             session_id: session_id.clone(),
             route: route.to_owned(),

@@ -117,7 +117,7 @@ impl Harness {
         let path = dir.join("gatehouse.yaml");
         std::fs::write(&path, &text)?;
         let config = config::parse(&path, &text)?;
-        let shared = runtime.block_on(server::open(config))?;
+        let shared = runtime.block_on(server::open(config, Arc::default()))?;
         Ok(Harness {
             runtime,
             shared,

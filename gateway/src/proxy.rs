@@ -29,6 +29,7 @@ use crate::pump::{
 };
 use crate::recording::{self, Tap};
 use crate::upstream::{DialContext, Upstream, connect_target};
+use telemetry::labels::{ChannelKind, Direction};
 
 /// The window the client connection grants while a channel's input is
 /// congested; see [`ProxiedChannel::input_congested`].
@@ -180,12 +181,40 @@ struct Control {
 }
 
 /// What the channel carried, for the audit event at close.
-#[derive(Default)]
 struct Tally {
     to_target: AtomicU64,
     to_client: AtomicU64,
+    /// The process-wide `gatehouse_proxied_bytes_total` of session
+    /// channels, added to per chunk with the channel's own counts.
+    counted_to_target: telemetry::Counter,
+    counted_to_client: telemetry::Counter,
     exit_status: Mutex<Option<u32>>,
     exit_signal: Mutex<Option<String>>,
+}
+
+impl Tally {
+    fn new(metrics: &telemetry::Metrics) -> Tally {
+        Tally {
+            to_target: AtomicU64::new(0),
+            to_client: AtomicU64::new(0),
+            counted_to_target: metrics.bytes(ChannelKind::Session, Direction::ToTarget),
+            counted_to_client: metrics.bytes(ChannelKind::Session, Direction::ToClient),
+            exit_status: Mutex::new(None),
+            exit_signal: Mutex::new(None),
+        }
+    }
+
+    /// `n` bytes went to the target (one chunk).
+    fn to_target(&self, n: usize) {
+        self.to_target.fetch_add(n as u64, Ordering::Relaxed);
+        self.counted_to_target.inc_by(n as u64);
+    }
+
+    /// `n` bytes went to the client (one chunk).
+    fn to_client(&self, n: usize) {
+        self.to_client.fetch_add(n as u64, Ordering::Relaxed);
+        self.counted_to_client.inc_by(n as u64);
+    }
 }
 
 /// Delivers to the target's channel.
@@ -200,18 +229,14 @@ impl Deliver for ToTarget {
         let w = &self.up.write;
         let sent = match item {
             Item::Data(data, _charge) => {
-                self.tally
-                    .to_target
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.tally.to_target(data.len());
                 if self.tap.input(&data).is_err() {
                     return false;
                 }
                 w.data_bytes(data).await
             }
             Item::ExtendedData(ext, data, _charge) => {
-                self.tally
-                    .to_target
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.tally.to_target(data.len());
                 w.extended_data_bytes(ext, data).await
             }
             Item::Eof => w.eof().await,
@@ -255,15 +280,11 @@ impl Deliver for ToClient<'_> {
     async fn deliver(&self, item: Item) -> bool {
         match item {
             Item::Data(data, _charge) => {
-                self.tally
-                    .to_client
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.tally.to_client(data.len());
                 self.recorded(&data, false).await && self.client.data_bytes(data).await.is_ok()
             }
             Item::ExtendedData(ext, data, _charge) => {
-                self.tally
-                    .to_client
-                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.tally.to_client(data.len());
                 self.recorded(&data, ext == 1).await
                     && self.client.extended_data_bytes(ext, data).await.is_ok()
             }
@@ -361,7 +382,7 @@ async fn run(
     });
     let _ = ready.send(Some(Arc::clone(&up)));
 
-    let tally = Arc::new(Tally::default());
+    let tally = Arc::new(Tally::new(&ctx.metrics));
     let to_client_buffered = Arc::new(Buffered::default());
     let mut tasks = tokio::task::JoinSet::new();
 

@@ -373,6 +373,8 @@ pub(crate) struct Piped {
 struct ToChannel<'a, S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> {
     write: &'a ChannelWriteHalf<S>,
     bytes: &'a AtomicU64,
+    /// The process-wide counter of this direction, added to per chunk.
+    counted: &'a telemetry::Counter,
 }
 
 impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Deliver for ToChannel<'_, S> {
@@ -380,10 +382,12 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Deliver for ToCha
         let sent = match item {
             Item::Data(data, _charge) => {
                 self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.counted.inc_by(data.len() as u64);
                 self.write.data_bytes(data).await
             }
             Item::ExtendedData(ext, data, _charge) => {
                 self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                self.counted.inc_by(data.len() as u64);
                 self.write.extended_data_bytes(ext, data).await
             }
             Item::Eof => self.write.eof().await,
@@ -406,7 +410,9 @@ pub(crate) async fn pipe(
     client: Channel<server::Msg>,
     target: Channel<client::Msg>,
     connection: CancellationToken,
+    counted: &[telemetry::Counter; 2],
 ) -> Piped {
+    let [to_target_counted, to_client_counted] = counted;
     let (client_rx, client_tx) = client.split();
     let (target_rx, target_tx) = target.split();
     let to_target_bytes = AtomicU64::new(0);
@@ -416,10 +422,12 @@ pub(crate) async fn pipe(
     let to_target = ToChannel {
         write: &target_tx,
         bytes: &to_target_bytes,
+        counted: to_target_counted,
     };
     let to_client = ToChannel {
         write: &client_tx,
         bytes: &to_client_bytes,
+        counted: to_client_counted,
     };
     let upward = pump(
         client_rx,

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::lines;
 use crate::registry::{EndCause, LiveSession, Verdict};
 use crate::shared::Shared;
+use telemetry::labels::PolicyPhase;
 
 /// How often the state database is asked about revocations and kill
 /// requests; the admin commands take effect within this plus a sweep.
@@ -71,8 +72,15 @@ async fn sweep(shared: &Arc<Shared>) {
     let now = Timestamp::now();
     for session in shared.sessions().snapshot() {
         match session.evaluate(&config, now) {
-            Verdict::Allowed => {}
+            Verdict::Allowed => {
+                shared
+                    .metrics()
+                    .policy_decision(PolicyPhase::Reevaluate, true);
+            }
             Verdict::Denied { line, decision } => {
+                shared
+                    .metrics()
+                    .policy_decision(PolicyPhase::Reevaluate, false);
                 session.end(line, EndCause::Policy, decision.as_deref());
             }
             Verdict::Refresh => {

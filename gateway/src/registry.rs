@@ -41,6 +41,18 @@ pub(crate) enum EndCause {
 }
 
 impl EndCause {
+    /// The cause as a metrics label.
+    pub(crate) fn label(self) -> telemetry::labels::EndCause {
+        use telemetry::labels::EndCause as L;
+        match self {
+            EndCause::Policy => L::Policy,
+            EndCause::Reauth => L::Reauth,
+            EndCause::Revoked => L::Revoked,
+            EndCause::Killed => L::Killed,
+            EndCause::Recording => L::Recording,
+        }
+    }
+
     /// The stable name in the audit event.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
@@ -83,6 +95,9 @@ pub(crate) struct LiveSession {
     handle: russh::server::Handle,
     /// Set once the session is ending, so it ends once.
     ending: CancellationToken,
+    /// When and why it was ended, for the metrics at the connection's
+    /// close.
+    ended: std::sync::OnceLock<(std::time::Instant, EndCause)>,
 }
 
 struct LiveState {
@@ -155,7 +170,13 @@ impl LiveSession {
             ender,
             handle,
             ending: CancellationToken::new(),
+            ended: std::sync::OnceLock::new(),
         }
+    }
+
+    /// When and why [`LiveSession::end`] ended it, if it did.
+    pub(crate) fn ended(&self) -> Option<(std::time::Instant, EndCause)> {
+        self.ended.get().copied()
     }
 
     /// The decision new channels and requests follow.
@@ -192,6 +213,7 @@ impl LiveSession {
             return;
         }
         self.ending.cancel();
+        let _ = self.ended.set((std::time::Instant::now(), cause));
         let identity = self.identity();
         Event::SessionEnded {
             session_id: self.id.clone(),

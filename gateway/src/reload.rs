@@ -73,6 +73,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.listen != new.listen {
         changed.push("listen");
     }
+    if old.metrics != new.metrics {
+        changed.push("metrics");
+    }
     if old.host_keys != new.host_keys {
         changed.push("host_keys");
     }

@@ -28,10 +28,13 @@ use crate::connection::{Connection, Lifecycle};
 use crate::keys::{self, UserCa};
 use crate::metered::Metered;
 use crate::recording::SessionSlot;
+use crate::registry::EndCause;
 use crate::shared::Shared;
 use crate::sign_in::SignIn;
 use crate::{Error, lines, reevaluate};
 use config::Config;
+use telemetry::Metrics;
+use telemetry::labels::{ConnectionResult, HandshakeResult, PreauthReason, RecordingOutcome};
 
 /// How long live sessions get to end after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -45,7 +48,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// Seals the spools of sessions whose seal gave up (storage was down when
 /// they ended), once storage answers the probe again; until `shutdown`.
 /// Recovery at startup covers what a crash left.
-async fn sweep_leftovers(recorder: recorder::Recorder, shutdown: CancellationToken) {
+async fn sweep_leftovers(
+    recorder: recorder::Recorder,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -55,6 +62,7 @@ async fn sweep_leftovers(recorder: recorder::Recorder, shutdown: CancellationTok
             continue;
         }
         let reports = recorder.recover().await;
+        count_recordings(&metrics, &reports);
         if !reports.is_empty() {
             tracing::info!(
                 sealed = reports.len(),
@@ -73,7 +81,7 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    run_with(listener, None, config, shutdown).await
+    run_with(listener, None, config, Arc::default(), shutdown).await
 }
 
 /// A connection handed to the SSH server from elsewhere (the edge
@@ -88,21 +96,25 @@ pub struct Incoming {
 }
 
 /// [`run`], also serving the connections that arrive on `incoming` as if
-/// they had been accepted here (the same caps, admission and shutdown).
+/// they had been accepted here (the same caps, admission and shutdown),
+/// and counting into `metrics` (which the caller serves).
 pub async fn run_with(
     listener: TcpListener,
     incoming: Option<tokio::sync::mpsc::Receiver<Incoming>>,
     config: Config,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let mut incoming = incoming;
-    let shared = open(config).await?;
+    let shared = open(config, metrics).await?;
     {
         // Seal what an earlier process left in the spool (a crash, a kill)
         // in the background: new sessions need not wait for uploads.
         let recorder = shared.recorder.clone();
+        let metrics = Arc::clone(&shared.metrics);
         tokio::spawn(async move {
             let reports = recorder.recover().await;
+            count_recordings(&metrics, &reports);
             if !reports.is_empty() {
                 tracing::info!(
                     recovered = reports.len(),
@@ -120,7 +132,11 @@ pub async fn run_with(
             let _ = sign_in.idp().await;
         });
     }
-    tokio::spawn(sweep_leftovers(shared.recorder.clone(), shutdown.clone()));
+    tokio::spawn(sweep_leftovers(
+        shared.recorder.clone(),
+        Arc::clone(&shared.metrics),
+        shutdown.clone(),
+    ));
     tokio::spawn(reevaluate::watch(Arc::clone(&shared), shutdown.clone()));
     tokio::spawn(reevaluate::follow_admin(
         Arc::clone(&shared),
@@ -227,7 +243,7 @@ pub async fn run_with(
 
 /// Loads keys, opens the state store, the recorder and sign-in: what a
 /// gateway needs before it accepts its first connection.
-pub(crate) async fn open(config: Config) -> Result<Arc<Shared>, Error> {
+pub(crate) async fn open(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Shared>, Error> {
     let host_keys = config
         .host_keys
         .iter()
@@ -235,13 +251,25 @@ pub(crate) async fn open(config: Config) -> Result<Arc<Shared>, Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let ca = Arc::new(UserCa::load(&config.user_ca)?);
     let limits = config.limits.clone();
-    let store: Arc<dyn state::Store> = Arc::new(state::Sqlite::open(&config.state_dir)?);
+    // Timed at the trait boundary: every operation's latency, whoever
+    // calls it (the recorder's index writes too).
+    let store = telemetry::store::Timed::wrap(
+        Arc::new(state::Sqlite::open(&config.state_dir)?),
+        Arc::clone(&metrics),
+    );
     // Whatever the store lists as live on this gateway is from an earlier
     // run of it: nothing is live here yet.
     store
         .gateway_started(&config.gateway_id, std::time::SystemTime::now())
         .await?;
     let recorder = open_recorder(&config, &host_keys, Arc::clone(&store))?;
+    // The observer holds the metrics weakly: the spool sampler below holds
+    // the recorder, and a cycle would keep both alive for good.
+    recorder.observe(Arc::new(UploadMetrics(Arc::downgrade(&metrics))));
+    {
+        let recorder = recorder.clone();
+        metrics.sample(move |m| m.set_spool_bytes(recorder.spool_bytes()));
+    }
     let sign_in = match &config.sign_in {
         Some(c) => Some(Arc::new(SignIn::open(
             c.clone(),
@@ -257,11 +285,42 @@ pub(crate) async fn open(config: Config) -> Result<Arc<Shared>, Error> {
         sessions: Arc::default(),
         ca,
         ssh: Arc::new(ssh),
-        admission: Admission::new(limits.clone()),
+        admission: Admission::counted(limits.clone(), Arc::clone(&metrics)),
         connections: Arc::new(Semaphore::new(limits.max_connections)),
         sign_in,
         recorder,
+        metrics,
     }))
+}
+
+/// Uploads as the recorder reports them, into the metrics.
+struct UploadMetrics(std::sync::Weak<Metrics>);
+
+impl recorder::Observer for UploadMetrics {
+    fn upload_failed(&self) {
+        if let Some(m) = self.0.upgrade() {
+            m.upload_failed();
+        }
+    }
+
+    fn uploaded(&self, waited: Duration) {
+        if let Some(m) = self.0.upgrade() {
+            m.upload_lag(waited);
+        }
+    }
+}
+
+/// Counts finished recordings by their status.
+pub(crate) fn count_recordings(metrics: &Metrics, reports: &[recorder::SealReport]) {
+    for report in reports {
+        metrics.recording_finished(match report.status {
+            recorder::Status::Interrupted => RecordingOutcome::Interrupted,
+            recorder::Status::Failed => RecordingOutcome::Failed,
+            recorder::Status::Sealed
+            | recorder::Status::Recording
+            | recorder::Status::Uploading => RecordingOutcome::Sealed,
+        });
+    }
 }
 
 /// russh's settings: the algorithms offered, the rejection delay, the
@@ -348,9 +407,11 @@ async fn admit_and_serve(
 ) {
     let Ok(connection) = Arc::clone(&shared.connections).try_acquire_owned() else {
         shared.admission.refused(peer.ip(), Refused::MaxConnections);
+        shared.metrics.connection(ConnectionResult::Refused);
         return;
     };
     let Ok(unauthenticated) = shared.admission.admit(peer.ip(), Instant::now()) else {
+        shared.metrics.connection(ConnectionResult::Refused);
         return;
     };
     serve_connection(shared, stream, peer, route_hint, unauthenticated, shutdown).await;
@@ -384,6 +445,16 @@ pub(crate) async fn serve_connection<S>(
     let slot = Arc::clone(&unauthenticated.state);
     async move {
         let authenticated = CancellationToken::new();
+        // Counts the handshake, the connection's result and the session's
+        // length however this task ends, early returns included.
+        let mut outcome = Outcome {
+            metrics: Arc::clone(&shared.metrics),
+            _active: shared.metrics.connection_opened(),
+            slot: Arc::clone(&slot),
+            authenticated: authenticated.clone(),
+            handshake_timed_out: false,
+            started,
+        };
         // When an unauthenticated connection is cut off. A pending sign-in
         // moves it to cover the device code's lifetime.
         let (auth_deadline, mut deadline) =
@@ -431,6 +502,7 @@ pub(crate) async fn serve_connection<S>(
             },
             () = tokio::time::sleep_until(handshake_deadline) => {
                 tracing::debug!("no SSH version exchange in time");
+                outcome.handshake_timed_out = true;
                 slot.overstayed();
                 shared.admission.dropped(peer.ip(), Dropped::HandshakeTimeout);
                 return;
@@ -473,6 +545,7 @@ pub(crate) async fn serve_connection<S>(
                 () = tokio::time::sleep_until(handshake_deadline), if !handshake_over => {
                     handshake_over = true;
                     if !slot.kex_done.is_cancelled() {
+                        outcome.handshake_timed_out = true;
                         slot.overstayed();
                         shared.admission.dropped(peer.ip(), Dropped::HandshakeTimeout);
                         let _ = handle
@@ -489,6 +562,7 @@ pub(crate) async fn serve_connection<S>(
                 timed_out = &mut auth_phase, if !auth_phase_over => {
                     auth_phase_over = true;
                     if timed_out {
+                        shared.metrics.preauth_rejected(PreauthReason::AuthTimeout);
                         slot.overstayed();
                         Event::AuthTimeout { session_id: id.clone(), peer: peer.to_string() }.emit();
                         let _ = handle
@@ -511,6 +585,15 @@ pub(crate) async fn serve_connection<S>(
             shared.admission.dropped(peer.ip(), Dropped::PreauthBytes);
         }
         // Channels stop with the connection; then the recording is sealed.
+        // A session the gateway ended: its cause, and for a revocation,
+        // how long from finding it (the session is ended in the same poll)
+        // to the connection closed.
+        if let Some((at, cause)) = shared.sessions().get(&id).and_then(|s| s.ended()) {
+            shared.metrics.session_ended(cause.label());
+            if cause == EndCause::Revoked {
+                shared.metrics.revocation_closed(at.elapsed());
+            }
+        }
         shared.sessions().remove(&id);
         // Whenever the row was written, authenticated or not: a client can
         // leave between the write and russh's success message.
@@ -533,11 +616,44 @@ pub(crate) async fn serve_connection<S>(
         // the spool stays, and `sweep_leftovers` seals it once storage
         // answers.
         let session = recording.lock().await.take();
+        drop(outcome);
         if let Some(session) = session {
             let report = session.seal_or_leave(SEAL_AT_END).await;
+            count_recordings(&shared.metrics, std::slice::from_ref(&report));
             tracing::debug!(status = ?report.status, "recording sealed");
         }
     }
     .instrument(span)
     .await;
+}
+
+/// What a connection's task counts when it ends, however it ends.
+struct Outcome {
+    metrics: Arc<Metrics>,
+    /// Holds `gatehouse_ssh_connections_active` up while the task runs.
+    _active: telemetry::ActiveGuard,
+    slot: Arc<crate::admission::SlotState>,
+    authenticated: CancellationToken,
+    /// The gateway cut the version or key exchange off at its deadline.
+    handshake_timed_out: bool,
+    started: Instant,
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        self.metrics
+            .handshake(if self.slot.kex_done.is_cancelled() {
+                HandshakeResult::Completed
+            } else if self.handshake_timed_out {
+                HandshakeResult::Timeout
+            } else {
+                HandshakeResult::Failed
+            });
+        if self.authenticated.is_cancelled() {
+            self.metrics.connection(ConnectionResult::Authenticated);
+            self.metrics.session_closed(self.started.elapsed());
+        } else {
+            self.metrics.connection(ConnectionResult::Unauthenticated);
+        }
+    }
 }

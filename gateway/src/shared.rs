@@ -32,6 +32,9 @@ pub(crate) struct Shared {
     pub(crate) sign_in: Option<Arc<SignIn>>,
     /// Records sessions (issue 4).
     pub(crate) recorder: recorder::Recorder,
+    /// The process's metrics (issue 16): atomics, counted where things
+    /// happen.
+    pub(crate) metrics: Arc<telemetry::Metrics>,
 }
 
 impl Shared {
@@ -65,6 +68,11 @@ impl Shared {
     /// The session recorder.
     pub(crate) fn recorder(&self) -> &recorder::Recorder {
         &self.recorder
+    }
+
+    /// The process's metrics.
+    pub(crate) fn metrics(&self) -> &telemetry::Metrics {
+        &self.metrics
     }
 
     /// Sign-in through the IdP, if configured.

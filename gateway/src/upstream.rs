@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use telemetry::labels::DialFailure;
 
 use audit::{Event, SessionId};
 use policy::lang::Identity;
@@ -43,6 +44,8 @@ pub struct DialContext {
     pub cert_ttl: Duration,
     /// The CA that signs.
     pub ca: Arc<UserCa>,
+    /// Where dial times, failures and proxied bytes are counted.
+    pub metrics: Arc<telemetry::Metrics>,
 }
 
 /// A logged-in connection to a target.
@@ -459,13 +462,27 @@ pub(crate) async fn connect_target(
             cert_serial: serial,
         })
     };
-    match tokio::time::timeout(route.connect_timeout, attempt).await {
+    let result = match tokio::time::timeout(route.connect_timeout, attempt).await {
         Ok(result) => result,
-        Err(_) => Err(unreachable(format!(
-            "no answer within {}",
-            humantime::format_duration(route.connect_timeout)
-        ))),
+        Err(_) => {
+            ctx.metrics.dial_failed(DialFailure::Timeout);
+            return Err(unreachable(format!(
+                "no answer within {}",
+                humantime::format_duration(route.connect_timeout)
+            )));
+        }
+    };
+    match &result {
+        Ok(_) => ctx.metrics.dialed(started.elapsed()),
+        Err(e) => ctx.metrics.dial_failed(match e {
+            Error::TargetUnreachable { .. } => DialFailure::Unreachable,
+            Error::HostKeyRejected { .. } => DialFailure::HostKey,
+            Error::CertRejected { .. } => DialFailure::Certificate,
+            Error::TargetProtocol { .. } | Error::Ssh(_) => DialFailure::Protocol,
+            _ => DialFailure::Other,
+        }),
     }
+    result
 }
 
 #[cfg(test)]

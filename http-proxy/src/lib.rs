@@ -122,6 +122,8 @@ pub struct Proxy {
     trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) upgrades: Arc<upgrade::Registry>,
     vouched: std::sync::Mutex<HashMap<String, Vouched>>,
+    /// `gatehouse_http_requests_total`, by route and status.
+    metrics: Arc<telemetry::Metrics>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -142,6 +144,7 @@ impl Proxy {
         public_url: &str,
         trusted_proxies: Vec<ipnet::IpNet>,
         store: Arc<dyn state::Store>,
+        metrics: Arc<telemetry::Metrics>,
         stop: &CancellationToken,
     ) -> Result<Arc<Proxy>, Error> {
         let signer = assertion::Signer::open(&http.signing_key)?;
@@ -153,6 +156,7 @@ impl Proxy {
             trusted_proxies,
             upgrades: Arc::default(),
             vouched: std::sync::Mutex::default(),
+            metrics,
         });
         tokio::spawn(upgrade::watch(Arc::downgrade(&proxy), stop.clone()));
         Ok(proxy)
@@ -255,8 +259,26 @@ impl Proxy {
         }
     }
 
-    /// One request on a route's host.
+    /// One request on a route's host, counted by its route (a configured
+    /// name; requests that match no route are not counted) and status.
     async fn handle(self: Arc<Self>, request: Request<Body>, host: String) -> Response {
+        let mut route = None;
+        let metrics = Arc::clone(&self.metrics);
+        let response = self.serve_request(request, host, &mut route).await;
+        if let Some(route) = route {
+            metrics.http_request(&route, response.status().as_u16());
+        }
+        response
+    }
+
+    /// [`Proxy::handle`]'s phases; `route_name` is set once a route
+    /// matches.
+    async fn serve_request(
+        self: Arc<Self>,
+        request: Request<Body>,
+        host: String,
+        route_name: &mut Option<String>,
+    ) -> Response {
         let peer = request
             .extensions()
             .get::<Peer>()
@@ -279,6 +301,7 @@ impl Proxy {
                 "No application is served at this address.",
             );
         };
+        *route_name = Some(route.name.clone());
         if path == signin::CALLBACK {
             return signin::callback(
                 &self,

@@ -43,7 +43,7 @@ pub use fileop::{FileOp, FileOpKind};
 pub use index::{ChannelRecord, SessionFilter, SessionRecord};
 pub use meta::{SessionInfo, SignedMeta, Status};
 pub use recording::{
-    ChannelKind, ChannelRecorder, ChannelSpec, Format, Health, Recorder, RecorderConfig,
+    ChannelKind, ChannelRecorder, ChannelSpec, Format, Health, Observer, Recorder, RecorderConfig,
     SealReport, Session,
 };
 pub use sftp::SftpTracker;

@@ -34,6 +34,7 @@ use super::direct::{CERT_USER, Issuing};
 use crate::sign_in::{self, LINK_LIFETIME, LinkCloser, NewLink, SignIn, SignInPermit, Way};
 use crate::{Error, lines};
 use identity::{DeviceAuthorization, Idp, SignedIn};
+use telemetry::labels::SignInResult;
 
 /// How long one keyboard-interactive round waits for a pending sign-in
 /// before sending the client an empty round to answer. Each round trip
@@ -204,8 +205,15 @@ impl Connection {
         }
         let _entered = self.span.enter();
         let config = self.shared.config();
-        let authorized =
-            authorize::authorize(&config, &self.asker(), user, identity, fingerprint, method)?;
+        let authorized = authorize::authorize(
+            &config,
+            self.shared.metrics(),
+            &self.asker(),
+            user,
+            identity,
+            fingerprint,
+            method,
+        )?;
         self.span.record("identity", authorized.identity.label());
         self.span.record("route", authorized.route.name.as_str());
         self.span.record("login", authorized.login.as_str());
@@ -427,7 +435,10 @@ impl Connection {
                     return self.show(lines::no_route(user));
                 }
                 match self.start_sign_in(sign_in, user).await {
-                    Ok(instructions) => prompt(SIGN_IN_TITLE, instructions),
+                    Ok(instructions) => {
+                        self.shared.metrics().sign_in(SignInResult::Started);
+                        prompt(SIGN_IN_TITLE, instructions)
+                    }
                     Err(line) => {
                         if let Some(pre) = self.pre.as_mut() {
                             pre.sign_in = SignInStage::Over;
@@ -483,6 +494,7 @@ impl Connection {
         let permit = match sign_in.reserve(self.peer.ip()) {
             Ok(permit) => permit,
             Err(hit) => {
+                self.shared.metrics().sign_in(SignInResult::Refused);
                 Event::SigninRefused {
                     session_id: self.id.clone(),
                     peer: self.peer.to_string(),
@@ -678,11 +690,13 @@ impl Connection {
         wait: impl Future<Output = Result<SignedIn, Error>> + Send + 'static,
     ) -> JoinHandle<Result<SignedIn, Error>> {
         let (id, peer, issuer) = (self.id.clone(), self.peer, sign_in.issuer().to_owned());
+        let metrics = Arc::clone(&self.shared.metrics);
         tokio::spawn(
             async move {
                 let _permit = permit;
                 let result = wait.await;
                 if let Err(e @ Error::Identity(identity::Error::SignInCancelled)) = &result {
+                    metrics.sign_in(SignInResult::Failed);
                     Event::SigninFailed {
                         session_id: id,
                         peer: peer.to_string(),
@@ -719,6 +733,7 @@ impl Connection {
             }
         };
         let who = signed_in.email.as_deref().unwrap_or(&signed_in.sub);
+        self.shared.metrics().sign_in(SignInResult::Completed);
         Event::SigninCompleted {
             session_id: self.id.clone(),
             peer: self.peer.to_string(),
@@ -753,7 +768,9 @@ impl Connection {
         self.admit(user, identity, &fingerprint, method)
     }
 
+    /// Audits a failed sign-in (and counts it).
     fn audit_sign_in_failed(&self, sign_in: &SignIn, key: &str, error: &Error) {
+        self.shared.metrics().sign_in(SignInResult::Failed);
         Event::SigninFailed {
             session_id: self.id.clone(),
             peer: self.peer.to_string(),

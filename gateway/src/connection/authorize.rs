@@ -10,6 +10,8 @@ use policy::lang::{Decision, Identity, IdentityKind, Request, Timestamp};
 
 use crate::lines;
 use config::{Config, Route};
+use telemetry::Metrics;
+use telemetry::labels::PolicyPhase;
 
 /// What an authorized connection may do.
 pub(crate) struct Authorized {
@@ -61,13 +63,14 @@ pub(crate) struct Asker<'a> {
 /// `auth.accepted` or `auth.denied`. `Err` is the line the user sees.
 pub(crate) fn authorize(
     config: &Config,
+    metrics: &Metrics,
     asker: &Asker<'_>,
     user: &str,
     identity: Arc<Identity>,
     fingerprint: &str,
     method: Method,
 ) -> Result<Authorized, String> {
-    match decide(config, asker.peer, user, &identity) {
+    match decide(config, metrics, asker.peer, user, &identity) {
         Ok((route, login, decision)) => {
             Event::AuthAccepted {
                 session_id: asker.id.clone(),
@@ -152,6 +155,7 @@ pub(crate) fn audit_denied(
 
 fn decide<'u>(
     config: &Config,
+    metrics: &Metrics,
     peer: SocketAddr,
     user: &'u str,
     identity: &Identity,
@@ -175,6 +179,7 @@ fn decide<'u>(
             session_start: None,
         },
     );
+    metrics.policy_decision(PolicyPhase::Login, decision.allowed);
     if !decision.allowed {
         return Err(lines::access_denied(&route.name, &decision));
     }

@@ -107,6 +107,7 @@ impl Connection {
             force_command: decision.capabilities.force_command().map(str::to_owned),
             cert_ttl: decision.obligations.cert_ttl,
             ca: std::sync::Arc::clone(&self.shared.ca),
+            metrics: std::sync::Arc::clone(&self.shared.metrics),
         })
     }
 

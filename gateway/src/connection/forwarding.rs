@@ -19,6 +19,7 @@ impl Connection {
             &live.authorized.route.name,
             &self.closed,
             &self.span,
+            &self.shared.metrics,
         ))
     }
 

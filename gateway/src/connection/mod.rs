@@ -50,6 +50,7 @@ use crate::proxy::{self, ProxiedChannel};
 use crate::recording::SessionSlot;
 use crate::registry::{Admitted, LiveSession};
 use crate::shared::Shared;
+use telemetry::labels::{AuthMethod, AuthResult};
 
 use authenticate::Authenticating;
 use authorize::Authorized;
@@ -84,6 +85,8 @@ pub struct Connection {
 
 /// An authenticated connection: the live session and its channels.
 struct Live {
+    /// Holds `gatehouse_ssh_sessions_live` up while the session lives.
+    _counted: telemetry::ActiveGuard,
     /// What the connection was authorized for.
     authorized: Authorized,
     /// The session in the live registry: its current decision is what new
@@ -160,6 +163,22 @@ impl Connection {
         }
     }
 
+    /// Counts an authentication attempt by `method` and what it is
+    /// answered, and passes the answer on.
+    fn counted(&self, method: AuthMethod, answer: Auth) -> Auth {
+        let result = match &answer {
+            Auth::Accept => AuthResult::Accepted,
+            Auth::Reject {
+                partial_success: true,
+                ..
+            } => AuthResult::Partial,
+            Auth::Partial { .. } => AuthResult::Prompted,
+            Auth::Reject { .. } | Auth::UnsupportedMethod => AuthResult::Rejected,
+        };
+        self.shared.metrics().auth_attempt(method, result);
+        answer
+    }
+
     /// The route's name once authenticated, for lines and audit events.
     fn route_name(&self) -> String {
         self.live
@@ -197,6 +216,7 @@ impl Connection {
         ));
         self.shared.sessions().insert(Arc::clone(&live));
         self.live = Some(Live {
+            _counted: self.shared.metrics().session_live(),
             authorized,
             session: live,
             channels: HashMap::new(),
@@ -222,7 +242,8 @@ impl russh::server::Handler for Connection {
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         self.key_exchange_done();
         let user = self.with_route(user);
-        Ok(self.authenticate_none(&user))
+        let answer = self.authenticate_none(&user);
+        Ok(self.counted(AuthMethod::None, answer))
     }
 
     async fn auth_publickey_offered(
@@ -231,7 +252,8 @@ impl russh::server::Handler for Connection {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         self.key_exchange_done();
-        Ok(self.authenticate_offer(&offer))
+        let answer = self.authenticate_offer(&offer);
+        Ok(self.counted(AuthMethod::PublickeyQuery, answer))
     }
 
     async fn auth_publickey(
@@ -242,7 +264,8 @@ impl russh::server::Handler for Connection {
         self.key_exchange_done();
         let user = self.with_route(user);
         let answer = self.authenticate_key(&user, &key).await;
-        Ok(self.hold_before_accept(answer, false).await)
+        let answer = self.hold_before_accept(answer, false).await;
+        Ok(self.counted(AuthMethod::Publickey, answer))
     }
 
     async fn auth_keyboard_interactive<'a>(
@@ -256,7 +279,8 @@ impl russh::server::Handler for Connection {
         let answer = self
             .authenticate_interactive(&user, response.is_some())
             .await;
-        Ok(self.hold_before_accept(answer, true).await)
+        let answer = self.hold_before_accept(answer, true).await;
+        Ok(self.counted(AuthMethod::KeyboardInteractive, answer))
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {

@@ -246,8 +246,23 @@ pub struct Health {
     pub failure: Option<String>,
 }
 
+/// Told about uploads as they happen, for metrics (issue 16). The
+/// recorder knows nothing of how they are counted; the gateway implements
+/// this over its metrics. Each method is called from an uploader task and
+/// must not block.
+pub trait Observer: Send + Sync {
+    /// An upload pass failed (storage unavailable or refusing).
+    fn upload_failed(&self) {}
+    /// Recorded bytes that had waited `waited` for storage were uploaded.
+    fn uploaded(&self, waited: Duration) {
+        let _ = waited;
+    }
+}
+
 /// Shared by all sessions of one recorder.
 struct RecorderInner {
+    /// Who hears about uploads, once set.
+    observer: std::sync::OnceLock<Arc<dyn Observer>>,
     config: RecorderConfig,
     catalog: Catalog,
     signer: Arc<dyn Signer>,
@@ -288,6 +303,7 @@ impl Recorder {
         let spool_total = dir_size(&config.spool_dir);
         Ok(Recorder {
             inner: Arc::new(RecorderInner {
+                observer: std::sync::OnceLock::new(),
                 config,
                 catalog,
                 signer,
@@ -296,6 +312,12 @@ impl Recorder {
                 recovering: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// Tells `observer` about uploads from now on; only the first call
+    /// counts.
+    pub fn observe(&self, observer: Arc<dyn Observer>) {
+        let _ = self.inner.observer.set(observer);
     }
 
     /// Read access: list, show, verify, export, reindex.

@@ -34,6 +34,10 @@ pub(super) async fn uploader(shared: Arc<SessionShared>, mut stop: watch::Receiv
     let mut backoff = config.retry_initial_backoff;
     let mut retry_at: Option<Instant> = None;
     let mut outage_reported = false;
+    // Since when recorded bytes have waited for storage, for the upload
+    // lag the observer hears about.
+    let mut waiting_since: Option<Instant> = None;
+    let observer = shared.recorder.observer.get().cloned();
     loop {
         let tick = config.fsync_interval.min(config.segment_interval);
         tokio::select! {
@@ -54,6 +58,12 @@ pub(super) async fn uploader(shared: Arc<SessionShared>, mut stop: watch::Receiv
                 let ch = Arc::clone(ch);
                 let _ = tokio::task::spawn_blocking(move || ch.file.sync_data()).await;
             }
+        }
+        let waiting = channels
+            .iter()
+            .any(|c| c.committed.load(Ordering::Relaxed) > c.acked.load(Ordering::Relaxed));
+        if waiting && waiting_since.is_none() {
+            waiting_since = Some(Instant::now());
         }
         let pending = channels.iter().any(|c| {
             c.committed
@@ -82,6 +92,9 @@ pub(super) async fn uploader(shared: Arc<SessionShared>, mut stop: watch::Receiv
         last_upload = Instant::now();
         match error {
             None => {
+                if let (Some(since), Some(o)) = (waiting_since.take(), &observer) {
+                    o.uploaded(since.elapsed());
+                }
                 if outage_reported {
                     Event::RecordingUploadResumed {
                         session_id: SessionId::new(shared.info.session_id.clone()),
@@ -98,6 +111,9 @@ pub(super) async fn uploader(shared: Arc<SessionShared>, mut stop: watch::Receiv
                     .unwrap_or_else(|p| p.into_inner()) = None;
             }
             Some(reason) => {
+                if let Some(o) = &observer {
+                    o.upload_failed();
+                }
                 if !outage_reported {
                     Event::RecordingUploadFailed {
                         session_id: SessionId::new(shared.info.session_id.clone()),
