@@ -190,10 +190,21 @@ impl Connection {
         fingerprint: &str,
         method: Method,
     ) -> Result<(), String> {
-        let _entered = self.span.enter();
+        // Under the attempt's `authenticate` span when there is one (the
+        // handler's callbacks run in it), else under the connection's.
+        let current = tracing::Span::current();
+        let parent = if current.is_none() {
+            &self.span
+        } else {
+            &current
+        };
+        let span = tracing::info_span!(parent: parent, "authorize", result = tracing::field::Empty);
+        let _entered = span.enter();
         let config = self.shared.config();
         let authorized =
-            authorize::authorize(&config, &self.asker(), user, identity, fingerprint, method)?;
+            authorize::authorize(&config, &self.asker(), user, identity, fingerprint, method);
+        span.record("result", if authorized.is_ok() { "allow" } else { "deny" });
+        let authorized = authorized?;
         self.span.record("identity", authorized.identity.label());
         self.span.record("route", authorized.route.name.as_str());
         self.span.record("login", authorized.login.as_str());
@@ -675,7 +686,9 @@ impl Connection {
                 }
                 result
             }
-            .instrument(self.span.clone()),
+            .instrument(
+                tracing::info_span!(parent: &self.span, "sign_in", issuer = %sign_in.issuer()),
+            ),
         )
     }
 
