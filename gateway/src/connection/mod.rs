@@ -265,10 +265,11 @@ impl russh::server::Handler for Connection {
         self.key_exchange_done();
         let user = self.with_route(user);
         let span = self.authenticate_span("keyboard-interactive");
+        // Only whether there is an answer: the response itself is not Sync,
+        // so the block must not borrow it.
+        let answered = response.is_some();
         let answer = async {
-            let answer = self
-                .authenticate_interactive(&user, response.is_some())
-                .await;
+            let answer = self.authenticate_interactive(&user, answered).await;
             self.hold_before_accept(answer, true).await
         }
         .instrument(span.clone())
