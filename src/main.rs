@@ -19,6 +19,8 @@ mod hostkey;
 mod login;
 mod logins;
 mod metrics;
+#[cfg(feature = "otel")]
+mod otel;
 mod policy;
 mod recordings;
 mod replay;
@@ -187,8 +189,12 @@ fn user_ca_from_config(path: &Path) -> Result<PathBuf> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
-    match run(cli.command) {
+    // The serving commands start logging once their configuration says
+    // whether spans are exported too (`tracing:`).
+    if !matches!(cli.command, Command::Serve { .. } | Command::Web { .. }) {
+        init_logging(cli.log_format, Vec::new());
+    }
+    match run(cli.command, cli.log_format) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("gatehouse: {e:#}");
@@ -197,23 +203,85 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// A layer beside the log lines (the OpenTelemetry bridge).
+type ExtraLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// Log lines on stderr, filtered by `GATEHOUSE_LOG`, plus `extra` layers
+/// with their own filters.
+fn init_logging(format: LogFormat, extra: Vec<ExtraLayer>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEHOUSE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,russh=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let lines: ExtraLayer = match format {
+        LogFormat::Text => lines.with_filter(filter).boxed(),
+        LogFormat::Json => lines.json().with_filter(filter).boxed(),
+    };
+    let mut layers = vec![lines];
+    layers.extend(extra);
+    tracing_subscriber::registry().with(layers).init();
+}
+
+/// What flushes exported spans when dropped; drop it before the runtime.
+#[cfg(feature = "otel")]
+pub(crate) type Traces = Option<otel::Traces>;
+/// Without the `otel` feature nothing is exported.
+#[cfg(not(feature = "otel"))]
+pub(crate) struct Traces;
+
+/// Starts logging for a command that serves `config` on `runtime`, with
+/// its spans exported over OTLP when the configuration has a `tracing`
+/// section.
+pub(crate) fn start_logging(
+    format: LogFormat,
+    config: &config::Config,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Traces> {
+    #[cfg(feature = "otel")]
+    {
+        if let Some(tracing) = &config.tracing {
+            let (traces, layer) = otel::start(tracing, runtime.handle().clone())?;
+            init_logging(format, vec![layer]);
+            return Ok(Some(traces));
+        }
+        init_logging(format, Vec::new());
+        Ok(None)
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = (config, runtime);
+        init_logging(format, Vec::new());
+        Ok(Traces)
     }
 }
 
-fn run(command: Command) -> Result<ExitCode> {
+/// A `tracing` section that this binary cannot honour (it was built
+/// without the `otel` feature): said in one line, and the command stops
+/// with exit code 2 rather than run without the traces asked for.
+pub(crate) fn refuse_tracing(config: &config::Config) -> Option<ExitCode> {
+    if cfg!(feature = "otel") {
+        return None;
+    }
+    let tracing = config.tracing.as_ref()?;
+    eprintln!(
+        "gatehouse: {}:{}:{}: tracing is set, but this gatehouse was built without \
+         OpenTelemetry; rebuild it with --features otel or remove the tracing section",
+        config.source.display(),
+        tracing.at.0,
+        tracing.at.1
+    );
+    Some(ExitCode::from(2))
+}
+
+fn run(command: Command, format: LogFormat) -> Result<ExitCode> {
     match command {
-        Command::Serve { config } => serve(&config),
-        Command::Web { config } => web::run(&config),
+        Command::Serve { config } => serve(&config, format),
+        Command::Web { config } => web::run(&config, format),
         Command::CheckConfig { config } => check_config(&config),
         Command::Ca { command } => match command {
             CaCommand::Init(p) => ca_init(&p.resolve()?),
@@ -249,6 +317,9 @@ fn check_config(path: &Path) -> Result<ExitCode> {
     match load_config(path) {
         Err(code) => Ok(code),
         Ok(c) => {
+            if let Some(code) = refuse_tracing(&c) {
+                return Ok(code);
+            }
             println!(
                 "{}: ok ({} route{}, {} registered key{})",
                 path.display(),
@@ -274,20 +345,33 @@ fn check_config(path: &Path) -> Result<ExitCode> {
             {
                 println!("warning: web.access has no rules, so no viewer may see any recording");
             }
+            if let Some(t) = &c.tracing {
+                println!(
+                    "traces to {} as {} (sample ratio {})",
+                    t.traces_url(),
+                    t.service_name,
+                    t.sample_ratio
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn serve(path: &Path) -> Result<ExitCode> {
+fn serve(path: &Path, format: LogFormat) -> Result<ExitCode> {
     let config = match load_config(path) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    if let Some(code) = refuse_tracing(&config) {
+        return Ok(code);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Dropped (and so flushed) after the server stops, before the runtime.
+    let _traces = start_logging(format, &config, &runtime)?;
     runtime.block_on(async move {
         let listener =
             listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -196,11 +196,14 @@ pub(crate) async fn start_edge(
 }
 
 /// `gatehouse web --config FILE`.
-pub(crate) fn run(path: &Path) -> Result<ExitCode> {
+pub(crate) fn run(path: &Path, format: crate::LogFormat) -> Result<ExitCode> {
     let config = match load_config(path) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    if let Some(code) = crate::refuse_tracing(&config) {
+        return Ok(code);
+    }
     if config.web.is_none() {
         eprintln!("{}: there is no web section to serve", path.display());
         return Ok(ExitCode::from(2));
@@ -209,6 +212,8 @@ pub(crate) fn run(path: &Path) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // Dropped (and so flushed) after the server stops, before the runtime.
+    let _traces = crate::start_logging(format, &config, &runtime)?;
     runtime.block_on(async move {
         let stop = CancellationToken::new();
         let signals = stop.clone();

@@ -86,6 +86,10 @@ pub struct Config {
     /// The metrics and health listener; `None` without a `metrics`
     /// section.
     pub metrics: Option<MetricsSettings>,
+    /// OpenTelemetry traces; `None` without a `tracing` section. Only a
+    /// binary built with the `otel` feature exports them; the others
+    /// refuse a configuration that asks for them.
+    pub tracing: Option<TracingConfig>,
 }
 
 /// The metrics and health listener (issue 16): `/metrics`, `/healthz`
@@ -95,6 +99,36 @@ pub struct MetricsSettings {
     /// Where it listens; a loopback or management address, since the
     /// listener has no authentication.
     pub listen: SocketAddr,
+}
+
+/// Where and how spans are exported (issue 16): OTLP over HTTP with
+/// protobuf bodies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// The collector's OTLP/HTTP base URL (`http://127.0.0.1:4318`); spans
+    /// are posted to its `/v1/traces`.
+    pub otlp_endpoint: url::Url,
+    /// `service.name` of every span (default `gatehouse`).
+    pub service_name: String,
+    /// The share of traces kept, from 0.0 to 1.0 (default 1.0), decided at
+    /// each trace's root and followed by its children.
+    pub sample_ratio: f64,
+    /// Where the section starts (line, column), for the message of a binary
+    /// built without traces.
+    pub at: (u64, u64),
+}
+
+impl TracingConfig {
+    /// The URL spans are posted to: `{otlp_endpoint}/v1/traces`, unless the
+    /// endpoint already names that path.
+    pub fn traces_url(&self) -> String {
+        let base = self.otlp_endpoint.as_str().trim_end_matches('/');
+        if base.ends_with("/v1/traces") {
+            base.to_owned()
+        } else {
+            format!("{base}/v1/traces")
+        }
+    }
 }
 
 /// The edge listener (issue 16): SSH, TLS (by ALPN) and HTTP on one port.

@@ -34,6 +34,8 @@ pub(super) struct RawConfig {
     /// The identity-aware HTTP proxy's routes.
     #[serde(default)]
     pub(super) http_routes: Vec<S<RawHttpRoute>>,
+    /// OpenTelemetry traces (issue 16).
+    pub(super) tracing: Option<S<RawTracing>>,
     #[serde(default)]
     pub(super) recording: RawRecording,
     #[serde(default)]
@@ -230,4 +232,12 @@ pub(super) struct RawEdge {
     #[serde(default)]
     pub(super) trusted_proxies: Option<Vec<S<String>>>,
     pub(super) silent_client: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTracing {
+    pub(super) otlp_endpoint: Option<S<String>>,
+    pub(super) service_name: Option<S<String>>,
+    pub(super) sample_ratio: Option<S<f64>>,
 }

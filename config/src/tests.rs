@@ -660,3 +660,42 @@ fn the_metrics_section_needs_an_address() {
     let got = errors("metrics:\n  listen: 127.0.0.1:9100\n  path: /m\n");
     assert!(got.iter().any(|g| g.contains("path")), "{got:#?}");
 }
+
+#[test]
+fn the_tracing_section_has_defaults_and_checks_its_values() {
+    // Issue 16.
+    let (dir, text) = with_ca("tracing:\n  otlp_endpoint: http://127.0.0.1:4318\n");
+    let config = parse(&dir.path().join("g.yaml"), &text).unwrap();
+    let tracing = config.tracing.unwrap();
+    assert_eq!(tracing.traces_url(), "http://127.0.0.1:4318/v1/traces");
+    assert_eq!(tracing.service_name, "gatehouse");
+    assert_eq!(tracing.sample_ratio, 1.0);
+    let (dir, text) = with_ca(
+        "tracing: {otlp_endpoint: \"https://otel.example/v1/traces\", service_name: gw-1, sample_ratio: 0.25}\n",
+    );
+    let config = parse(&dir.path().join("g.yaml"), &text).unwrap();
+    let tracing = config.tracing.unwrap();
+    assert_eq!(tracing.traces_url(), "https://otel.example/v1/traces");
+    assert_eq!(tracing.service_name, "gw-1");
+    assert_eq!(tracing.sample_ratio, 0.25);
+
+    let got = errors(
+        "tracing:\n  otlp_endpoint: 127.0.0.1:4318\n  sample_ratio: 1.5\n  service_name: \"\"\n",
+    );
+    let expect = [
+        "2:18: bad tracing.otlp_endpoint",
+        "3:17: tracing.sample_ratio must be between 0.0 and 1.0",
+        "4:17: tracing.service_name must be",
+    ];
+    for e in expect {
+        assert!(got.iter().any(|g| g.starts_with(e)), "{e}: {got:#?}");
+    }
+    let got = errors("tracing:\n  service_name: gw\n");
+    assert!(
+        got.iter()
+            .any(|g| g.contains("tracing.otlp_endpoint is required")),
+        "{got:#?}"
+    );
+    let got = errors("tracing:\n  otlp_endpoint: http://x:4318\n  headers: {a: b}\n");
+    assert!(got.iter().any(|g| g.contains("headers")), "{got:#?}");
+}

@@ -250,6 +250,7 @@ impl Validator {
             trusted_proxies,
             edge,
             metrics,
+            tracing: self.tracing(&raw.tracing),
         }
     }
 
@@ -274,6 +275,73 @@ impl Validator {
             }),
         };
         Some(MetricsSettings { listen })
+    }
+
+    /// The `tracing:` section: an `http(s)://` OTLP endpoint, a service
+    /// name and a sampling ratio.
+    fn tracing(&mut self, raw: &Option<S<RawTracing>>) -> Option<TracingConfig> {
+        let section = raw.as_ref()?;
+        let t = &section.value;
+        let otlp_endpoint = match &t.otlp_endpoint {
+            None => {
+                self.problem(
+                    section,
+                    "tracing.otlp_endpoint is required, e.g. http://127.0.0.1:4318",
+                );
+                None
+            }
+            Some(s) => match url::Url::parse(s.value.trim()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    if u.query().is_some() || !u.username().is_empty() || u.password().is_some() {
+                        self.problem(
+                            s,
+                            "tracing.otlp_endpoint takes no credentials or query; \
+                             write e.g. http://127.0.0.1:4318",
+                        );
+                    }
+                    Some(u)
+                }
+                _ => {
+                    self.problem(
+                        s,
+                        format!(
+                            "bad tracing.otlp_endpoint {:?}: write an http:// or https:// URL, \
+                             e.g. http://127.0.0.1:4318",
+                            s.value
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let service_name = match &t.service_name {
+            None => "gatehouse".to_owned(),
+            Some(s) => {
+                let name = s.value.trim();
+                if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+                    self.problem(
+                        s,
+                        "tracing.service_name must be 1 to 128 printable characters",
+                    );
+                }
+                name.to_owned()
+            }
+        };
+        let sample_ratio = match &t.sample_ratio {
+            None => 1.0,
+            Some(s) => {
+                if !(0.0..=1.0).contains(&s.value) {
+                    self.problem(s, "tracing.sample_ratio must be between 0.0 and 1.0");
+                }
+                s.value.clamp(0.0, 1.0)
+            }
+        };
+        Some(TracingConfig {
+            otlp_endpoint: otlp_endpoint?,
+            service_name,
+            sample_ratio,
+            at: (section.referenced.line(), section.referenced.column()),
+        })
     }
 
     fn recording(

@@ -230,7 +230,7 @@ impl Forwards {
         port: u32,
         originator: (String, u32),
     ) {
-        let span = end.span.clone();
+        let span = tracing::info_span!(parent: &end.span, "channel", kind = Kind::Local.name());
         let task = async move {
             let dest = destination(&host, port);
             let from = destination(&originator.0, originator.1);
@@ -492,7 +492,7 @@ impl TargetOpened for Inbound {
         };
         let address = address.to_owned();
         let orig_host = originator_address.to_owned();
-        let span = end.span.clone();
+        let span = tracing::info_span!(parent: &end.span, "channel", kind = Kind::Remote.name());
         let task = async move {
             let Some(_slot) = end.slot() else {
                 end.refused(
@@ -535,7 +535,7 @@ impl TargetOpened for Inbound {
             drop(reply);
             return;
         };
-        let span = end.span.clone();
+        let span = tracing::info_span!(parent: &end.span, "channel", kind = Kind::Agent.name());
         let task = async move {
             let Some(_slot) = end.slot() else {
                 end.refused(
@@ -582,7 +582,7 @@ impl TargetOpened for Inbound {
         };
         let originator = destination(originator_address, originator_port);
         let address = originator_address.to_owned();
-        let span = end.span.clone();
+        let span = tracing::info_span!(parent: &end.span, "channel", kind = Kind::X11.name());
         let task = async move {
             let Some(_slot) = end.slot() else {
                 end.refused(Kind::X11, "x11", &originator, "too many forwarded channels");

@@ -99,5 +99,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if format!("{:?}", old.recording) != format!("{:?}", new.recording) {
         changed.push("recording");
     }
+    if old.tracing != new.tracing {
+        changed.push("tracing");
+    }
     changed
 }

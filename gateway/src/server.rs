@@ -429,8 +429,10 @@ pub(crate) async fn serve_connection<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let id = new_session_id();
+    // One span per client connection: the root of its trace when traces
+    // are exported (issue 16), and the prefix of every log line about it.
     let span = tracing::info_span!(
-        "session",
+        "connection",
         id = %id,
         peer = %peer,
         identity = tracing::field::Empty,
@@ -618,9 +620,14 @@ pub(crate) async fn serve_connection<S>(
         let session = recording.lock().await.take();
         drop(outcome);
         if let Some(session) = session {
-            let report = session.seal_or_leave(SEAL_AT_END).await;
+            let seal = tracing::info_span!("seal", status = tracing::field::Empty);
+            let report = session
+                .seal_or_leave(SEAL_AT_END)
+                .instrument(seal.clone())
+                .await;
             count_recordings(&shared.metrics, std::slice::from_ref(&report));
-            tracing::debug!(status = ?report.status, "recording sealed");
+            seal.record("status", tracing::field::debug(&report.status));
+            seal.in_scope(|| tracing::debug!(status = ?report.status, "recording sealed"));
         }
     }
     .instrument(span)

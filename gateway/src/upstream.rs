@@ -20,6 +20,7 @@ use russh::keys::ssh_key::certificate::CertType;
 use russh::keys::{Algorithm, EcdsaCurve, HashAlg, PublicKeyOrCertificate};
 use russh::{Channel, ChannelOpenFailure, Preferred};
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 use crate::Error;
 use crate::keys::{CertRequest, UserCa};
@@ -377,8 +378,23 @@ fn client_config(check: &HostKeyCheck) -> client::Config {
 }
 
 /// Dials the route's target, checks its host key and logs in with a freshly
-/// minted certificate. Bounded by the route's connect timeout.
+/// minted certificate. Bounded by the route's connect timeout. Runs in a
+/// `connect_target` span (under the channel's) naming the route.
 pub(crate) async fn connect_target(
+    ctx: &DialContext,
+    opened: Arc<dyn TargetOpened>,
+) -> Result<Upstream, Error> {
+    let span = tracing::info_span!(
+        "connect_target",
+        route = %ctx.route.name,
+        result = tracing::field::Empty,
+    );
+    let result = dial_and_log_in(ctx, opened).instrument(span.clone()).await;
+    span.record("result", if result.is_ok() { "ok" } else { "error" });
+    result
+}
+
+async fn dial_and_log_in(
     ctx: &DialContext,
     opened: Arc<dyn TargetOpened>,
 ) -> Result<Upstream, Error> {

@@ -30,6 +30,7 @@ mod headers;
 mod idle;
 mod path;
 mod signin;
+mod trace;
 mod upgrade;
 
 use std::collections::HashMap;
@@ -48,6 +49,7 @@ use config::{HttpConfig, HttpRoute};
 use policy::lang::{HttpRequest, Timestamp, evaluate_http};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
+use tracing::Instrument as _;
 use web_front::html::message;
 use web_front::session::{identity_of, short};
 use web_front::{Peer, Tls};
@@ -302,6 +304,7 @@ impl Proxy {
             );
         };
         *route_name = Some(route.name.clone());
+        tracing::Span::current().record("route", route.name.as_str());
         if path == signin::CALLBACK {
             return signin::callback(
                 &self,
@@ -498,6 +501,7 @@ impl Proxy {
             },
             upgrade,
         );
+        trace::inject_upstream(request.headers_mut());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
         let method = request.method().as_str().to_owned();
         let path = facts.path.clone();
@@ -647,7 +651,16 @@ impl tower::Service<Request<Body>> for Dispatch {
                 && proxy.live().serves(&host)
             {
                 let proxy = Arc::clone(proxy);
-                return Box::pin(async move { Ok(proxy.handle(request, host).await) });
+                let span = trace::request_span(request.method().as_str());
+                trace::continue_incoming(&span, request.headers());
+                return Box::pin(
+                    async move {
+                        let response = proxy.handle(request, host).await;
+                        tracing::Span::current().record("status", response.status().as_u16());
+                        Ok(response)
+                    }
+                    .instrument(span),
+                );
             }
         }
         let fallback = self.fallback.clone();

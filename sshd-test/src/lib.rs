@@ -614,6 +614,7 @@ fn descendants_of(root: u32) -> Vec<u32> {
 }
 
 pub mod idp;
+pub mod otlp;
 pub mod s3;
 pub mod upstream;
 

@@ -203,7 +203,16 @@ impl Connection {
         if user == CERT_USER {
             return self.admit_direct(identity, fingerprint, method);
         }
-        let _entered = self.span.enter();
+        // Under the attempt's `authenticate` span when there is one (the
+        // handler's callbacks run in it), else under the connection's.
+        let current = tracing::Span::current();
+        let parent = if current.is_none() {
+            &self.span
+        } else {
+            &current
+        };
+        let span = tracing::info_span!(parent: parent, "authorize", result = tracing::field::Empty);
+        let _entered = span.enter();
         let config = self.shared.config();
         let authorized = authorize::authorize(
             &config,
@@ -213,7 +222,9 @@ impl Connection {
             identity,
             fingerprint,
             method,
-        )?;
+        );
+        span.record("result", if authorized.is_ok() { "allow" } else { "deny" });
+        let authorized = authorized?;
         self.span.record("identity", authorized.identity.label());
         self.span.record("route", authorized.route.name.as_str());
         self.span.record("login", authorized.login.as_str());
@@ -708,7 +719,9 @@ impl Connection {
                 }
                 result
             }
-            .instrument(self.span.clone()),
+            .instrument(
+                tracing::info_span!(parent: &self.span, "sign_in", issuer = %sign_in.issuer()),
+            ),
         )
     }
 

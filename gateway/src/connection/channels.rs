@@ -162,7 +162,7 @@ impl Connection {
             session.handle(),
             recording,
             self.closed.clone(),
-            self.span.clone(),
+            tracing::info_span!(parent: &self.span, "channel", kind = "session"),
         );
         if let Some(live) = self.live.as_mut() {
             live.channels.insert(id, proxied);

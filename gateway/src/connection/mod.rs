@@ -40,6 +40,7 @@ use russh::server::{
 };
 use russh::{Channel, ChannelId, Pty, Sig};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::admission::Slot;
 use tokio_util::sync::CancellationToken;
@@ -179,6 +180,17 @@ impl Connection {
         answer
     }
 
+    /// A span for one authentication attempt, under the connection's:
+    /// the method, and the answer once given (never the key or a token).
+    fn authenticate_span(&self, method: &'static str) -> tracing::Span {
+        tracing::info_span!(
+            parent: &self.span,
+            "authenticate",
+            method,
+            result = tracing::field::Empty,
+        )
+    }
+
     /// The route's name once authenticated, for lines and audit events.
     fn route_name(&self) -> String {
         self.live
@@ -263,8 +275,14 @@ impl russh::server::Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         self.key_exchange_done();
         let user = self.with_route(user);
-        let answer = self.authenticate_key(&user, &key).await;
-        let answer = self.hold_before_accept(answer, false).await;
+        let span = self.authenticate_span("publickey");
+        let answer = async {
+            let answer = self.authenticate_key(&user, &key).await;
+            self.hold_before_accept(answer, false).await
+        }
+        .instrument(span.clone())
+        .await;
+        span.record("result", outcome(&answer));
         Ok(self.counted(AuthMethod::Publickey, answer))
     }
 
@@ -276,10 +294,17 @@ impl russh::server::Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         self.key_exchange_done();
         let user = self.with_route(user);
-        let answer = self
-            .authenticate_interactive(&user, response.is_some())
-            .await;
-        let answer = self.hold_before_accept(answer, true).await;
+        let span = self.authenticate_span("keyboard-interactive");
+        // Only whether there is an answer: the response itself is not Sync,
+        // so the block must not borrow it.
+        let answered = response.is_some();
+        let answer = async {
+            let answer = self.authenticate_interactive(&user, answered).await;
+            self.hold_before_accept(answer, true).await
+        }
+        .instrument(span.clone())
+        .await;
+        span.record("result", outcome(&answer));
         Ok(self.counted(AuthMethod::KeyboardInteractive, answer))
     }
 
@@ -504,5 +529,19 @@ impl russh::server::Handler for Connection {
     ) -> Result<(), Self::Error> {
         self.deliver_signal(channel, signal);
         Ok(())
+    }
+}
+
+/// An authentication answer as a span attribute.
+fn outcome(answer: &Auth) -> &'static str {
+    match answer {
+        Auth::Accept => "accept",
+        Auth::Reject {
+            partial_success: true,
+            ..
+        } => "partial",
+        Auth::Reject { .. } => "reject",
+        Auth::Partial { .. } => "prompt",
+        _ => "other",
     }
 }
