@@ -370,7 +370,9 @@ routes:
         if not cert.exists():
             run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                  "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-                 "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert])
+                 "-addext", "subjectAltName=IP:127.0.0.1",
+                 # A leaf, not a CA: rustls refuses a CA as the server's certificate.
+                 "-addext", "basicConstraints=critical,CA:FALSE", "-keyout", key, "-out", cert])
         q = json.dumps
         return (f"edge:\n  listen: 127.0.0.1:0\n  tls: {{cert: {q(str(cert))}, key: {q(str(key))}}}\n"
                 "limits:\n  penalties: {exempt: [127.0.0.1]}\n")
