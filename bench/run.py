@@ -1662,7 +1662,7 @@ def render_channels(res):
           "CPU: the gateway process (or the jump sshd and its reaped children for -J), "
           "utime + stime per GiB moved, counted until the recording is sealed.", "",
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    md += ["| " + " | ".join(r) + " |" for r in table[1:]]
+    md += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in table[1:]]
     verdicts = channel_verdicts(res)
     if verdicts:
         vt = [["target (issue 15)", "measured", "target", "verdict"]]
@@ -1672,7 +1672,7 @@ def render_channels(res):
         widths = [max(len(r[i]) for r in vt) for i in range(4)]
         text += "\n\n" + "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in vt)
         md += ["", "| " + " | ".join(vt[0]) + " |", "|---|---|---|---|"]
-        md += ["| " + " | ".join(r) + " |" for r in vt[1:]]
+        md += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in vt[1:]]
     if ch.get("setup_s"):
         md += ["", "Setup (`ssh host true`, median of 5): " + ", ".join(
             f"{CHANNEL_LABEL[p]} {s * 1000:.0f} ms" if isinstance(s, float) else f"{CHANNEL_LABEL[p]} ERR"
