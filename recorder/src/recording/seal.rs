@@ -302,54 +302,59 @@ async fn upload_sealed(
         let state = ch.upload.lock().await;
         (state.frames.clone(), state.hashes.clone())
     };
-    let (tmp, keep_tmp, sums) = match (frames, hashes) {
-        (Some(frames), Some(h)) => {
-            let sums = (
-                hex(h.raw.finish().as_ref()),
-                h.stored_len,
-                hex(h.stored.finish().as_ref()),
-            );
-            (frames, true, sums)
-        }
-        _ => {
-            let tmp = spool.with_extension(format!("{}.zst", ch.format.extension()));
-            let tmp2 = tmp.clone();
-            let level = ch.format.zstd_level();
-            let sums =
-                tokio::task::spawn_blocking(move || compress_file(&spool, committed, &tmp2, level))
-                    .await
-                    .map_err(|e| Error::Spool {
-                        path: tmp.clone(),
-                        source: std::io::Error::other(e.to_string()),
-                    })??;
-            (tmp, false, sums)
-        }
-    };
-    let (raw_sha, stored_len, stored_sha) = sums;
     let path = recorder.catalog.storage.path(key);
     let mut writer = object_store::buffered::BufWriter::with_capacity(
         Arc::clone(recorder.catalog.storage.store()),
         path,
         8 * 1024 * 1024,
     );
-    let file = tokio::fs::File::open(&tmp)
-        .await
-        .map_err(Error::spool(&tmp))?;
-    // Each read of a tokio file is a trip to the blocking pool: read a
-    // mebibyte at a time, not tokio::io::copy's 8 KiB, or the thread
-    // hand-offs cost more CPU than the copy.
-    let mut file = tokio::io::BufReader::with_capacity(1 << 20, file);
-    let copied = tokio::io::copy_buf(&mut file, &mut writer).await;
-    let done = match copied {
-        Ok(_) => writer.shutdown().await,
-        Err(e) => {
+    let (copied, sums) = match (frames, hashes) {
+        (Some(frames), Some(h)) => {
+            let sums = Ok((
+                hex(h.raw.finish().as_ref()),
+                h.stored_len,
+                hex(h.stored.finish().as_ref()),
+            ));
+            (copy_file(&frames, &mut writer).await, sums)
+        }
+        _ => {
+            // Compressed straight into the upload, a mebibyte at a time: a
+            // compressed copy in the spool would take it past its cap.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+            let level = ch.format.zstd_level();
+            let compress = tokio::task::spawn_blocking(move || {
+                compress_into(&spool, committed, ChunkSender::new(tx), level)
+            });
+            let mut copied = Ok(());
+            while let Some(chunk) = rx.recv().await {
+                if let Err(e) = writer.write_all(&chunk).await {
+                    copied = Err(e);
+                    break;
+                }
+            }
+            // A failed upload stops the compression at its next chunk.
+            drop(rx);
+            let sums = match compress.await {
+                Ok(sums) => sums,
+                Err(e) => Err(Error::Spool {
+                    path: ch.spool_path.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                }),
+            };
+            (copied, sums)
+        }
+    };
+    let done = match (copied, &sums) {
+        (Ok(()), Ok(_)) => writer.shutdown().await,
+        (Err(e), _) => {
             let _ = writer.abort().await;
             Err(e)
         }
+        (Ok(()), Err(_)) => {
+            let _ = writer.abort().await;
+            Ok(())
+        }
     };
-    if !keep_tmp {
-        let _ = std::fs::remove_file(&tmp);
-    }
     done.map_err(|e| Error::Storage {
         key: key.to_owned(),
         source: object_store::Error::Generic {
@@ -357,29 +362,92 @@ async fn upload_sealed(
             source: Box::new(e),
         },
     })?;
+    let (raw_sha, stored_len, stored_sha) = sums?;
     Ok((committed, raw_sha, stored_len, stored_sha))
 }
 
-/// zstd-compresses the first `len` bytes of `src` into `dst`, hashing both sides.
-fn compress_file(src: &Path, len: u64, dst: &Path, level: i32) -> Result<(String, u64, String)> {
+/// Copies the file at `src` into `writer` (the upload), a mebibyte at a
+/// time: each read of a tokio file is a trip to the blocking pool, and
+/// tokio::io::copy's 8 KiB would make the hand-offs cost more than the copy.
+async fn copy_file(
+    src: &Path,
+    writer: &mut object_store::buffered::BufWriter,
+) -> std::io::Result<()> {
+    let file = tokio::fs::File::open(src).await?;
+    let mut file = tokio::io::BufReader::with_capacity(1 << 20, file);
+    tokio::io::copy_buf(&mut file, writer).await.map(|_| ())
+}
+
+/// zstd-compresses the first `len` bytes of `src` into `sink`, hashing
+/// both sides.
+fn compress_into<W: Write>(
+    src: &Path,
+    len: u64,
+    sink: W,
+    level: i32,
+) -> Result<(String, u64, String)> {
     let input = File::open(src).map_err(Error::spool(src))?;
-    let output = File::create(dst).map_err(Error::spool(dst))?;
     let mut reader = HashingReader {
         inner: input.take(len),
         ctx: ring::digest::Context::new(&ring::digest::SHA256),
     };
     let mut writer = HashingWriter {
-        inner: output,
+        inner: sink,
         ctx: ring::digest::Context::new(&ring::digest::SHA256),
         len: 0,
     };
-    zstd::stream::copy_encode(&mut reader, &mut writer, level).map_err(Error::spool(dst))?;
-    writer.inner.sync_data().map_err(Error::spool(dst))?;
+    zstd::stream::copy_encode(&mut reader, &mut writer, level).map_err(Error::spool(src))?;
+    writer.flush().map_err(Error::spool(src))?;
     Ok((
         hex(reader.ctx.finish().as_ref()),
         writer.len,
         hex(writer.ctx.finish().as_ref()),
     ))
+}
+
+/// Hands what is written to the async uploader in chunks of about a
+/// mebibyte; fails once the uploader has stopped listening.
+struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl ChunkSender {
+    const CHUNK: usize = 1 << 20;
+
+    fn new(tx: tokio::sync::mpsc::Sender<Bytes>) -> Self {
+        ChunkSender {
+            tx,
+            buf: Vec::with_capacity(Self::CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(Self::CHUNK),
+        ));
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::other("the upload stopped"))
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= Self::CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
 }
 
 /// Hashes what is read through it, so the raw cast is hashed in the same pass
