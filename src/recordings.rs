@@ -19,7 +19,7 @@ use recorder::{ChannelRecord, SessionFilter, SessionRecord, Status};
 
 mod export;
 
-use export::{export, export_stream};
+use export::{What, export};
 
 use crate::catalog::{
     IndexUse, describe, open_catalog, plural, recording_signer_public_key, rfc3339, runtime,
@@ -236,7 +236,13 @@ pub(crate) fn run_recordings(command: RecordingsCommand) -> Result<ExitCode> {
             format: _,
             stream: Some(stream),
             output,
-        } => export_stream(&config, &id, channel.as_deref(), stream, output.as_deref()),
+        } => export(
+            &config,
+            &id,
+            channel.as_deref(),
+            What::Stream(stream),
+            output.as_deref(),
+        ),
         RecordingsCommand::Export {
             config,
             id,
@@ -244,7 +250,13 @@ pub(crate) fn run_recordings(command: RecordingsCommand) -> Result<ExitCode> {
             format,
             stream: None,
             output,
-        } => export(&config, &id, channel.as_deref(), format, output.as_deref()),
+        } => export(
+            &config,
+            &id,
+            channel.as_deref(),
+            What::Cast(format),
+            output.as_deref(),
+        ),
         RecordingsCommand::Reindex { config, text } => reindex(&config, text),
         RecordingsCommand::Search(args) => crate::textindex::search(args),
     }

@@ -41,22 +41,37 @@ fn open(config_path: &Path, id: &str, channel: Option<&str>) -> Result<Result<So
     }))
 }
 
-/// `recordings export`: one channel as asciicast v3 or v2.
+/// What `recordings export` writes: asciicast, or one byte stream.
+pub(super) enum What {
+    Cast(CastFormat),
+    Stream(StreamName),
+}
+
+/// `recordings export`: one channel of session `id`, to `output` or stdout.
 pub(super) fn export(
     config_path: &Path,
     id: &str,
     channel: Option<&str>,
-    format: CastFormat,
+    what: What,
     output: Option<&Path>,
 ) -> Result<ExitCode> {
+    let source = match open(config_path, id, channel)? {
+        Ok(source) => source,
+        Err(code) => return Ok(code),
+    };
+    match what {
+        What::Cast(format) => cast(&source, id, format, output),
+        What::Stream(stream) => byte_stream(&source, id, stream, output),
+    }
+}
+
+/// One channel as asciicast v3 or v2.
+fn cast(source: &Source, id: &str, format: CastFormat, output: Option<&Path>) -> Result<ExitCode> {
     let Source {
         catalog,
         rt,
         channel,
-    } = match open(config_path, id, channel)? {
-        Ok(source) => source,
-        Err(code) => return Ok(code),
-    };
+    } = source;
     let channel = channel.as_str();
     let (format, name) = match format {
         CastFormat::V3 => (ExportFormat::V3, "v3"),
@@ -83,11 +98,10 @@ pub(super) fn export(
     }
 }
 
-/// `recordings export --stream NAME`: the exact bytes, streamed out.
-pub(super) fn export_stream(
-    config_path: &Path,
+/// `--stream NAME`: the exact bytes, streamed out.
+fn byte_stream(
+    source: &Source,
     id: &str,
-    channel: Option<&str>,
     stream: StreamName,
     output: Option<&Path>,
 ) -> Result<ExitCode> {
@@ -95,10 +109,7 @@ pub(super) fn export_stream(
         catalog,
         rt,
         channel,
-    } = match open(config_path, id, channel)? {
-        Ok(source) => source,
-        Err(code) => return Ok(code),
-    };
+    } = source;
     let channel = channel.as_str();
     let (kind, name) = match stream {
         StreamName::Stdout => (recorder::stream::Kind::Stdout, "stdout"),
