@@ -24,7 +24,7 @@ mod serve;
 
 pub use error::Error;
 pub use prefixed::Prefixed;
-pub use serve::{EdgeConfig, SILENT_CLIENT, Targets, serve};
+pub use serve::{EdgeConfig, SILENT_CLIENT, Targets, accept, serve};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 

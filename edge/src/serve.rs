@@ -53,6 +53,31 @@ pub struct Targets {
     pub connect: Arc<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
+/// The next connection on `listener` with Nagle off, or `None` once
+/// `stop` is cancelled. A failed accept (usually out of file descriptors)
+/// is logged under `what` and retried after 50 ms rather than spun on.
+pub async fn accept(
+    listener: &TcpListener,
+    stop: &CancellationToken,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "{what}: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 /// Serves `listener` until `stop`.
 pub async fn serve(
     listener: TcpListener,
@@ -60,19 +85,7 @@ pub async fn serve(
     targets: Targets,
     stop: CancellationToken,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "edge: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = accept(&listener, &stop, "edge").await {
         let (config, targets) = (config.clone(), targets.clone());
         tokio::spawn(async move {
             if let Err(e) = one(stream, peer, &config, &targets).await {

@@ -90,19 +90,7 @@ pub async fn serve<S>(
     S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "web: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = edge::accept(&listener, &stop, "web").await {
         let (tls, service, stop) = (tls.clone(), service.clone(), stop.clone());
         let trusted = trusted_proxies.iter().any(|n| n.contains(&peer.ip()));
         tokio::spawn(async move {
