@@ -435,11 +435,14 @@ fn a_strict_session_refused_while_storage_is_down_lets_go_at_once_and_is_sealed_
     assert_ne!(code, 0);
     assert!(err.contains("gatehouse:"), "{err}");
     // The gateway lets go of the session within seconds, not a minute.
-    let closed = gw.wait_for_log("event=\"recording.failed\"");
+    // Its recording is not failed: the spool is kept and it stays
+    // `uploading` until storage answers.
+    let closed = gw.wait_for_log("event=\"recording.seal_deferred\"");
     let took = started.elapsed();
     eprintln!("refused session released after {took:?}");
     assert!(took < Duration::from_secs(20), "held for {took:?}");
     assert!(closed.contains("spool kept"), "{closed}");
+    assert!(closed.contains("status=\"uploading\""), "{closed}");
     // Storage comes back: the leftover spool is sealed without a restart.
     s3.restart();
     let deadline = Instant::now() + Duration::from_secs(90);

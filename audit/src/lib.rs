@@ -409,6 +409,9 @@ events! {
     RecordingInterrupted = "recording.interrupted", INFO { session_id: SessionId, status: &'static str, reason: String }
     /// A recording could not be completed; see `reason`.
     RecordingFailed = "recording.failed", ERROR { session_id: SessionId, status: &'static str, reason: String }
+    /// Storage did not answer while a recording was sealed: the spool,
+    /// which holds all of it, is kept and sealed once storage answers.
+    RecordingSealDeferred = "recording.seal_deferred", WARN { session_id: SessionId, status: &'static str, reason: String }
     /// A spool left by an earlier process is being recovered.
     RecordingRecovering = "recording.recovering", INFO { session_id: SessionId, status: &'static str }
     /// `gatehouse recordings reindex` rebuilt the index from storage.
@@ -559,6 +562,7 @@ impl Event {
             | Event::RecordingSealed { session_id, .. }
             | Event::RecordingInterrupted { session_id, .. }
             | Event::RecordingFailed { session_id, .. }
+            | Event::RecordingSealDeferred { session_id, .. }
             | Event::RecordingRecovering { session_id, .. }
             | Event::RecordingViewed { session_id, .. }
             | Event::RecordingDownloaded { session_id, .. }

@@ -316,9 +316,10 @@ pub(crate) fn count_recordings(metrics: &Metrics, reports: &[recorder::SealRepor
         metrics.recording_finished(match report.status {
             recorder::Status::Interrupted => RecordingOutcome::Interrupted,
             recorder::Status::Failed => RecordingOutcome::Failed,
-            recorder::Status::Sealed
-            | recorder::Status::Recording
-            | recorder::Status::Uploading => RecordingOutcome::Sealed,
+            recorder::Status::Sealed => RecordingOutcome::Sealed,
+            // A seal put off until storage answers: counted when the
+            // sweep seals it, not twice.
+            recorder::Status::Recording | recorder::Status::Uploading => continue,
         });
     }
 }

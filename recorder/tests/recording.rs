@@ -448,6 +448,70 @@ async fn s3_outage_then_recovery_is_complete() {
     );
 }
 
+/// A seal that storage does not answer in time is put off, not failed:
+/// the recording stays `uploading` with its spool, and the next recovery
+/// seals all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_storage_does_not_answer_is_put_off_then_completed() {
+    let mut s3 = S3Server::start();
+    let state = tempfile::tempdir().unwrap();
+    let rec = Recorder::open(
+        config(state.path(), s3_storage(&s3)),
+        signer(),
+        store(state.path()),
+    )
+    .unwrap();
+    rec.probe_storage().await.unwrap();
+    let session = rec
+        .start_session(info("sess-later", "dave@example.com", "prod-db"))
+        .await
+        .unwrap();
+    let mut ch = session.open_channel(shell("0", false)).await.unwrap();
+    let mut expected = String::new();
+    for i in 0..50 {
+        let line = format!("before the outage {i}\r\n");
+        ch.output(line.as_bytes()).unwrap();
+        expected.push_str(&line);
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::task::block_in_place(|| s3.stop());
+    for i in 0..50 {
+        let line = format!("during the outage {i}\r\n");
+        ch.output(line.as_bytes()).unwrap();
+        expected.push_str(&line);
+    }
+    ch.exit(0).unwrap();
+    drop(ch);
+    let report = session.seal_or_leave(Duration::from_secs(1)).await;
+    assert_eq!(report.status, Status::Uploading, "{report:?}");
+    assert!(report.meta_key.is_none(), "{report:?}");
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("spool kept"),
+        "{report:?}"
+    );
+    let catalog = rec.catalog();
+    let (row, _) = catalog.show("sess-later").await.unwrap().unwrap();
+    assert_eq!(row.status, Status::Uploading);
+    assert_eq!(rec.leftovers(), 1);
+
+    tokio::task::block_in_place(|| s3.restart());
+    let reports = rec.recover().await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].status, Status::Sealed, "{reports:?}");
+    assert_eq!(rec.leftovers(), 0);
+    let verified = catalog
+        .verify("sess-later", Some(&public_key()))
+        .await
+        .unwrap();
+    assert!(verified.ok, "{verified:?}");
+    let cast = catalog.cast("sess-later", None).await.unwrap();
+    assert_eq!(cast.output(), expected, "recording is not byte-exact");
+}
+
 async fn probe_fails(rec: &Recorder) -> bool {
     rec.probe_storage().await.is_err()
 }

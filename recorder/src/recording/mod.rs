@@ -81,6 +81,12 @@ use upload::uploader;
 /// whose extra few percent cost most of the gateway's CPU at seal time.
 const SEAL_ZSTD_LEVEL: i32 = 3;
 
+/// Seals that talk to storage at once. When hundreds of sessions end
+/// together (a gateway drained, a network blip), each seal still gets the
+/// storage it needs inside its time limit instead of all of them sharing
+/// it; the limit starts once a seal's turn has come.
+const CONCURRENT_SEALS: usize = 32;
+
 /// Settings of the recorder; [`RecorderConfig::new`] fills in the defaults.
 #[derive(Clone, Debug)]
 pub struct RecorderConfig {
@@ -227,7 +233,9 @@ pub(crate) struct SpooledChannel {
 pub struct SealReport {
     /// The session.
     pub session_id: String,
-    /// `sealed`, `interrupted` or `failed`.
+    /// `sealed`, `interrupted` or `failed`; `uploading` when storage did
+    /// not answer in time and the spool is kept for
+    /// [`Recorder::recover`](crate::Recorder::recover).
     pub status: Status,
     /// Why it is not `sealed`.
     pub reason: Option<String>,
@@ -273,6 +281,8 @@ struct RecorderInner {
     /// Held while recovery runs: one at a time, or two would seal the same
     /// spool.
     recovering: tokio::sync::Mutex<()>,
+    /// Turns at storage for seals; see [`CONCURRENT_SEALS`].
+    seals: tokio::sync::Semaphore,
 }
 
 /// The recording service: one per gateway process.
@@ -310,6 +320,7 @@ impl Recorder {
                 spool_total: AtomicU64::new(spool_total),
                 live: Mutex::new(HashSet::new()),
                 recovering: tokio::sync::Mutex::new(()),
+                seals: tokio::sync::Semaphore::new(CONCURRENT_SEALS),
             }),
         })
     }

@@ -2,8 +2,12 @@
 //!
 //! A seal uploads the last segments, then the sealed `<channel>.cast.zst` per
 //! channel, then the signed meta.json, and updates the index; only then is
-//! the spool removed. Storage is retried for up to `seal_timeout`, after which
-//! the recording is `failed` and its spool stays for the next start.
+//! the spool removed. At most [`CONCURRENT_SEALS`](super::CONCURRENT_SEALS)
+//! seals talk to storage at once. Storage is retried for up to
+//! `seal_timeout` from a seal's turn, after which the recording stays
+//! `uploading` and its spool is kept until
+//! [`Recorder::recover`](crate::Recorder::recover) seals it (at the next
+//! start, or when the gateway sees storage answer again).
 
 use audit::{Event, SessionId};
 use std::fs::File;
@@ -29,7 +33,8 @@ impl Session {
     /// Ends the recording: uploads the last segments, the sealed `.cast.zst`
     /// per channel and the signed meta.json, updates the index and removes the
     /// spool. Retries storage for up to `seal_timeout`; after that the status
-    /// is `failed` and the spool stays for [`Recorder::recover`](crate::Recorder::recover).
+    /// stays `uploading` and the spool is kept for
+    /// [`Recorder::recover`](crate::Recorder::recover).
     pub async fn seal(self) -> SealReport {
         let within = self.shared.recorder.config.seal_timeout;
         self.seal_within(within).await
@@ -38,8 +43,8 @@ impl Session {
     /// Like [`Session::seal`], but gives storage only `within` (at most
     /// `seal_timeout`): what a session that ended calls, so that an
     /// outage does not hold the connection's resources for a minute. A
-    /// recording not sealed by then keeps its spool, marked `failed` until
-    /// [`Recorder::recover`](crate::Recorder::recover) seals it (the
+    /// recording not sealed by then keeps its spool and stays `uploading`
+    /// until [`Recorder::recover`](crate::Recorder::recover) seals it (the
     /// gateway calls it again once storage answers).
     pub async fn seal_or_leave(self, within: Duration) -> SealReport {
         let within = within.min(self.shared.recorder.config.seal_timeout);
@@ -111,6 +116,8 @@ pub(super) async fn seal_channels(
         .index
         .set_status(&session_id, Status::Uploading, reason.as_deref())
         .await;
+    // The semaphore is never closed; without a turn, the seal goes ahead.
+    let _turn = recorder.seals.acquire().await.ok();
     let deadline = Instant::now() + within;
     let mut backoff = recorder.config.retry_initial_backoff;
     let result = loop {
@@ -183,21 +190,25 @@ pub(super) async fn seal_channels(
             }
         }
         Err(e) => {
-            let why = format!("sealing failed, spool kept for the next start: {e}");
+            // Nothing is lost: the spool holds the whole recording and is
+            // sealed by the next recovery. Until then it is not finished,
+            // and saying `failed` would tell an auditor (and `replay
+            // --follow`) that it never will be.
+            let why = format!("sealing put off, spool kept until storage answers: {e}");
             let _ = recorder
                 .catalog
                 .index
-                .set_status(&session_id, Status::Failed, Some(&why))
+                .set_status(&session_id, Status::Uploading, Some(&why))
                 .await;
-            Event::RecordingFailed {
+            Event::RecordingSealDeferred {
                 session_id: SessionId::new(session_id.clone()),
-                status: Status::Failed.as_str(),
+                status: Status::Uploading.as_str(),
                 reason: why.clone(),
             }
             .emit();
             SealReport {
                 session_id,
-                status: Status::Failed,
+                status: Status::Uploading,
                 reason: Some(why),
                 meta_key: None,
             }
