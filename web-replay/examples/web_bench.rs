@@ -78,7 +78,7 @@ use tokio_util::sync::CancellationToken;
 /// How often the live session writes a line.
 const WRITE_EVERY: Duration = Duration::from_millis(200);
 /// The recorder's default upload interval, which the web app's live feed
-/// derives its polling from (a quarter, between 100 ms and 1 s).
+/// derives its polling from (a twentieth, between 100 ms and 1 s).
 const SEGMENT_INTERVAL: Duration = Duration::from_secs(5);
 /// Measured requests per page, after the warm-up.
 const ROUNDS: usize = 100;

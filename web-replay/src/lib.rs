@@ -94,10 +94,12 @@ impl App {
             live: live::Hub::default(),
             live_source: live::LiveSource {
                 spool_dir,
-                // Uploaded segments are looked for at a quarter of the
-                // upload interval, between 100 ms and 1 s; this machine's
-                // spool every 200 ms (live.rs).
-                every: (segment_interval / 4)
+                // Uploaded segments are looked for at a twentieth of the
+                // upload interval (250 ms for the default 5 s), between
+                // 100 ms and 1 s: a GET of the next segment's key, and only
+                // while someone watches. This machine's spool every 200 ms
+                // (live.rs).
+                every: (segment_interval / 20)
                     .clamp(Duration::from_millis(100), Duration::from_secs(1)),
             },
             limits: limits::Limits::default(),

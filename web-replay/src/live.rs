@@ -238,7 +238,7 @@ async fn follow(
         }
         // This machine's spool is a file read away: looked at often, so a
         // watcher here sees output well within a second. Segments elsewhere
-        // arrive once per upload, so polling faster would only cost.
+        // arrive once per upload, looked for at `every`.
         let wait = if tail.source() == recorder::tail::Source::Spool {
             SPOOL_EVERY.min(every)
         } else {

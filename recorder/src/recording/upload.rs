@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -28,9 +28,16 @@ use super::{ChannelShared, RecorderInner, SessionShared};
 
 /// The per-session background task: fsync every `fsync_interval`, upload every
 /// `segment_interval` (or when woken), back off while storage fails.
+///
+/// Uploads keep time: each pass is due one `segment_interval` after the
+/// previous one *began*, and the task sleeps until exactly then. (It used
+/// to wake on the fsync tick and count from a pass's end, so bytes waited
+/// up to an interval plus a second plus the upload, which a watcher on
+/// another machine saw as lag.)
 pub(super) async fn uploader(shared: Arc<SessionShared>, mut stop: watch::Receiver<bool>) {
     let config = &shared.recorder.config;
-    let mut last_upload = Instant::now();
+    let mut next_upload = Instant::now() + config.segment_interval;
+    let mut next_fsync = Instant::now() + config.fsync_interval;
     let mut backoff = config.retry_initial_backoff;
     let mut retry_at: Option<Instant> = None;
     let mut outage_reported = false;
@@ -39,11 +46,11 @@ pub(super) async fn uploader(shared: Arc<SessionShared>, mut stop: watch::Receiv
     let mut waiting_since: Option<Instant> = None;
     let observer = shared.recorder.observer.get().cloned();
     loop {
-        let tick = config.fsync_interval.min(config.segment_interval);
+        let upload_at = retry_at.map_or(next_upload, |r| r.max(next_upload));
         tokio::select! {
             _ = stop.changed() => return,
             _ = shared.wake.notified() => {}
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep_until(upload_at.min(next_fsync)) => {}
         }
         if *stop.borrow() {
             return;
@@ -53,6 +60,9 @@ pub(super) async fn uploader(shared: Arc<SessionShared>, mut stop: watch::Receiv
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        if Instant::now() >= next_fsync {
+            next_fsync = Instant::now() + config.fsync_interval;
+        }
         for ch in &channels {
             if ch.dirty.swap(false, Ordering::Relaxed) {
                 let ch = Arc::clone(ch);
@@ -71,10 +81,11 @@ pub(super) async fn uploader(shared: Arc<SessionShared>, mut stop: watch::Receiv
                 .saturating_sub(c.acked.load(Ordering::Relaxed))
                 >= config.segment_bytes
         });
-        let due = last_upload.elapsed() >= config.segment_interval || pending;
+        let due = Instant::now() >= next_upload || pending;
         if !due || retry_at.is_some_and(|t| Instant::now() < t) {
             continue;
         }
+        next_upload = Instant::now() + config.segment_interval;
         let mut error = None;
         for ch in &channels {
             if let Err(e) = upload_pending(
@@ -89,7 +100,6 @@ pub(super) async fn uploader(shared: Arc<SessionShared>, mut stop: watch::Receiv
                 break;
             }
         }
-        last_upload = Instant::now();
         match error {
             None => {
                 if let (Some(since), Some(o)) = (waiting_since.take(), &observer) {
