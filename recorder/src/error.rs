@@ -48,6 +48,12 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
+    /// Storage did not finish a seal within the time it was given.
+    #[error("storage did not answer within {seconds}s")]
+    StorageTimeout {
+        /// The time given, in whole seconds.
+        seconds: u64,
+    },
     /// The storage configuration is invalid (bad URL, missing bucket, unreadable credentials).
     #[error("storage configuration: {0}")]
     StorageConfig(String),

@@ -499,6 +499,7 @@ async fn a_seal_storage_does_not_answer_is_put_off_then_completed() {
     assert_eq!(rec.leftovers(), 1);
 
     tokio::task::block_in_place(|| s3.restart());
+    storage_answers(&rec).await;
     let reports = rec.recover().await;
     assert_eq!(reports.len(), 1, "{reports:?}");
     assert_eq!(reports[0].status, Status::Sealed, "{reports:?}");
@@ -510,6 +511,65 @@ async fn a_seal_storage_does_not_answer_is_put_off_then_completed() {
     assert!(verified.ok, "{verified:?}");
     let cast = catalog.cast("sess-later", None).await.unwrap();
     assert_eq!(cast.output(), expected, "recording is not byte-exact");
+}
+
+/// A recording that failed while live and whose seal was then put off
+/// stays failed, with its reason, when recovery seals it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_recording_whose_seal_is_put_off_is_recovered_failed() {
+    let mut s3 = S3Server::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = config(state.path(), s3_storage(&s3));
+    cfg.spool_max_bytes = 4096;
+    let rec = Recorder::open(cfg, signer(), store(state.path())).unwrap();
+    let session = rec
+        .start_session(info("sess-full-later", "eve@example.com", "db"))
+        .await
+        .unwrap();
+    let mut ch = session.open_channel(shell("0", false)).await.unwrap();
+    assert!(
+        (0..100).any(|_| ch.output(&[b'x'; 200]).is_err()),
+        "the spool limit was never hit"
+    );
+    drop(ch);
+    tokio::task::block_in_place(|| s3.stop());
+    let report = session.seal_or_leave(Duration::from_secs(1)).await;
+    assert_eq!(report.status, Status::Uploading, "{report:?}");
+
+    tokio::task::block_in_place(|| s3.restart());
+    storage_answers(&rec).await;
+    let reports = rec.recover().await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].status, Status::Failed, "{reports:?}");
+    assert!(
+        reports[0]
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("spool full"),
+        "{reports:?}"
+    );
+    let (row, _) = rec
+        .catalog()
+        .show("sess-full-later")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, Status::Failed);
+    assert!(row.meta_key.is_some(), "sealed, with a manifest");
+}
+
+/// Waits until storage answers a probe, as the gateway's sweep does
+/// before it recovers (a restarted S3 server may take a moment).
+async fn storage_answers(rec: &Recorder) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while rec.probe_storage().await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "storage did not come back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn probe_fails(rec: &Recorder) -> bool {

@@ -81,6 +81,10 @@ use upload::uploader;
 /// whose extra few percent cost most of the gateway's CPU at seal time.
 const SEAL_ZSTD_LEVEL: i32 = 3;
 
+/// In a spool directory: why a session's recording failed while it was
+/// live, written when its seal begins, so that recovery seals it `failed`.
+const FAILURE_FILE: &str = "failure.json";
+
 /// Seals that talk to storage at once. When hundreds of sessions end
 /// together (a gateway drained, a network blip), each seal still gets the
 /// storage it needs inside its time limit instead of all of them sharing

@@ -21,7 +21,8 @@ use super::seal::seal_channels;
 use super::spool::{ChannelEnd, SpooledSession, read_json};
 use super::upload::read_segments;
 use super::{
-    ChannelShared, Format, Recorder, RecorderInner, SealReport, SpooledChannel, UploadState,
+    ChannelShared, FAILURE_FILE, Format, Recorder, RecorderInner, SealReport, SpooledChannel,
+    UploadState,
 };
 
 impl Recorder {
@@ -171,7 +172,13 @@ async fn recover_session(recorder: &Arc<RecorderInner>, dir: &Path) -> Result<Se
         }));
     }
     let (status, reason) = if ended && !unfinished {
-        (Status::Sealed, None)
+        // A recording that failed while live (spool full, a strict route
+        // losing storage) stays failed, with its reason, when the seal
+        // that was put off is finished here.
+        match read_json::<String>(&dir.join(FAILURE_FILE)) {
+            Ok(reason) => (Status::Failed, Some(reason)),
+            Err(_) => (Status::Sealed, None),
+        }
     } else {
         (
             Status::Interrupted,

@@ -71,6 +71,10 @@ impl Session {
             }
         }
         let _ = write_json_synced(&shared.dir.join("ended.json"), &now_ms());
+        if let Some(reason) = &failure {
+            // For a seal that is put off: recovery must not call it sealed.
+            let _ = write_json_synced(&shared.dir.join(super::FAILURE_FILE), reason);
+        }
         let (status, reason) = match failure {
             Some(reason) => (Status::Failed, Some(reason)),
             None => (Status::Sealed, None),
@@ -136,9 +140,8 @@ pub(super) async fn seal_channels(
         let outcome =
             match tokio::time::timeout(left.max(Duration::from_millis(100)), attempt).await {
                 Ok(outcome) => outcome,
-                Err(_) => Err(Error::Format {
-                    what: "seal".to_owned(),
-                    reason: format!("storage did not answer within {}s", within.as_secs()),
+                Err(_) => Err(Error::StorageTimeout {
+                    seconds: within.as_secs(),
                 }),
             };
         match outcome {
