@@ -112,8 +112,8 @@ pub struct RecorderConfig {
     pub retry_initial_backoff: Duration,
     /// Longest wait between upload attempts (default 5 s).
     pub retry_max_backoff: Duration,
-    /// How long sealing keeps retrying before the recording is marked `failed`
-    /// and left in the spool for the next start (default 60 s).
+    /// How long sealing keeps retrying, from its turn, before the recording
+    /// is left `uploading` in the spool for the next recovery (default 60 s).
     pub seal_timeout: Duration,
 }
 
