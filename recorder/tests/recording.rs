@@ -84,6 +84,11 @@ fn s3_storage(s3: &S3Server) -> StorageConfig {
     })
 }
 
+/// A recorder storing to `s3`, with its spool and index under `state`.
+fn s3_recorder(s3: &S3Server, state: &Path) -> Recorder {
+    Recorder::open(config(state, s3_storage(s3)), signer(), store(state)).unwrap()
+}
+
 fn public_key() -> [u8; 32] {
     Ed25519Signer::from_seed(&SEED).unwrap().public_key()
 }
@@ -359,12 +364,7 @@ async fn input_recorded_only_when_enabled() {
 async fn s3_outage_then_recovery_is_complete() {
     let mut s3 = S3Server::start();
     let state = tempfile::tempdir().unwrap();
-    let rec = Recorder::open(
-        config(state.path(), s3_storage(&s3)),
-        signer(),
-        store(state.path()),
-    )
-    .unwrap();
+    let rec = s3_recorder(&s3, state.path());
     rec.probe_storage().await.unwrap();
     let session = rec
         .start_session(info("sess-outage", "carol@example.com", "prod-db"))
@@ -455,12 +455,7 @@ async fn s3_outage_then_recovery_is_complete() {
 async fn a_seal_storage_does_not_answer_is_put_off_then_completed() {
     let mut s3 = S3Server::start();
     let state = tempfile::tempdir().unwrap();
-    let rec = Recorder::open(
-        config(state.path(), s3_storage(&s3)),
-        signer(),
-        store(state.path()),
-    )
-    .unwrap();
+    let rec = s3_recorder(&s3, state.path());
     rec.probe_storage().await.unwrap();
     let session = rec
         .start_session(info("sess-later", "dave@example.com", "prod-db"))
@@ -584,12 +579,7 @@ async fn crash_leftover_spool_is_recovered_as_interrupted() {
     let state = tempfile::tempdir().unwrap();
     let expected;
     {
-        let rec = Recorder::open(
-            config(state.path(), s3_storage(&s3)),
-            signer(),
-            store(state.path()),
-        )
-        .unwrap();
+        let rec = s3_recorder(&s3, state.path());
         let session = rec
             .start_session(info("sess-crash", "dave@example.com", "prod-db"))
             .await
@@ -616,12 +606,7 @@ async fn crash_leftover_spool_is_recovered_as_interrupted() {
             .unwrap();
         std::io::Write::write_all(&mut f, b"[0.1, \"o\", \"torn").unwrap();
     }
-    let rec = Recorder::open(
-        config(state.path(), s3_storage(&s3)),
-        signer(),
-        store(state.path()),
-    )
-    .unwrap();
+    let rec = s3_recorder(&s3, state.path());
     let reports = rec.recover().await;
     assert_eq!(reports.len(), 1, "{reports:?}");
     assert_eq!(reports[0].status, Status::Interrupted, "{reports:?}");
