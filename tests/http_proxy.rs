@@ -8,12 +8,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::web::{Jar, Web, browse, location, start_web};
+use common::web::{Jars, Web, browse, location, sign_in_via_proxy, start_web};
 use common::{World, bin, run};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -104,71 +103,7 @@ impl Setup {
     }
 }
 
-/// One browser: a cookie jar per host.
-#[derive(Default)]
-struct Browser(HashMap<String, Jar>);
-
-impl Browser {
-    async fn get(&mut self, c: &reqwest::Client, url: &str) -> reqwest::Response {
-        let host = reqwest::Url::parse(url)
-            .unwrap()
-            .host_str()
-            .unwrap()
-            .to_owned();
-        let jar = self.0.entry(host).or_default();
-        let r = c
-            .get(url)
-            .header("accept", "text/html,application/xhtml+xml")
-            .header("cookie", jar.header())
-            .send()
-            .await
-            .unwrap();
-        jar.take(&r);
-        r
-    }
-
-    fn cookie(&self, host: &str) -> String {
-        self.0.get(host).map(Jar::header).unwrap_or_default()
-    }
-}
-
-/// Follows a browser from `url` on a route host through the sign-in at
-/// the web app (and the IdP, when the browser is not signed in there yet)
-/// back to `url`; returns where it ended.
-async fn sign_in_via_proxy(
-    s: &Setup,
-    c: &reqwest::Client,
-    b: &mut Browser,
-    url: &str,
-    login: &str,
-) -> String {
-    let mut next = url.to_owned();
-    for _ in 0..10 {
-        let r = b.get(c, &next).await;
-        if r.status() != StatusCode::SEE_OTHER && r.status() != StatusCode::FOUND {
-            panic!("{next}: {} {}", r.status(), r.text().await.unwrap());
-        }
-        let to = location(&r);
-        let to = if to.starts_with('/') {
-            let u = reqwest::Url::parse(&next).unwrap();
-            format!("{}{to}", u.origin().ascii_serialization())
-        } else {
-            to
-        };
-        if to.starts_with(&s.idp.issuer) {
-            let password = format!("{}-pw", login.split('@').next().unwrap());
-            next = browse(&s.idp.issuer, &to, login, &password).await;
-            continue;
-        }
-        if to == url {
-            return to;
-        }
-        next = to;
-    }
-    panic!("sign-in did not come back to {url}");
-}
-
-async fn echo(c: &reqwest::Client, b: &Browser, url: &str) -> (StatusCode, Value) {
+async fn echo(c: &reqwest::Client, b: &Jars, url: &str) -> (StatusCode, Value) {
     let host = reqwest::Url::parse(url)
         .unwrap()
         .host_str()
@@ -222,11 +157,11 @@ async fn signs_in_through_the_web_app_and_vouches_for_the_user_upstream() {
 
     // A browser: to the web app, the IdP, and back with a session of the
     // app's own host.
-    let mut alice = Browser::default();
+    let mut alice = Jars::default();
     let landed = sign_in_via_proxy(
-        &s,
         &c,
         &mut alice,
+        &s.idp.issuer,
         &format!("{app}/hello?x=1"),
         "alice@example.com",
     )
@@ -285,8 +220,15 @@ async fn signs_in_through_the_web_app_and_vouches_for_the_user_upstream() {
     );
 
     // Policy by group, method and path.
-    let mut bob = Browser::default();
-    sign_in_via_proxy(&s, &c, &mut bob, &format!("{app}/"), "bob@example.com").await;
+    let mut bob = Jars::default();
+    sign_in_via_proxy(
+        &c,
+        &mut bob,
+        &s.idp.issuer,
+        &format!("{app}/"),
+        "bob@example.com",
+    )
+    .await;
     let (status, _) = echo(&c, &bob, &format!("{app}/reports")).await;
     assert_eq!(status, StatusCode::OK, "dev may read");
     let r = c
@@ -318,12 +260,12 @@ async fn signs_in_through_the_web_app_and_vouches_for_the_user_upstream() {
         e["path"], "/admin/users",
         "the upstream gets the normalized path"
     );
-    let mut carol = Browser::default();
+    let mut carol = Jars::default();
     // Carol signs in, but the app's policy refuses her requests.
     sign_in_via_proxy(
-        &s,
         &c,
         &mut carol,
+        &s.idp.issuer,
         &format!("{app}/"),
         "carol@contractor.example",
     )
@@ -336,9 +278,16 @@ async fn signs_in_through_the_web_app_and_vouches_for_the_user_upstream() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // h2c to the upstream; HTTP/2 from the client.
-    let mut b2 = Browser::default();
+    let mut b2 = Jars::default();
     let h2c = s.origin("h2c");
-    sign_in_via_proxy(&s, &c, &mut b2, &format!("{h2c}/v"), "alice@example.com").await;
+    sign_in_via_proxy(
+        &c,
+        &mut b2,
+        &s.idp.issuer,
+        &format!("{h2c}/v"),
+        "alice@example.com",
+    )
+    .await;
     let (status, e) = echo(&c, &b2, &format!("{h2c}/v")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(e["version"], "HTTP/2.0", "h2c to the upstream");
@@ -367,9 +316,16 @@ async fn signs_in_through_the_web_app_and_vouches_for_the_user_upstream() {
 
     // An upstream that is down: a clean 502 and an audit event; one too
     // slow: 504.
-    let mut b3 = Browser::default();
+    let mut b3 = Jars::default();
     let down = s.origin("down");
-    sign_in_via_proxy(&s, &c, &mut b3, &format!("{down}/"), "alice@example.com").await;
+    sign_in_via_proxy(
+        &c,
+        &mut b3,
+        &s.idp.issuer,
+        &format!("{down}/"),
+        "alice@example.com",
+    )
+    .await;
     let r = c
         .get(format!("{down}/x"))
         .header("cookie", b3.cookie("down.localhost"))
@@ -472,7 +428,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Follows a browser through the sign-in from `start` (a hand-off URL at
 /// the web app, or an app URL) until it lands on `want`.
-async fn follow_to(s: &Setup, c: &reqwest::Client, b: &mut Browser, start: &str, want: &str) {
+async fn follow_to(s: &Setup, c: &reqwest::Client, b: &mut Jars, start: &str, want: &str) {
     let mut next = start.to_owned();
     for _ in 0..10 {
         let r = b.get(c, &next).await;
@@ -506,7 +462,7 @@ async fn two_tabs_websockets_closed_on_revocation_and_streams_without_buffering(
     let app = s.origin("app");
 
     // Two tabs start signing in before either finishes; both land.
-    let mut b = Browser::default();
+    let mut b = Jars::default();
     let first = location(&b.get(&c, &format!("{app}/tab1")).await);
     let second = location(&b.get(&c, &format!("{app}/tab2")).await);
     assert_ne!(first, second);
@@ -572,8 +528,15 @@ async fn two_tabs_websockets_closed_on_revocation_and_streams_without_buffering(
     );
 
     // 1 GiB each way through the proxy, streamed: its memory barely moves.
-    let mut b = Browser::default();
-    sign_in_via_proxy(&s, &c, &mut b, &format!("{app}/big"), "bob@example.com").await;
+    let mut b = Jars::default();
+    sign_in_via_proxy(
+        &c,
+        &mut b,
+        &s.idp.issuer,
+        &format!("{app}/big"),
+        "bob@example.com",
+    )
+    .await;
     let cookie = b.cookie("app.localhost");
     let pid = s.web.child.pid();
     let before = rss_kib(pid);
@@ -608,8 +571,15 @@ async fn two_tabs_websockets_closed_on_revocation_and_streams_without_buffering(
     let down = started.elapsed();
     // bob may only read: the upload goes as alice... who is revoked; sign
     // in as alice again (sre may write).
-    let mut a = Browser::default();
-    sign_in_via_proxy(&s, &c, &mut a, &format!("{app}/up"), "alice@example.com").await;
+    let mut a = Jars::default();
+    sign_in_via_proxy(
+        &c,
+        &mut a,
+        &s.idp.issuer,
+        &format!("{app}/up"),
+        "alice@example.com",
+    )
+    .await;
     let started = Instant::now();
     let out = Command::new("sh")
         .arg("-c")

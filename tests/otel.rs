@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::web::{Jar, browse, location};
+use common::web::{Jars, sign_in_via_proxy};
 use common::{Gateway, LOGIN, World, bin};
 use sshd_test::idp::DevIdp;
 use sshd_test::otlp::{OtlpReceiver, ReceivedSpan};
@@ -114,54 +113,6 @@ fn an_ssh_session_is_one_trace_from_connection_to_seal() {
     }
 }
 
-/// A browser: one cookie jar per host.
-#[derive(Default)]
-struct Browser(HashMap<String, Jar>);
-
-impl Browser {
-    async fn get(&mut self, c: &reqwest::Client, url: &str) -> reqwest::Response {
-        let host = reqwest::Url::parse(url)
-            .unwrap()
-            .host_str()
-            .unwrap()
-            .to_owned();
-        let jar = self.0.entry(host).or_default();
-        let r = c
-            .get(url)
-            .header("accept", "text/html")
-            .header("cookie", jar.header())
-            .send()
-            .await
-            .unwrap();
-        jar.take(&r);
-        r
-    }
-}
-
-/// Follows the sign-in from `url` on a route's host through the web app
-/// and the IdP back to `url`.
-async fn sign_in(c: &reqwest::Client, b: &mut Browser, issuer: &str, url: &str) {
-    let mut next = url.to_owned();
-    for _ in 0..10 {
-        let r = b.get(c, &next).await;
-        assert!(r.status().is_redirection(), "{next}: {}", r.status());
-        let mut to = location(&r);
-        if to.starts_with('/') {
-            let u = reqwest::Url::parse(&next).unwrap();
-            to = format!("{}{to}", u.origin().ascii_serialization());
-        }
-        if to.starts_with(issuer) {
-            next = browse(issuer, &to, "alice@example.com", "alice-pw").await;
-            continue;
-        }
-        if to == url {
-            return;
-        }
-        next = to;
-    }
-    panic!("sign-in did not come back to {url}");
-}
-
 /// The `traceparent` the upstream received, as (trace id, parent span id).
 async fn upstream_traceparent(response: reqwest::Response) -> (String, String) {
     assert_eq!(response.status(), reqwest::StatusCode::OK);
@@ -218,8 +169,15 @@ async fn the_proxy_sends_its_span_upstream_in_traceparent() {
         .build()
         .unwrap();
     let app = format!("http://app.localhost:{port}");
-    let mut alice = Browser::default();
-    sign_in(&c, &mut alice, &idp.issuer, &format!("{app}/")).await;
+    let mut alice = Jars::default();
+    sign_in_via_proxy(
+        &c,
+        &mut alice,
+        &idp.issuer,
+        &format!("{app}/"),
+        "alice@example.com",
+    )
+    .await;
     let cookie = alice.0.get("app.localhost").unwrap().header();
 
     // A request that brings no trace: the proxy's span starts one, and the

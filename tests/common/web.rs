@@ -85,6 +85,73 @@ pub async fn get(c: &reqwest::Client, jar: &mut Jar, url: &str) -> reqwest::Resp
     r
 }
 
+/// One browser's cookies, a jar per host (route hosts and the web app).
+#[derive(Default)]
+pub struct Jars(pub HashMap<String, Jar>);
+
+impl Jars {
+    /// A page load: the host's cookies go out, the ones set come back.
+    pub async fn get(&mut self, c: &reqwest::Client, url: &str) -> reqwest::Response {
+        let host = reqwest::Url::parse(url)
+            .unwrap()
+            .host_str()
+            .unwrap()
+            .to_owned();
+        let jar = self.0.entry(host).or_default();
+        let r = c
+            .get(url)
+            .header("accept", "text/html,application/xhtml+xml")
+            .header("cookie", jar.header())
+            .send()
+            .await
+            .unwrap();
+        jar.take(&r);
+        r
+    }
+
+    /// The `cookie` header this browser sends to `host`.
+    pub fn cookie(&self, host: &str) -> String {
+        self.0.get(host).map(Jar::header).unwrap_or_default()
+    }
+}
+
+/// Follows a browser from `url` on a route host through the sign-in at
+/// the web app (and the IdP at `issuer`, as `login` with the dev IdP's
+/// `NAME-pw` password, when the browser is not signed in there yet) back
+/// to `url`; returns where it ended.
+pub async fn sign_in_via_proxy(
+    c: &reqwest::Client,
+    b: &mut Jars,
+    issuer: &str,
+    url: &str,
+    login: &str,
+) -> String {
+    let mut next = url.to_owned();
+    for _ in 0..10 {
+        let r = b.get(c, &next).await;
+        if r.status() != StatusCode::SEE_OTHER && r.status() != StatusCode::FOUND {
+            panic!("{next}: {} {}", r.status(), r.text().await.unwrap());
+        }
+        let to = location(&r);
+        let to = if to.starts_with('/') {
+            let u = reqwest::Url::parse(&next).unwrap();
+            format!("{}{to}", u.origin().ascii_serialization())
+        } else {
+            to
+        };
+        if to.starts_with(issuer) {
+            let password = format!("{}-pw", login.split('@').next().unwrap());
+            next = browse(issuer, &to, login, &password).await;
+            continue;
+        }
+        if to == url {
+            return to;
+        }
+        next = to;
+    }
+    panic!("sign-in did not come back to {url}");
+}
+
 pub fn location(r: &reqwest::Response) -> String {
     r.headers()["location"].to_str().unwrap().to_owned()
 }
