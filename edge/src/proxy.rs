@@ -23,6 +23,8 @@ pub const DEADLINE: Duration = Duration::from_secs(5);
 
 /// The start of a v1 header.
 const V1: &[u8] = b"PROXY ";
+/// The longest v1 header, CRLF included (the specification's 107 bytes).
+const V1_MAX: usize = 107;
 /// The v2 signature.
 const V2: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
 
@@ -52,6 +54,29 @@ pub struct Header {
 /// Parses a whole header at the start of `buf`: the header and its length,
 /// `Ok(None)` if more bytes are needed.
 pub fn parse(buf: &[u8]) -> Result<Option<(Header, usize)>, Error> {
+    // A v1 header is one text line. ppp is given that line alone: on the
+    // whole buffer it rejects a good header when the bytes after it are not
+    // UTF-8 (a TLS ClientHello in the same read), calls a header cut off
+    // after a port's space malformed rather than incomplete, and takes a
+    // bare LF for the end.
+    let buf = if buf.starts_with(V1) {
+        match buf.iter().take(V1_MAX).position(|&b| b == b'\n') {
+            None if buf.len() < V1_MAX => return Ok(None),
+            None => {
+                return Err(Error::BadProxyHeader(format!(
+                    "a v1 header longer than {V1_MAX} bytes"
+                )));
+            }
+            Some(end) if end == 0 || buf.get(end - 1) != Some(&b'\r') => {
+                return Err(Error::BadProxyHeader(
+                    "a v1 header must end in CRLF".to_owned(),
+                ));
+            }
+            Some(end) => buf.get(..=end).unwrap_or_default(),
+        }
+    } else {
+        buf
+    };
     let parsed = ppp::HeaderResult::parse(buf);
     if parsed.is_incomplete() {
         return Ok(None);
@@ -193,6 +218,33 @@ mod tests {
         assert_eq!(rest, b"\x16\x03\x01");
         let (client, _) = start(b"PROXY UNKNOWN\r\nGET", true).await.unwrap();
         assert_eq!(client, peer(), "UNKNOWN keeps the peer");
+    }
+
+    /// Found by fuzzing: ppp, given the whole buffer, refused a good v1
+    /// header when a TLS ClientHello followed it in the same read, and
+    /// called a header cut after a port's space malformed.
+    #[tokio::test]
+    async fn a_v1_header_is_one_line_whatever_follows_or_however_it_is_cut() {
+        let header: &[u8] = b"PROXY TCP6 2001:db8::1 2001:db8::2 5100 443\r\n";
+        let mut sent = header.to_vec();
+        sent.extend(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\xb1");
+        let (client, rest) = start(&sent, true).await.unwrap();
+        assert_eq!(client, "[2001:db8::1]:5100".parse().unwrap());
+        assert_eq!(rest, &sent[header.len()..]);
+        for cut in V1.len()..header.len() {
+            assert!(
+                matches!(parse(&header[..cut]), Ok(None)),
+                "cut at {cut}: {:?}",
+                parse(&header[..cut])
+            );
+        }
+        let (got, len) = parse(&sent).unwrap().unwrap();
+        assert_eq!((got.client, len), (Some(client), header.len()));
+        // The end is CRLF, within 107 bytes.
+        assert!(parse(b"PROXY TCP4 1.2.3.4 10.0.0.1 1 2 \nSSH").is_err());
+        let long = [V1, &[b'1'; 120][..]].concat();
+        assert!(parse(&long).is_err());
+        assert!(matches!(parse(&long[..100]), Ok(None)));
     }
 
     #[tokio::test]
