@@ -177,7 +177,7 @@ pub async fn read_start<S: AsyncRead + Unpin>(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
