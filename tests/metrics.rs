@@ -9,12 +9,10 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, LOGIN, World, keygen};
-use russh::keys::{HashAlg, PublicKey};
+use common::{Gateway, LOGIN, World, fingerprint, keygen};
 use sshd_test::idp::DevIdp;
 use sshd_test::{ChildGuard, require_program};
 
@@ -75,14 +73,6 @@ fn scrape_until(addr: &str, what: &str, check: impl Fn(&HashMap<String, f64>) ->
         assert!(Instant::now() < deadline, "{what} never held:\n{text}");
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn fingerprint(private_key: &Path) -> String {
-    let text = std::fs::read_to_string(common::public_key_path(private_key)).unwrap();
-    PublicKey::from_openssh(text.trim())
-        .unwrap()
-        .fingerprint(HashAlg::Sha256)
-        .to_string()
 }
 
 /// `promtool check metrics` on `text`: its exit status and what it said.

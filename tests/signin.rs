@@ -9,8 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, LOGIN, World, bin, keygen, run};
-use russh::keys::{HashAlg, PublicKey};
+use common::{Gateway, LOGIN, World, bin, fingerprint, keygen, run};
 use sshd_test::idp::DevIdp;
 use sshd_test::{ChildGuard, require_program};
 use state::{Sqlite, Store};
@@ -106,14 +105,6 @@ fn ssh_signing_in(cmd: Command, expect_prompt: bool, browser: Browser<'_>) -> Ou
         stderr: child.stderr_text(),
         user_code,
     }
-}
-
-fn fingerprint(private_key: &Path) -> String {
-    let text = std::fs::read_to_string(common::public_key_path(private_key)).unwrap();
-    PublicKey::from_openssh(text.trim())
-        .unwrap()
-        .fingerprint(HashAlg::Sha256)
-        .to_string()
 }
 
 fn logins(config: &Path, args: &[&str]) -> String {

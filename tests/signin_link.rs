@@ -13,8 +13,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{Gateway, LOGIN, World, bin, keygen, run};
-use russh::keys::{HashAlg, PublicKey};
+use common::{Gateway, LOGIN, World, bin, fingerprint, keygen, run};
+use russh::keys::HashAlg;
 use sshd_test::ChildGuard;
 use sshd_test::idp::DevIdp;
 use state::{LinkApproval, LinkApproved, LinkRow, LinkState, Sqlite, Store};
@@ -41,13 +41,6 @@ fn sre_route(w: &World) -> String {
         "prod",
         "policy: {rules: [{allow: sre, when: {groups: sre}}]}",
     )
-}
-
-fn fingerprint(private_key: &Path) -> String {
-    PublicKey::from_openssh(&common::public_key(private_key))
-        .unwrap()
-        .fingerprint(HashAlg::Sha256)
-        .to_string()
 }
 
 /// What the web app stores a link under: hex SHA-256 of the token's text.

@@ -72,12 +72,18 @@ pub fn public_key_path(private: &Path) -> PathBuf {
 
 /// The text of `PATH.pub`, trimmed.
 pub fn public_key(private: &Path) -> String {
-    let mut p = private.as_os_str().to_owned();
-    p.push(".pub");
-    std::fs::read_to_string(PathBuf::from(p))
+    std::fs::read_to_string(public_key_path(private))
         .expect("read .pub")
         .trim()
         .to_owned()
+}
+
+/// The SHA256 fingerprint of `PATH.pub`, as the gateway logs and stores it.
+pub fn fingerprint(private: &Path) -> String {
+    russh::keys::PublicKey::from_openssh(&public_key(private))
+        .expect("an OpenSSH public key")
+        .fingerprint(russh::keys::HashAlg::Sha256)
+        .to_string()
 }
 
 /// A gateway CA, a registered client key and a target sshd trusting the CA.
